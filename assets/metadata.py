@@ -1,0 +1,73 @@
+"""Stage summaries turned into Dagster metadata (numbers as numeric metadata so the UI plots them)."""
+
+import dagster as dg
+
+from neuro_pipeline.report import report_markdown
+
+def _md_table(header: list[str], rows: list[list[object]]) -> dg.MetadataValue:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return dg.MetadataValue.md("\n".join(lines))
+
+def corpus_metadata(s, cfg) -> dict:
+    splits = sorted(s.n_tokens)
+    return {
+        "dagster/row_count": sum(s.n_tokens.values()),
+        "n_sentences": sum(s.n_sentences.values()),
+        "n_labels": s.n_labels,
+        "corpus_version": s.version,
+        "task": cfg.task,
+        "sources": dg.MetadataValue.json(s.sources),
+        "splits": _md_table(["split", "sentences", "words"], [[k, s.n_sentences[k], s.n_tokens[k]] for k in splits]),
+        "label_distribution": _md_table(["label", *splits], [[r["label"], *[r.get(k, 0) for k in splits]]
+                                                             for r in s.label_counts]),
+    }
+
+def activation_metadata(s) -> dict:
+    return {
+        "dagster/row_count": s.n_rows,
+        "model_version": s.model_version[:12],
+        "activation_set": s.activation_set,
+        "model_dir": dg.MetadataValue.path(s.model_dir),
+        "n_layers": s.n_layers,
+        "hidden_size": s.hidden_size,
+        "n_neurons": s.n_layers * s.hidden_size,
+        "n_sentences": s.n_sentences,
+        "n_extracted": s.n_extracted,
+        "n_reused": s.n_reused,
+        "n_windowed_sentences": s.n_windowed,
+        "n_rejected_sentences": s.n_rejected,
+        "n_words_without_subwords": s.n_words_without_subwords,
+        "extraction_seconds": s.seconds,
+        "words_per_second": s.words_per_second if s.words_per_second is not None else 0.0,
+    }
+
+def ranking_metadata(s) -> dict:
+    md = {
+        "method": s.method,
+        "task": s.task,
+        "params_hash": s.params_hash,
+        "n_train_words": s.n_train,
+        "n_neurons": s.n_neurons,
+        "fit_seconds": s.seconds,
+        "fitted": dg.MetadataValue.json({k: v for k, v in s.fitted.items() if not isinstance(v, (list, dict))}),
+        "top_neurons": _md_table(["rank", "neuron", "score"],
+                                 [[i + 1, t["neuron"], f"{t['score']:.4g}"] for i, t in enumerate(s.top_neurons)]),
+        "top_neurons_per_class": _md_table(["label", "top neurons (layer:unit)"],
+                                           [[k, ", ".join(v)] for k, v in s.top_per_class.items()]),
+    }
+    return md
+
+def report_metadata(s) -> dict:
+    md: dict = {
+        "accuracy": float(s.accuracy),
+        "majority_baseline": float(s.majority_baseline),
+        "n_test_words": s.n_test,
+        "n_test_unseen_label": s.n_test_unseen_label,
+        "report_html": dg.MetadataValue.path(s.html_path),
+        "report": dg.MetadataValue.md(report_markdown(s)),
+        "evaluation_seconds": s.seconds,
+    }
+    for r in s.selections:
+        md[f"accuracy_{r['selection']}_{100 * r['fraction']:g}pct"] = float(r["accuracy"])
+    return md

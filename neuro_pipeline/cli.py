@@ -1,0 +1,187 @@
+"""The ``neuro-pipeline`` command.
+
+``neuro-pipeline run``      materialize the analysis through Dagster and print a summary
+``neuro-pipeline ui``       start the Dagster UI (and daemon) on 127.0.0.1
+``neuro-pipeline summary``  print what the last run stored
+``neuro-pipeline validate`` check a pipeline.yaml without running anything
+
+The library never imports dagster: this command drives Dagster through its own CLI in a
+subprocess (``dagster job execute`` / ``dagster dev``) with a project-local instance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from neuro_pipeline.config import ConfigError, PipelineConfig, load_config
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_ENV = "NEURO_PIPELINE_CONFIG"
+_EVENT = re.compile(r" - (?:STEP_\w+|ASSET_CHECK_EVALUATION|RUN_\w+) - (.*)$")
+_SHOWN = ("STEP_SUCCESS", "STEP_FAILURE", "ASSET_CHECK_EVALUATION", "RUN_SUCCESS",
+          "RUN_FAILURE", "extracted ", "Error", "error:")
+
+
+def _home(args: argparse.Namespace) -> Path:
+    """A project-local DAGSTER_HOME holding a copy of the repo's dagster.yaml."""
+    home = Path(args.home).resolve() / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    src = PROJECT_ROOT / "dagster.yaml"
+    if src.is_file():
+        shutil.copyfile(src, home / "dagster.yaml")
+    return home
+
+
+def _env(args: argparse.Namespace, cfg: PipelineConfig) -> dict[str, str]:
+    env = dict(os.environ)
+    env["DAGSTER_HOME"] = str(_home(args))
+    env[CONFIG_ENV] = str(Path(args.config).resolve()) if args.config else ""
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def _load(args: argparse.Namespace) -> PipelineConfig:
+    try:
+        return load_config(args.config)
+    except ConfigError as exc:
+        sys.exit(f"neuro-pipeline: {exc}")
+
+
+def _dagster_job(job: str, env: dict[str, str], log_file) -> int:
+    cmd = [sys.executable, "-m", "dagster", "job", "execute", "-m", "assets.definitions", "-a", "defs", "-j", job]
+    proc = subprocess.Popen(cmd, env=env, cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, bufsize=1)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        log_file.write(line)
+        if any(tag in line for tag in _SHOWN):
+            print("  " + _short(line), flush=True)
+    return proc.wait()
+
+
+def _short(line: str) -> str:
+    """The event message of a dagster log line (``... - STEP_SUCCESS - Finished ...``)."""
+    match = _EVENT.search(line)
+    return match.group(1) if match else line.strip()[-160:]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    env = _env(args, cfg)
+    logs = Path(args.home).resolve() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    print(f"neuro-pipeline: analysis '{cfg.name}' ({cfg.source})")
+    print(f"  model  {cfg.model_dir}")
+    print(f"  store  {cfg.store_path}")
+    print(f"  Dagster instance {env['DAGSTER_HOME']}; full log {log_path}")
+    start = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as log_file:
+        for job in ("observe_inputs_job", "analysis_job"):
+            print(f"- {job}", flush=True)
+            rc = _dagster_job(job, env, log_file)
+            if rc != 0:
+                log_file.flush()
+                tail = log_path.read_text(encoding="utf-8").splitlines()[-40:]
+                print("\n".join(tail), file=sys.stderr)
+                print(f"neuro-pipeline: {job} failed (exit {rc}); the previous results in {cfg.store_path} "
+                      f"are unchanged. Full log: {log_path}", file=sys.stderr)
+                return rc
+    print(f"done in {time.perf_counter() - start:.0f} s\n")
+    print_summary(cfg)
+    port = args.port
+    print(f"\nOpen the Dagster UI (lineage, checks, metadata): neuro-pipeline ui"
+          f"{' --config ' + args.config if args.config else ''}  → http://127.0.0.1:{port}")
+    return 0
+
+
+def print_summary(cfg: PipelineConfig) -> None:
+    from neuro_pipeline.pipeline import latest_summary
+
+    s = latest_summary(cfg)
+    rep = s["report"]
+    metrics = s["metrics"]
+    full = next((m["accuracy"] for m in metrics if m["selection"] == "all"), None)
+    base = next((m["accuracy"] for m in metrics if m["selection"] == "majority_baseline"), None)
+    print(f"Analysis '{cfg.name}', task {rep['task']}, model version {rep['model_version'][:12]}")
+    print(f"  full-probe accuracy {full:.4f}   (majority-class baseline {base:.4f})")
+    print("  retrained probe accuracy with selected neurons:")
+    print("    {:>8} {:>8} {:>8} {:>8}".format("neurons", "top", "random", "bottom"))
+    fractions = sorted({m["fraction"] for m in metrics if m["selection"] in ("top", "random", "bottom")})
+    for f in fractions:
+        row = {m["selection"]: m["accuracy"] for m in metrics if m["fraction"] == f}
+        print("    {:>7g}% {:>8.4f} {:>8.4f} {:>8.4f}".format(
+            100 * f, row.get("top", float("nan")), row.get("random", float("nan")), row.get("bottom", float("nan"))))
+    print("  top neurons per class (layer:unit, layer 0 = embeddings):")
+    for label, neurons in s["top_per_class"].items():
+        print(f"    {label:<8} {', '.join(neurons)}")
+    print(f"  report  {rep['html_path']}")
+    print(f"          {rep['markdown_path']}")
+    print(f"  DuckDB  {s['store']}")
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    try:
+        print_summary(cfg)
+    except ValueError as exc:
+        sys.exit(f"neuro-pipeline: {exc}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    print(json.dumps({"name": cfg.name, "source": cfg.source, "model": str(cfg.model_dir),
+                      "store": str(cfg.store_path), "corpus": cfg.corpus.format, "task": cfg.task}, indent=2))
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    env = _env(args, cfg)
+    cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
+           "-h", "127.0.0.1", "-p", str(args.port)]
+    print(f"Dagster UI for analysis '{cfg.name}' on http://127.0.0.1:{args.port} (Ctrl-C stops it)")
+    # dagster dev copies SIGINT's disposition onto SIGTERM; reset both so Ctrl-C and kill work.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.chdir(os.getcwd())
+    os.execvpe(cmd[0], cmd, env)
+    return 0  # pragma: no cover
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="neuro-pipeline", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, func, help_ in (("run", cmd_run, "materialize the analysis through Dagster"),
+                              ("ui", cmd_ui, "start the Dagster UI and daemon on 127.0.0.1"),
+                              ("summary", cmd_summary, "print the last stored results"),
+                              ("validate", cmd_validate, "check a pipeline.yaml")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("-c", "--config", default=os.environ.get(CONFIG_ENV) or None,
+                       help="pipeline.yaml (default: the embedded default analysis)")
+        p.add_argument("--home", default=".neuro", help="folder for the Dagster instance and logs (default .neuro)")
+        p.add_argument("--port", type=int, default=3000, help="port of the Dagster UI (default 3000)")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

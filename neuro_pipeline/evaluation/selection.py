@@ -1,0 +1,243 @@
+"""How good is a neuron ranking? Retrain probes on its top, random and bottom neurons.
+
+Start here: :func:`evaluate_selections` is NeuroX's evaluation protocol (retrain a probe on
+the selected columns only, as ``filter_activations_keep_neurons`` + a new probe does):
+a ranking is useful when its top-k neurons predict the concept better than k random
+neurons, and k random neurons better than its bottom-k. :func:`summarize_selections`
+collapses the random draws to mean and standard deviation; :func:`evaluate_probe` scores
+one probe overall and per class.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from numbers import Real
+
+import numpy as np
+import polars as pl
+
+from neuro_pipeline.probe import LinearProbe
+from neuro_pipeline.ranking._base import check_activations
+
+logger = logging.getLogger(__name__)
+
+#: Probe settings used to retrain on selected neurons unless ``probe_params`` overrides them.
+#: No L1: the question is what the selected neurons can do together, so none is dropped.
+#: Some L2: on UD EWT POS (MiniLM), l2=1e-3 instead of 1e-4 raised the accuracy of 538
+#: retrained neurons from 0.937 to 0.943 (less overfitting), cost 0.005 on 27 neurons, and
+#: converges in fewer iterations.
+DEFAULT_SELECTION_PROBE_PARAMS: Mapping[str, float] = {"l1": 0.0, "l2": 1e-3}
+
+_SELECTIONS = ("top", "random", "bottom")
+
+
+def evaluate_probe(probe, X, y) -> dict:
+    """Overall and per-class accuracy of a fitted probe.
+
+    Parameters
+    ----------
+    probe : LinearProbe
+        A fitted probe (anything with ``predict`` and ``classes_``).
+    X : array-like of shape (n_tokens, n_features)
+    y : array-like of shape (n_tokens,)
+        True labels; labels the probe never saw count as errors.
+
+    Returns
+    -------
+    dict
+        ``accuracy`` (float), ``n_tokens`` (int), ``n_unseen`` (tokens whose label the probe
+        never saw), and ``per_class``: label -> ``{"accuracy", "support"}`` for every label
+        in ``y`` or ``probe.classes_`` (accuracy is NaN where support is 0). Per-class
+        accuracy is the share of that class's tokens predicted correctly (NeuroX's
+        per-class score).
+
+    Examples
+    --------
+    >>> X = np.array([[0.], [1.], [0.], [1.]], dtype=np.float32)
+    >>> probe = LinearProbe(l1=0.0, l2=1e-3).fit(X, [0, 1, 0, 1])
+    >>> evaluate_probe(probe, X, [0, 1, 0, 2])["n_unseen"]
+    1
+    """
+    X, _ = check_activations(X, owner="evaluate_probe")
+    y = np.asarray(y)
+    if y.shape != (X.shape[0],):
+        raise ValueError(f"evaluate_probe: y must have shape ({X.shape[0]},), one label per row of X; got {y.shape}.")
+    predicted = probe.predict(X)
+    correct = predicted == y
+    per_class = {}
+    for label in np.union1d(probe.classes_, np.unique(y)):
+        members = y == label
+        support = int(members.sum())
+        per_class[label.item() if hasattr(label, "item") else label] = {
+            "accuracy": float(correct[members].mean()) if support else float("nan"),
+            "support": support,
+        }
+    return {
+        "accuracy": float(correct.mean()),
+        "n_tokens": int(len(y)),
+        "n_unseen": int((~np.isin(y, probe.classes_)).sum()),
+        "per_class": per_class,
+    }
+
+
+def random_neurons(n_neurons: int, k: int, *, seed: int = 0, draw: int = 0) -> np.ndarray:
+    """``k`` distinct neurons out of ``n_neurons``, drawn uniformly, sorted.
+
+    The draw depends only on ``(seed, draw, k)``, so adding a fraction to an evaluation
+    never changes the draws of the others. NeuroX's ``get_random_neurons`` keeps each
+    neuron with probability p instead, so its k varies; a fixed k compares like with like.
+    """
+    rng = np.random.default_rng([seed, draw, k])
+    return np.sort(rng.choice(n_neurons, size=k, replace=False))
+
+
+def evaluate_selections(
+    X_train,
+    y_train,
+    X_test,
+    y_test,
+    ranking: np.ndarray,
+    *,
+    fractions: Sequence[float] = (0.01, 0.05, 0.10, 0.20),
+    n_random: int = 3,
+    seed: int = 0,
+    probe_params: Mapping | None = None,
+) -> pl.DataFrame:
+    """Test accuracy of probes retrained on the top, random and bottom neurons of a ranking.
+
+    For each fraction f, ``k = ceil(f * n_neurons)`` (as ``NeuronRanker.top_neurons``), and
+    a fresh :class:`~neuro_pipeline.probe.LinearProbe` is trained on the training rows of
+    just the selected columns and scored on the test rows:
+
+    - ``top``: ``ranking[:k]``;
+    - ``bottom``: ``ranking[-k:]`` (NeuroX's bottom neurons: the end of the ordering);
+    - ``random``: ``n_random`` independent uniform draws of k neurons (:func:`random_neurons`).
+
+    Parameters
+    ----------
+    X_train, X_test : array-like of shape (n_tokens, n_neurons)
+        Activations; never modified. Only the selected columns are copied, one probe at a time.
+    y_train, y_test : array-like of shape (n_tokens,)
+        Labels. Test labels that never occur in training are kept, scored as errors, and
+        counted in ``n_unseen_test``.
+    ranking : array-like of int, shape (n_neurons,)
+        A permutation of the neuron indices, best first (``NeuronRanker.ranking_``).
+    fractions : sequence of float in (0, 1]
+    n_random : int, default=3
+        Random draws per fraction (0 to skip random selections).
+    seed : int, default=0
+        Seed of the random draws.
+    probe_params : mapping, optional
+        ``LinearProbe`` hyperparameters for the retrained probes; defaults to
+        :data:`DEFAULT_SELECTION_PROBE_PARAMS`.
+
+    Returns
+    -------
+    polars.DataFrame
+        One row per probe, ordered by fraction then top/random/bottom: ``selection``
+        (str), ``fraction`` (Float64), ``k`` (Int32), ``draw`` (Int32; the draw number for
+        random rows, null otherwise), ``accuracy`` (Float64), ``n_test`` (Int32),
+        ``n_unseen_test`` (Int32), ``fit_seconds`` (Float64). Use
+        :func:`summarize_selections` for mean and standard deviation over draws.
+
+    Raises
+    ------
+    ValueError
+        On inconsistent shapes, a ranking that is not a permutation, or bad fractions.
+    """
+    X_train, y_train = check_activations(X_train, y_train, owner="evaluate_selections (train)")
+    X_test, _ = check_activations(X_test, owner="evaluate_selections (test)")
+    y_test = np.asarray(y_test)
+    n_neurons = X_train.shape[1]
+    if X_test.shape[1] != n_neurons:
+        raise ValueError(
+            f"evaluate_selections: X_test has {X_test.shape[1]} neurons but X_train has {n_neurons}; "
+            "both must come from the same layers."
+        )
+    if y_test.shape != (X_test.shape[0],):
+        raise ValueError(
+            f"evaluate_selections: y_test must have shape ({X_test.shape[0]},), one label per row of X_test; "
+            f"got {y_test.shape}."
+        )
+    ranking = np.asarray(ranking)
+    if ranking.shape != (n_neurons,) or not np.array_equal(np.sort(ranking), np.arange(n_neurons)):
+        raise ValueError(
+            f"evaluate_selections: ranking must be a permutation of 0..{n_neurons - 1} (one entry per neuron); "
+            f"got shape {ranking.shape}. Pass a fitted ranker's ranking_."
+        )
+    for f in fractions:
+        if isinstance(f, bool) or not isinstance(f, Real) or not 0 < f <= 1:
+            raise ValueError(f"evaluate_selections: every fraction must be in (0, 1]; got {f!r}.")
+    if n_random < 0:
+        raise ValueError(f"evaluate_selections: n_random must be >= 0; got {n_random}.")
+    params = dict(DEFAULT_SELECTION_PROBE_PARAMS if probe_params is None else probe_params)
+
+    n_unseen = int((~np.isin(y_test, np.unique(y_train))).sum())
+    if n_unseen:
+        logger.warning(
+            "evaluate_selections: %d of %d test tokens have labels never seen in training; "
+            "they are scored as errors.", n_unseen, len(y_test)
+        )
+    rows = []
+    for fraction in fractions:
+        k = math.ceil(fraction * n_neurons)
+        selections = [("top", None, ranking[:k])]
+        selections += [("random", d, random_neurons(n_neurons, k, seed=seed, draw=d)) for d in range(n_random)]
+        selections.append(("bottom", None, ranking[n_neurons - k :]))
+        for name, draw, columns in selections:
+            # Sorted columns: the fancy-indexed copy reads each row left to right.
+            columns = np.sort(columns)
+            start = time.perf_counter()
+            probe = LinearProbe(**params).fit(X_train[:, columns], y_train)
+            accuracy = probe.score(X_test[:, columns], y_test)
+            rows.append(
+                {
+                    "selection": name,
+                    "fraction": float(fraction),
+                    "k": k,
+                    "draw": draw,
+                    "accuracy": accuracy,
+                    "n_test": len(y_test),
+                    "n_unseen_test": n_unseen,
+                    "fit_seconds": time.perf_counter() - start,
+                }
+            )
+            logger.info("selection %s", rows[-1])
+    return pl.DataFrame(
+        rows,
+        schema={
+            "selection": pl.String,
+            "fraction": pl.Float64,
+            "k": pl.Int32,
+            "draw": pl.Int32,
+            "accuracy": pl.Float64,
+            "n_test": pl.Int32,
+            "n_unseen_test": pl.Int32,
+            "fit_seconds": pl.Float64,
+        },
+    )
+
+
+def summarize_selections(table: pl.DataFrame) -> pl.DataFrame:
+    """Collapse :func:`evaluate_selections` rows to one per (selection, fraction): ``k``,
+    ``n_draws``, ``accuracy_mean``, ``accuracy_std`` (sample std, ddof=1; null for one
+    draw), ``accuracy_min``, ``accuracy_max``; ordered by fraction then top/random/bottom.
+    """
+    order = {name: i for i, name in enumerate(_SELECTIONS)}
+    return (
+        table.group_by("selection", "fraction", maintain_order=True)
+        .agg(
+            pl.col("k").first(),
+            pl.len().cast(pl.Int32).alias("n_draws"),
+            pl.col("accuracy").mean().alias("accuracy_mean"),
+            pl.col("accuracy").std(ddof=1).alias("accuracy_std"),
+            pl.col("accuracy").min().alias("accuracy_min"),
+            pl.col("accuracy").max().alias("accuracy_max"),
+        )
+        .with_columns(pl.col("selection").replace_strict(order, return_dtype=pl.Int32).alias("_order"))
+        .sort("fraction", "_order")
+        .drop("_order")
+    )

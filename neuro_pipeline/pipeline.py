@@ -1,0 +1,562 @@
+"""The four stages as plain functions: corpus → activations → rankings → report.
+
+Start here to see what the pipeline computes. Each ``materialize_*`` function reads what
+the stage before it stored, computes, writes its tables to the :class:`~neuro_pipeline.store.Store`
+in one transaction, and returns a small summary (plain Python values) that the Dagster
+assets attach as metadata. A researcher can call them from a notebook in order, or call
+:func:`run_analysis` for the whole chain; the Dagster code location calls exactly the
+same functions, one per asset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from neuro_pipeline.config import PipelineConfig
+from neuro_pipeline.hashing import hash_directory, hash_file, short_version
+from neuro_pipeline.store import ActivationSet, Store, to_json
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+# --------------------------------------------------------------------- versions
+def model_version(cfg: PipelineConfig) -> str:
+    """Content hash of the model directory (config, tokenizer, weights)."""
+    return hash_directory(cfg.model_dir)
+
+
+def corpus_version(cfg: PipelineConfig) -> str:
+    """Hash of the corpus files' bytes and of the options that turn them into labelled tokens."""
+    h = hashlib.sha256(cfg.section_hash("corpus").encode())
+    for split in ("train", "dev", "test"):
+        for key in (split, f"{split}_labels"):
+            path = cfg.path(getattr(cfg.corpus, key))
+            if path is not None:
+                h.update(f"{key}={hash_file(path)}".encode())
+    return h.hexdigest()[:16]
+
+
+def settings_version(cfg: PipelineConfig) -> str:
+    """Hash of the settings that change results after the corpus: extraction, ranking, evaluation."""
+    return hashlib.sha256(
+        (cfg.section_hash("extraction", "ranking", "evaluation") + cfg.model.dtype).encode()
+    ).hexdigest()[:16]
+
+
+def activation_set_id(cfg: PipelineConfig, model_ver: str) -> str:
+    key = f"{model_ver}|{cfg.extraction.aggregation}|{cfg.model.dtype}|{cfg.extraction.long_sentences}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------- corpus
+@dataclass
+class CorpusSummary:
+    corpus_id: str
+    version: str
+    n_sentences: dict[str, int]
+    n_tokens: dict[str, int]
+    n_labels: int
+    label_counts: list[dict[str, Any]]
+    sources: list[str]
+
+
+def read_corpus(cfg: PipelineConfig) -> pl.DataFrame:
+    """Read (or generate) the configured corpus and return its keyed token table."""
+    from neuro_pipeline.corpus import (generate_demo_corpus, read_conllu, read_parallel,
+                                       sentences_to_table, split_sentences)
+
+    c = cfg.corpus
+    if c.format == "demo":
+        sentences = generate_demo_corpus(c.demo_sentences, seed=c.demo_seed)
+        splits = split_sentences(sentences, dev_fraction=c.dev_fraction, test_fraction=c.test_fraction,
+                                 seed=c.split_seed)
+    else:
+        def read(split: str):
+            words = cfg.path(getattr(c, split))
+            if words is None:
+                return None
+            if c.format == "conllu":
+                return read_conllu(words, label_column=c.label_column)
+            return read_parallel(words, cfg.path(getattr(c, f"{split}_labels")))
+
+        given = {s: read(s) for s in ("train", "dev", "test")}
+        if given["test"] is None and given["dev"] is None:
+            splits = split_sentences(given["train"], dev_fraction=c.dev_fraction,
+                                     test_fraction=c.test_fraction, seed=c.split_seed)
+        else:
+            splits = {s: v for s, v in given.items() if v is not None}
+    splits = {s: v for s, v in splits.items() if v}
+    if "train" not in splits:
+        raise ValueError(f"{cfg.source}: the corpus has no training sentences after splitting.")
+    return sentences_to_table(splits, corpus_id=cfg.name)
+
+
+def materialize_corpus(cfg: PipelineConfig, store: Store) -> CorpusSummary:
+    """Stage 1: read the corpus, key every word, and store the ``tokens`` rows."""
+    table = read_corpus(cfg)
+    store.write_tokens(table)
+    return summarize_corpus(cfg, table)
+
+
+def summarize_corpus(cfg: PipelineConfig, table: pl.DataFrame) -> CorpusSummary:
+    per_split = table.group_by("split").agg(pl.col("sentence_id").n_unique().alias("s"), pl.len().alias("t"))
+    counts = (table.group_by("label", "split").len().pivot(on="split", index="label", values="len")
+              .fill_null(0).sort("label"))
+    return CorpusSummary(
+        corpus_id=cfg.name, version=corpus_version(cfg),
+        n_sentences={r["split"]: r["s"] for r in per_split.iter_rows(named=True)},
+        n_tokens={r["split"]: r["t"] for r in per_split.iter_rows(named=True)},
+        n_labels=table["label"].n_unique(),
+        label_counts=counts.to_dicts(),
+        sources=sorted(table["source"].unique().to_list()),
+    )
+
+
+# ------------------------------------------------------------------ activations
+@dataclass
+class ActivationSummary:
+    activation_set: str
+    model_version: str
+    model_dir: str
+    n_layers: int
+    hidden_size: int
+    n_sentences: int
+    n_extracted: int
+    n_reused: int
+    n_rows: int
+    n_windowed: int
+    n_rejected: int
+    n_words_without_subwords: int
+    seconds: float
+    words_per_second: float | None
+
+
+def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Progress | None = None) -> ActivationSummary:
+    """Stage 2: extract every layer for each corpus sentence not yet stored for this model version.
+
+    Sentences are content-addressed by their hash, so unchanged sentences are reused and
+    an interrupted run resumes where it stopped (each batch is one transaction).
+    """
+    from neuro_pipeline.extraction import ExtractionStats, extract_activations, load_model
+
+    tokens = store.read_tokens(cfg.name)
+    sentences = (tokens.group_by("sentence_hash", maintain_order=True)
+                 .agg(pl.col("token").sort_by("position")))
+    model = load_model(cfg.model_dir, device=cfg.model.device, dtype=cfg.model.dtype)
+    aset = ActivationSet(
+        activation_set=activation_set_id(cfg, model.version), model_version=model.version,
+        model_dir=str(cfg.model_dir), aggregation=cfg.extraction.aggregation, dtype=cfg.model.dtype,
+        long_sentences=cfg.extraction.long_sentences, n_layers=model.n_layers, hidden_size=model.hidden_size)
+    store.register_activation_set(aset)
+    done = set(store.extracted_sentences(aset.activation_set)["sentence_hash"].to_list())
+    todo = sentences.filter(~pl.col("sentence_hash").is_in(list(done)))
+    hashes = todo["sentence_hash"].to_list()
+    words = todo["token"].to_list()
+    stats = ExtractionStats()
+    start = time.perf_counter()
+    buffer: list[tuple[str, np.ndarray, bool]] = []
+    buffered_words = 0
+    flush_words = 8192  # bounded memory: write every ~8k words
+    n_done = 0
+
+    def on_batch(n: int) -> None:
+        if progress is not None:
+            progress(n, len(words))
+
+    windowed_before = 0
+    for index, array in extract_activations(
+            model, words, aggregation=cfg.extraction.aggregation, batch_size=cfg.model.batch_size,
+            long_sentences=cfg.extraction.long_sentences, stats=stats, progress=on_batch):
+        windowed = stats.n_windowed_sentences > windowed_before
+        windowed_before = stats.n_windowed_sentences
+        buffer.append((hashes[index], array, windowed))
+        buffered_words += array.shape[0]
+        n_done += 1
+        if buffered_words >= flush_words:
+            store.write_activations(aset.activation_set, buffer)
+            buffer, buffered_words = [], 0
+    rejected = [(hashes[i], len(words[i])) for i in stats.rejected_sentence_indices]
+    store.write_activations(aset.activation_set, buffer, rejected)
+    seconds = time.perf_counter() - start
+    status = store.extracted_sentences(aset.activation_set)
+    in_corpus = status.filter(pl.col("sentence_hash").is_in(sentences["sentence_hash"].to_list()))
+    return ActivationSummary(
+        activation_set=aset.activation_set, model_version=model.version, model_dir=str(cfg.model_dir),
+        n_layers=model.n_layers, hidden_size=model.hidden_size, n_sentences=sentences.height,
+        n_extracted=len(hashes) - len(rejected), n_reused=sentences.height - len(hashes),
+        n_rows=int(in_corpus.filter(pl.col("status") == "ok")["n_words"].sum() or 0),
+        n_windowed=int(in_corpus["windowed"].sum() or 0),
+        n_rejected=int((in_corpus["status"] == "rejected").sum()),
+        n_words_without_subwords=stats.n_words_without_subwords,
+        seconds=round(seconds, 3),
+        words_per_second=round(stats.n_words / seconds, 1) if stats.n_words and seconds > 0 else None,
+    )
+
+
+def current_activation_set(cfg: PipelineConfig, store: Store) -> ActivationSet:
+    """The activation set of the configured model and extraction settings (must be materialized)."""
+    return store.activation_set(activation_set_id(cfg, model_version(cfg)))
+
+
+def activation_layer_summary(cfg: PipelineConfig, store: Store) -> tuple[pl.DataFrame, int, ActivationSet]:
+    """Per-layer summary of the corpus's activations, for the quality suite.
+
+    Returns the summary (layer, n_rows, width_min, width_max, n_nonfinite,
+    n_constant_units), the number of rows expected per layer (corpus words of sentences
+    that were not rejected), and the activation set.
+    """
+    aset = current_activation_set(cfg, store)
+    summary = store.query(
+        """
+        WITH keys AS (SELECT DISTINCT sentence_hash, position FROM tokens WHERE corpus_id = $cid),
+        rows AS (SELECT a.layer, a.act FROM activations a JOIN keys k
+                 ON a.sentence_hash = k.sentence_hash AND a.position = k.position
+                 WHERE a.activation_set = $aset)
+        SELECT layer, count(*) AS n_rows, min(len(act)) AS width_min, max(len(act)) AS width_max,
+               sum(len(list_filter(act, lambda x: isnan(x) OR isinf(x)))) AS n_nonfinite
+        FROM rows GROUP BY layer ORDER BY layer
+        """, {"cid": cfg.name, "aset": aset.activation_set})
+    expected = store.query(
+        """
+        WITH keys AS (SELECT DISTINCT sentence_hash, position FROM tokens WHERE corpus_id = $cid)
+        SELECT count(*) AS n FROM keys k
+        WHERE NOT EXISTS (SELECT 1 FROM activation_sentences s WHERE s.activation_set = $aset
+                          AND s.sentence_hash = k.sentence_hash AND s.status = 'rejected')
+        """, {"cid": cfg.name, "aset": aset.activation_set})["n"][0]
+    return summary, int(expected), aset
+
+
+# --------------------------------------------------------------------- matrices
+@dataclass
+class Split:
+    X: np.ndarray
+    labels: np.ndarray
+    keys: pl.DataFrame
+    n_skipped_rejected: int
+
+
+def load_split(cfg: PipelineConfig, store: Store, aset: ActivationSet, split: str) -> Split:
+    """Activation matrix and labels of one split, joined on keys; rejected sentences counted."""
+    tokens = store.read_tokens(cfg.name, splits=[split])
+    rejected = store.query(
+        "SELECT sentence_hash FROM activation_sentences WHERE activation_set = ? AND status = 'rejected'",
+        [aset.activation_set])["sentence_hash"].to_list()
+    kept = tokens.filter(~pl.col("sentence_hash").is_in(rejected))
+    X = store.read_activation_matrix(aset.activation_set, kept.select("sentence_hash", "position"))
+    return Split(X=X, labels=kept["label"].to_numpy(), keys=kept.select("sentence_id", "position"),
+                 n_skipped_rejected=tokens.height - kept.height)
+
+
+def _eval_split_name(store: Store, cfg: PipelineConfig) -> str:
+    splits = store.query("SELECT DISTINCT split FROM tokens WHERE corpus_id = ?", [cfg.name])["split"].to_list()
+    for name in ("test", "dev"):
+        if name in splits:
+            return name
+    raise ValueError(f"corpus '{cfg.name}' has no test or dev split to evaluate on; give corpus.test "
+                     "or a corpus.test_fraction above 0.")
+
+
+# ---------------------------------------------------------------------- ranking
+@dataclass
+class RankingSummary:
+    activation_set: str
+    model_version: str
+    task: str
+    method: str
+    params_hash: str
+    n_train: int
+    n_neurons: int
+    seconds: float
+    fitted: dict[str, Any]
+    top_neurons: list[dict[str, Any]]
+    top_per_class: dict[str, list[str]]
+
+
+def neuron_name(neuron: int, hidden_size: int) -> str:
+    """Human name of a flat neuron index: ``L3:117`` is unit 117 of layer 3 (0 = embeddings)."""
+    return f"L{neuron // hidden_size}:{neuron % hidden_size}"
+
+
+def materialize_rankings(cfg: PipelineConfig, store: Store) -> RankingSummary:
+    """Stage 3: fit the configured ranking method on the training split and store its rankings."""
+    from neuro_pipeline.ranking import get_ranker, ranking_table
+
+    aset = current_activation_set(cfg, store)
+    train = load_split(cfg, store, aset, "train")
+    ranker = get_ranker(cfg.ranking.method, **cfg.ranking.params)
+    params_hash = hashlib.sha256(to_json(ranker.get_params()).encode()).hexdigest()[:12]
+    start = time.perf_counter()
+    if "groups" in inspect.signature(ranker.fit).parameters:
+        # held-out data for hyperparameter choices is split by sentence, never inside one
+        ranker.fit(train.X, train.labels, groups=train.keys["sentence_id"].to_numpy())
+    else:
+        ranker.fit(train.X, train.labels)
+    seconds = time.perf_counter() - start
+    hsz = aset.hidden_size
+    key = {"analysis": cfg.name, "activation_set": aset.activation_set, "task": cfg.task,
+           "method": cfg.ranking.method}
+    table = ranking_table(ranker).with_columns(
+        (pl.col("neuron") // hsz).cast(pl.Int32).alias("layer"), (pl.col("neuron") % hsz).cast(pl.Int32).alias("unit"),
+        pl.lit(aset.model_version).alias("model_version"), pl.lit(params_hash).alias("params_hash"),
+        *[pl.lit(v).alias(k) for k, v in key.items()])
+    class_rows = []
+    for label, order in (getattr(ranker, "class_rankings_", None) or {}).items():
+        order = np.asarray(order)
+        class_rows.append(pl.DataFrame({
+            "label": str(label), "neuron": order.astype(np.int32),
+            "rank": np.arange(1, len(order) + 1, dtype=np.int32)}))
+    class_table = (pl.concat(class_rows) if class_rows else
+                   pl.DataFrame(schema={"label": pl.Utf8, "neuron": pl.Int32, "rank": pl.Int32}))
+    class_table = class_table.with_columns(
+        (pl.col("neuron") // hsz).cast(pl.Int32).alias("layer"), (pl.col("neuron") % hsz).cast(pl.Int32).alias("unit"),
+        pl.lit(params_hash).alias("params_hash"), *[pl.lit(v).alias(k) for k, v in key.items()])
+    fitted = fitted_summary(ranker)
+    run = pl.DataFrame([{**key, "params_hash": params_hash, "params": to_json(ranker.get_params()),
+                         "fitted": to_json(fitted), "n_train": int(train.X.shape[0]), "seconds": seconds}])
+    where = {"analysis": cfg.name, "activation_set": aset.activation_set, "task": cfg.task,
+             "method": cfg.ranking.method}
+    store.replace_rows("rankings", table, where)
+    store.replace_rows("class_rankings", class_table, where)
+    store.replace_rows("ranking_runs", run, where)
+    top = table.sort("rank").head(10)
+    return RankingSummary(
+        activation_set=aset.activation_set, model_version=aset.model_version, task=cfg.task,
+        method=cfg.ranking.method, params_hash=params_hash, n_train=int(train.X.shape[0]),
+        n_neurons=int(train.X.shape[1]), seconds=round(seconds, 3), fitted=fitted,
+        top_neurons=[{"neuron": neuron_name(r["neuron"], hsz), "score": r["score"]} for r in top.iter_rows(named=True)],
+        top_per_class={lab: [neuron_name(n, hsz) for n in grp.sort("rank")["neuron"].head(5).to_list()]
+                       for (lab,), grp in class_table.group_by("label", maintain_order=True)},
+    )
+
+
+def fitted_summary(ranker: Any) -> dict[str, Any]:
+    """The fitted hyperparameters worth recording (e.g. the regularisation chosen on held-out data)."""
+    out: dict[str, Any] = {}
+    for name in ("l1_", "l2_", "n_ranked_"):
+        if hasattr(ranker, name):
+            out[name.rstrip("_")] = getattr(ranker, name)
+    search = getattr(ranker, "lambda_search_", None)
+    if isinstance(search, pl.DataFrame):
+        out["lambda_search"] = search.to_dicts()
+    return out
+
+
+def ranking_of(cfg: PipelineConfig, store: Store, aset: ActivationSet) -> tuple[np.ndarray, dict[str, Any]]:
+    """The stored global ranking (best first) and the fitted hyperparameters of the configured method."""
+    where = [cfg.name, aset.activation_set, cfg.task, cfg.ranking.method]
+    order = store.query(
+        "SELECT neuron FROM rankings WHERE analysis = ? AND activation_set = ? AND task = ? AND method = ? "
+        "ORDER BY rank", where)["neuron"].to_numpy()
+    runs = store.query(
+        "SELECT fitted FROM ranking_runs WHERE analysis = ? AND activation_set = ? AND task = ? AND method = ?",
+        where)
+    if order.size == 0 or runs.is_empty():
+        raise ValueError(f"no '{cfg.ranking.method}' ranking stored for analysis '{cfg.name}' and activation set "
+                         f"{aset.activation_set}; materialize neuron_rankings first.")
+    import json
+    return order, json.loads(runs["fitted"][0])
+
+
+# ------------------------------------------------------------------- evaluation
+@dataclass
+class ReportSummary:
+    activation_set: str
+    model_version: str
+    task: str
+    method: str
+    n_train: int
+    n_test: int
+    eval_split: str
+    accuracy: float
+    majority_baseline: float
+    n_test_unseen_label: int
+    selections: list[dict[str, Any]]
+    per_class: list[dict[str, Any]]
+    html_path: str
+    markdown_path: str
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress | None = None) -> ReportSummary:
+    """Stage 4: probe accuracy with all neurons and with top/random/bottom selections; the report.
+
+    The full probe uses the regularisation the ranking chose on held-out training data;
+    every selection retrains a probe on its neurons only (NeuroX's keep-neurons protocol),
+    random selections over ``evaluation.n_random`` draws.
+    """
+    from neuro_pipeline.evaluation import evaluate_probe, evaluate_selections
+    from neuro_pipeline.probe import LinearProbe
+    from neuro_pipeline.report import render_report
+
+    start = time.perf_counter()
+    aset = current_activation_set(cfg, store)
+    order, fitted = ranking_of(cfg, store, aset)
+    eval_split = _eval_split_name(store, cfg)
+    train = load_split(cfg, store, aset, "train")
+    test = load_split(cfg, store, aset, eval_split)
+    # The full probe uses the regularisation chosen for the ranking; retrained selections use
+    # the evaluation module's own default (no L1: every selected neuron may contribute).
+    probe = LinearProbe(**{k: fitted[k] for k in ("l1", "l2") if k in fitted}).fit(train.X, train.labels)
+    full = evaluate_probe(probe, test.X, test.labels)
+    labels, counts = np.unique(train.labels, return_counts=True)
+    majority = str(labels[np.argmax(counts)])
+    baseline = float(np.mean(test.labels == majority))
+    selections = evaluate_selections(
+        train.X, train.labels, test.X, test.labels, order, fractions=cfg.evaluation.fractions,
+        n_random=cfg.evaluation.n_random, seed=cfg.evaluation.seed)
+    key = {"analysis": cfg.name, "activation_set": aset.activation_set, "task": cfg.task,
+           "method": cfg.ranking.method}
+    metrics = metrics_table(full, selections, baseline)
+    store.replace_rows("metrics", metrics.with_columns(*[pl.lit(v).alias(k) for k, v in key.items()]), key)
+    per_class = [{"label": lab, **vals} for lab, vals in full["per_class"].items()]
+    class_top = store.query(
+        "SELECT label, neuron, rank FROM class_rankings WHERE analysis = ? AND activation_set = ? AND task = ? "
+        "AND method = ? AND rank <= 5 ORDER BY label, rank", list(key.values()))
+    out_dir = cfg.reports_dir / cfg.name / short_version(aset.model_version)
+    summary = ReportSummary(
+        activation_set=aset.activation_set, model_version=aset.model_version, task=cfg.task,
+        method=cfg.ranking.method, n_train=int(train.X.shape[0]), n_test=int(test.X.shape[0]),
+        eval_split=eval_split, accuracy=float(full["accuracy"]), majority_baseline=baseline,
+        n_test_unseen_label=int(full["n_unseen"]), selections=selection_rows(selections),
+        per_class=per_class, html_path=str(out_dir / "report.html"), markdown_path=str(out_dir / "report.md"),
+        seconds=0.0,
+        extra={"fitted": fitted, "hidden_size": aset.hidden_size, "n_layers": aset.n_layers,
+               "model_dir": aset.model_dir, "aggregation": aset.aggregation, "dtype": aset.dtype,
+               "corpus_version": corpus_version(cfg), "config_source": cfg.source,
+               "top_per_class": {lab: [neuron_name(n, aset.hidden_size) for n in grp["neuron"].to_list()]
+                                 for (lab,), grp in class_top.group_by("label", maintain_order=True)},
+               "n_skipped_rejected": train.n_skipped_rejected + test.n_skipped_rejected},
+    )
+    summary.seconds = round(time.perf_counter() - start, 3)
+    render_report(summary, out_dir)
+    store.replace_rows("reports", pl.DataFrame([{
+        **{k: key[k] for k in ("analysis", "activation_set", "task")}, "model_version": aset.model_version,
+        "html_path": summary.html_path, "markdown_path": summary.markdown_path}]),
+        {k: key[k] for k in ("analysis", "activation_set", "task")})
+    return summary
+
+
+def metrics_table(full: dict[str, Any], selections: pl.DataFrame, baseline: float) -> pl.DataFrame:
+    """Tidy metric rows: scope (overall/class), label, selection, fraction, k, draw, metric, value."""
+    rows: list[dict[str, Any]] = [
+        {"scope": "overall", "label": None, "selection": "all", "fraction": 1.0, "k": None, "draw": None,
+         "metric": "accuracy", "value": float(full["accuracy"])},
+        {"scope": "overall", "label": None, "selection": "majority_baseline", "fraction": None, "k": None,
+         "draw": None, "metric": "accuracy", "value": baseline},
+    ]
+    for lab, vals in full["per_class"].items():
+        for metric, value in vals.items():
+            rows.append({"scope": "class", "label": str(lab), "selection": "all", "fraction": 1.0, "k": None,
+                         "draw": None, "metric": metric, "value": float(value)})
+    for r in selections.iter_rows(named=True):
+        rows.append({"scope": "overall", "label": None, "selection": r["selection"], "fraction": float(r["fraction"]),
+                     "k": int(r["k"]), "draw": r.get("draw"), "metric": "accuracy", "value": float(r["accuracy"])})
+    return pl.DataFrame(rows, schema={"scope": pl.Utf8, "label": pl.Utf8, "selection": pl.Utf8,
+                                      "fraction": pl.Float64, "k": pl.Int32, "draw": pl.Int32,
+                                      "metric": pl.Utf8, "value": pl.Float64})
+
+
+def selection_rows(selections: pl.DataFrame) -> list[dict[str, Any]]:
+    """Mean (and spread over random draws) accuracy per selection and fraction, for display."""
+    agg = (selections.group_by("selection", "fraction", "k")
+           .agg(pl.col("accuracy").mean().alias("accuracy"), pl.col("accuracy").std().alias("std"),
+                pl.len().alias("n_draws"))
+           .sort("fraction", pl.col("selection").replace_strict({"top": 0, "random": 1, "bottom": 2}, default=3)))
+    return agg.to_dicts()
+
+
+# ------------------------------------------------------------------ whole chain
+def run_analysis(cfg: PipelineConfig, *, progress: Progress | None = None) -> dict[str, Any]:
+    """Run the four stages in order without Dagster (for notebooks and scripts)."""
+    store = Store(cfg.store_path)
+    corpus = materialize_corpus(cfg, store)
+    acts = materialize_activations(cfg, store, progress=progress)
+    ranking = materialize_rankings(cfg, store)
+    report = materialize_report(cfg, store)
+    return {"corpus": asdict(corpus), "activations": asdict(acts), "ranking": asdict(ranking),
+            "report": asdict(report)}
+
+
+def latest_summary(cfg: PipelineConfig) -> dict[str, Any]:
+    """What the last successful run stored for this analysis: accuracy, top neurons, file paths."""
+    store = Store(cfg.store_path)
+    reports = store.query(
+        "SELECT r.*, s.hidden_size FROM reports r JOIN activation_sets s USING (activation_set) "
+        "WHERE analysis = ? ORDER BY created_at DESC LIMIT 1", [cfg.name])
+    if reports.is_empty():
+        raise ValueError(f"{cfg.store_path}: no report for analysis '{cfg.name}' yet; run the pipeline first.")
+    rep = reports.row(0, named=True)
+    key = [cfg.name, rep["activation_set"], rep["task"]]
+    metrics = store.query(
+        "SELECT method, selection, fraction, avg(value) AS accuracy FROM metrics WHERE analysis = ? AND "
+        "activation_set = ? AND task = ? AND scope = 'overall' AND metric = 'accuracy' "
+        "GROUP BY ALL ORDER BY method, fraction NULLS FIRST, selection", key)
+    top = store.query(
+        "SELECT label, list(neuron ORDER BY rank) AS neurons FROM class_rankings WHERE analysis = ? AND "
+        "activation_set = ? AND task = ? AND rank <= 3 GROUP BY label ORDER BY label", key)
+    return {
+        "report": rep, "metrics": metrics.to_dicts(),
+        "top_per_class": {r["label"]: [neuron_name(n, rep["hidden_size"]) for n in r["neurons"]]
+                          for r in top.iter_rows(named=True)},
+        "store": str(cfg.store_path),
+    }
+
+
+# ---------------------------------------------------------------- quality gates
+def check_corpus(cfg: PipelineConfig, store: Store):
+    """great-expectations suite over the stored tokens of this analysis."""
+    from neuro_pipeline.quality import validate_tokens
+
+    return validate_tokens(store.read_tokens(cfg.name))
+
+
+def check_activations(cfg: PipelineConfig, store: Store):
+    """great-expectations suite over the per-layer summary of this corpus's activations."""
+    from neuro_pipeline.quality import validate_activation_summary
+
+    summary, expected, aset = activation_layer_summary(cfg, store)
+    report = validate_activation_summary(summary, expected_rows=expected, hidden_size=aset.hidden_size)
+    if summary.height != aset.n_layers:
+        report.success = False
+        report.results.append({"expectation": "all_layers_present", "column": "layer", "success": False,
+                               "unexpected_count": aset.n_layers - summary.height, "unexpected_examples": [],
+                               "observed_value": summary.height})
+    return report
+
+
+def check_rankings(cfg: PipelineConfig, store: Store):
+    """great-expectations suite over the stored global ranking: a permutation with finite scores."""
+    from neuro_pipeline.quality import validate_rankings
+
+    aset = current_activation_set(cfg, store)
+    ranking = store.query(
+        "SELECT neuron, score, rank FROM rankings WHERE analysis = ? AND activation_set = ? AND task = ? "
+        "AND method = ?", [cfg.name, aset.activation_set, cfg.task, cfg.ranking.method])
+    return validate_rankings(ranking, n_neurons=aset.n_neurons)
+
+
+def check_report(cfg: PipelineConfig, store: Store):
+    """great-expectations suite over the stored metrics: accuracies in [0, 1], probe above baseline."""
+    from neuro_pipeline.quality import validate_metrics
+
+    aset = current_activation_set(cfg, store)
+    metrics = store.query(
+        "SELECT scope, label, selection, fraction, k, draw, metric, value FROM metrics WHERE analysis = ? "
+        "AND activation_set = ? AND task = ? AND method = ?",
+        [cfg.name, aset.activation_set, cfg.task, cfg.ranking.method])
+    baseline = metrics.filter(pl.col("selection") == "majority_baseline")["value"]
+    return validate_metrics(metrics.filter(pl.col("selection") != "majority_baseline"),
+                            majority_baseline=float(baseline[0]) if len(baseline) else 0.0)

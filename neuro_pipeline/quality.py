@@ -1,0 +1,173 @@
+"""Data-quality suites, one per stage, run with great-expectations.
+
+great_expectations is imported lazily (it costs seconds), so importing the library or
+loading the Dagster code location does not pay for it. Each ``validate_*`` function
+builds an expectation suite for one stage's table and returns a :class:`QualityReport`:
+overall success plus one plain dict per expectation, which the Dagster checks turn into
+metadata. Large tables (activations) are validated through a per-layer summary computed
+in the store, so the suite never loads the whole matrix into pandas.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class QualityReport:
+    """Outcome of one suite: ``success`` and one dict per expectation."""
+
+    suite: str
+    success: bool
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def n_failed(self) -> int:
+        return sum(not r["success"] for r in self.results)
+
+    def failures(self) -> list[str]:
+        return [f"{r['expectation']}[{r.get('column') or ''}]" for r in self.results if not r["success"]]
+
+
+def _run_suite(name: str, frame: pl.DataFrame, expectations: list[Any]) -> QualityReport:
+    import great_expectations as gx
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False, "metric_calculations": False}
+    batch = (context.data_sources.add_pandas(f"{name}_source").add_dataframe_asset(name)
+             .add_batch_definition_whole_dataframe("whole")
+             .get_batch(batch_parameters={"dataframe": frame.to_pandas()}))
+    suite = gx.ExpectationSuite(name=name)
+    for exp in expectations:
+        suite.add_expectation(exp)
+    res = batch.validate(suite)
+    results = []
+    for r in res.results:
+        kwargs = r.expectation_config.kwargs
+        col = kwargs.get("column") or ",".join(kwargs.get("column_list", []) or [])
+        info = r.result or {}
+        results.append({
+            "expectation": r.expectation_config.type,
+            "column": col,
+            "success": bool(r.success),
+            "unexpected_count": info.get("unexpected_count"),
+            "unexpected_examples": [str(v) for v in (info.get("partial_unexpected_list") or [])[:10]],
+            "observed_value": _plain(info.get("observed_value")),
+        })
+    return QualityReport(suite=name, success=bool(res.success), results=results)
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)[:200]
+
+
+def validate_tokens(tokens: pl.DataFrame, *, max_position: int | None = None) -> QualityReport:
+    """Suite for the annotated corpus (``tokens`` table rows of one corpus).
+
+    Expectations: no empty or null tokens and labels, no whitespace inside either (NeuroX files split on it); keys (corpus_id, sentence_id,
+    position) unique; positions non-negative (and below ``max_position`` if given);
+    split in {train, dev, test}; a train split present; and every test label seen in
+    training (unseen labels are counted in the result, the probe scores them as errors).
+    """
+    import great_expectations as gx
+
+    frame = tokens.with_columns(pl.col("token").str.len_chars().alias("token_length"))
+    train_labels = sorted(frame.filter(pl.col("split") == "train")["label"].unique().to_list())
+    exps = [
+        gx.expectations.ExpectColumnValuesToNotBeNull(column="token"),
+        gx.expectations.ExpectColumnValuesToNotBeNull(column="label"),
+        gx.expectations.ExpectColumnValuesToBeBetween(column="token_length", min_value=1),
+        gx.expectations.ExpectColumnValuesToNotMatchRegex(column="token", regex=r"\s"),
+        gx.expectations.ExpectColumnValuesToNotMatchRegex(column="label", regex=r"\s"),
+        gx.expectations.ExpectCompoundColumnsToBeUnique(column_list=["corpus_id", "sentence_id", "position"]),
+        gx.expectations.ExpectColumnValuesToBeBetween(column="position", min_value=0, max_value=max_position),
+        gx.expectations.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "dev", "test"]),
+        gx.expectations.ExpectColumnDistinctValuesToContainSet(column="split", value_set=["train"]),
+    ]
+    report = _run_suite("annotated_corpus", frame, exps)
+    test = frame.filter(pl.col("split") != "train")
+    unseen = test.filter(~pl.col("label").is_in(train_labels)) if train_labels else test
+    # Reported, not failed: a test label absent from training is data, scored as an error.
+    report.results.append({
+        "expectation": "labels_outside_training_set", "column": "label", "success": True,
+        "unexpected_count": unseen.height,
+        "unexpected_examples": sorted(set(unseen["label"].to_list()))[:10],
+        "observed_value": unseen.height,
+    })
+    return report
+
+
+def validate_activation_summary(summary: pl.DataFrame, *, expected_rows: int, hidden_size: int) -> QualityReport:
+    """Suite for the activations of one activation set, on its per-layer summary.
+
+    ``summary`` has one row per layer with columns layer, n_rows, width_min, width_max,
+    n_nonfinite (non-finite values) and n_constant_units (units with zero variance).
+    Expectations: each layer has exactly ``expected_rows`` rows (one per corpus word),
+    every vector has ``hidden_size`` values, and no value is NaN or infinite.
+    """
+    import great_expectations as gx
+
+    exps = [
+        gx.expectations.ExpectColumnValuesToBeBetween(column="n_rows", min_value=expected_rows, max_value=expected_rows),
+        gx.expectations.ExpectColumnValuesToBeBetween(column="width_min", min_value=hidden_size, max_value=hidden_size),
+        gx.expectations.ExpectColumnValuesToBeBetween(column="width_max", min_value=hidden_size, max_value=hidden_size),
+        gx.expectations.ExpectColumnValuesToBeBetween(column="n_nonfinite", min_value=0, max_value=0),
+        gx.expectations.ExpectTableRowCountToBeBetween(min_value=1),
+    ]
+    return _run_suite("token_activations", summary, exps)
+
+
+def validate_rankings(ranking: pl.DataFrame, *, n_neurons: int) -> QualityReport:
+    """Suite for one neuron ranking: a permutation of 0..n_neurons-1 with finite scores."""
+    import great_expectations as gx
+
+    exps = [
+        gx.expectations.ExpectTableRowCountToEqual(value=n_neurons),
+        gx.expectations.ExpectColumnValuesToBeUnique(column="neuron"),
+        gx.expectations.ExpectColumnValuesToBeBetween(column="neuron", min_value=0, max_value=n_neurons - 1),
+        gx.expectations.ExpectColumnValuesToBeUnique(column="rank"),
+        gx.expectations.ExpectColumnValuesToBeBetween(column="rank", min_value=1, max_value=n_neurons),
+        gx.expectations.ExpectColumnValuesToNotBeNull(column="score"),
+        gx.expectations.ExpectColumnValuesToBeBetween(column="score", min_value=-1e300, max_value=1e300),
+    ]
+    return _run_suite("neuron_rankings", ranking, exps)
+
+
+def validate_metrics(metrics: pl.DataFrame, *, majority_baseline: float) -> QualityReport:
+    """Suite for the evaluation metrics: accuracies in [0, 1], full probe above the baseline."""
+    import great_expectations as gx
+
+    acc = metrics.filter(pl.col("metric") == "accuracy")
+    full = acc.filter((pl.col("selection") == "all") & (pl.col("scope") == "overall"))
+    frame = acc.with_columns(
+        pl.when((pl.col("selection") == "all") & (pl.col("scope") == "overall"))
+        .then(pl.col("value")).otherwise(None).alias("full_probe_accuracy"))
+    exps = [
+        gx.expectations.ExpectColumnValuesToBeBetween(column="value", min_value=0.0, max_value=1.0),
+        gx.expectations.ExpectColumnValuesToNotBeNull(column="value"),
+        # Strictly above the majority-class baseline (a probe that learned nothing scores it).
+        gx.expectations.ExpectColumnMinToBeBetween(column="full_probe_accuracy", min_value=majority_baseline,
+                                                   strict_min=True),
+    ]
+    report = _run_suite("evaluation_report", frame, exps)
+    if full.is_empty():
+        report.success = False
+        report.results.append({"expectation": "full_probe_accuracy_present", "column": "value",
+                               "success": False, "unexpected_count": 1, "unexpected_examples": [],
+                               "observed_value": None})
+    return report
+
+
+__all__ = ["QualityReport", "validate_activation_summary", "validate_metrics", "validate_rankings",
+           "validate_tokens"]

@@ -1,0 +1,355 @@
+"""The DuckDB store: every table the pipeline writes, and the only module that imports duckdb.
+
+Start here: :class:`Store` wraps one DuckDB file. Connections are opened per operation
+and closed right after (DuckDB allows one writer process at a time, so nobody holds the
+file longer than a write). Every write is one transaction that first deletes the rows it
+replaces, so a failed write leaves the previous good rows in place.
+
+Tables (keys first):
+
+``tokens``            corpus_id, sentence_id, position → split, token, label, sentence_hash, source, line
+``activation_sets``   activation_set → model_version, model_dir, aggregation, dtype, n_layers, hidden_size
+``activation_sentences`` activation_set, sentence_hash → n_words, status ('ok' or 'rejected'), windowed
+``activations``       activation_set, sentence_hash, position, layer → act FLOAT[] (hidden_size values)
+``rankings``          analysis, activation_set, task, method, params_hash, neuron → layer, unit, score, rank
+``class_rankings``    analysis, activation_set, task, method, params_hash, label, neuron → rank, weight
+``ranking_runs``      analysis, activation_set, task, method, params_hash → params, fitted, n_train, seconds
+``metrics``           analysis, activation_set, task, method, scope, label, selection, fraction, draw, metric → value
+``reports``           analysis, activation_set, task → model_version, html_path, markdown_path
+
+Activations are content-addressed: an *activation set* is one (model version, aggregation,
+dtype, long-sentence mode) combination, and its rows are keyed by the sentence's content
+hash, so editing a corpus re-extracts only the sentences that changed. The layout (one row
+per word and layer holding a ``FLOAT[]`` of the layer's units) was chosen by measurement;
+see ``benchmarks/store_layouts.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from neuro_pipeline.types import TOKEN_COLUMNS
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tokens (
+    corpus_id VARCHAR NOT NULL, split VARCHAR NOT NULL, sentence_id INTEGER NOT NULL,
+    position INTEGER NOT NULL, token VARCHAR NOT NULL, label VARCHAR NOT NULL,
+    sentence_hash VARCHAR NOT NULL, source VARCHAR NOT NULL, line INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS activation_sets (
+    activation_set VARCHAR PRIMARY KEY, model_version VARCHAR NOT NULL, model_dir VARCHAR NOT NULL,
+    aggregation VARCHAR NOT NULL, dtype VARCHAR NOT NULL, long_sentences VARCHAR NOT NULL,
+    n_layers INTEGER NOT NULL, hidden_size INTEGER NOT NULL, created_at TIMESTAMP DEFAULT current_timestamp);
+CREATE TABLE IF NOT EXISTS activation_sentences (
+    activation_set VARCHAR NOT NULL, sentence_hash VARCHAR NOT NULL, n_words INTEGER NOT NULL,
+    status VARCHAR NOT NULL, windowed BOOLEAN NOT NULL);
+CREATE TABLE IF NOT EXISTS activations (
+    activation_set VARCHAR NOT NULL, sentence_hash VARCHAR NOT NULL, position INTEGER NOT NULL,
+    layer SMALLINT NOT NULL, act FLOAT[] NOT NULL);
+CREATE TABLE IF NOT EXISTS rankings (
+    analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, model_version VARCHAR NOT NULL,
+    task VARCHAR NOT NULL, method VARCHAR NOT NULL, params_hash VARCHAR NOT NULL,
+    neuron INTEGER NOT NULL, layer INTEGER NOT NULL, unit INTEGER NOT NULL,
+    score DOUBLE, rank INTEGER);
+CREATE TABLE IF NOT EXISTS class_rankings (
+    analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, task VARCHAR NOT NULL,
+    method VARCHAR NOT NULL, params_hash VARCHAR NOT NULL, label VARCHAR NOT NULL,
+    neuron INTEGER NOT NULL, layer INTEGER NOT NULL, unit INTEGER NOT NULL,
+    rank INTEGER NOT NULL, weight DOUBLE);
+CREATE TABLE IF NOT EXISTS ranking_runs (
+    analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, task VARCHAR NOT NULL,
+    method VARCHAR NOT NULL, params_hash VARCHAR NOT NULL, params VARCHAR NOT NULL,
+    fitted VARCHAR NOT NULL, n_train INTEGER NOT NULL, seconds DOUBLE NOT NULL,
+    created_at TIMESTAMP DEFAULT current_timestamp);
+CREATE TABLE IF NOT EXISTS metrics (
+    analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, task VARCHAR NOT NULL,
+    method VARCHAR NOT NULL, scope VARCHAR NOT NULL, label VARCHAR, selection VARCHAR NOT NULL,
+    fraction DOUBLE, k INTEGER, draw INTEGER, metric VARCHAR NOT NULL, value DOUBLE);
+CREATE TABLE IF NOT EXISTS reports (
+    analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, task VARCHAR NOT NULL,
+    model_version VARCHAR NOT NULL, html_path VARCHAR NOT NULL, markdown_path VARCHAR NOT NULL,
+    created_at TIMESTAMP DEFAULT current_timestamp);
+"""
+
+
+class StoreError(RuntimeError):
+    """The DuckDB file cannot be opened or does not hold what a stage needs."""
+
+
+@dataclass(frozen=True)
+class ActivationSet:
+    """One extraction configuration of one model version; its id keys the activation rows."""
+
+    activation_set: str
+    model_version: str
+    model_dir: str
+    aggregation: str
+    dtype: str
+    long_sentences: str
+    n_layers: int
+    hidden_size: int
+
+    @property
+    def n_neurons(self) -> int:
+        return self.n_layers * self.hidden_size
+
+
+class Store:
+    """One DuckDB file holding every stage's tables.
+
+    Parameters
+    ----------
+    path : str or Path
+        The database file; created (with its folder) on first write.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @contextlib.contextmanager
+    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the file for one operation; the schema is created on first use."""
+        if read_only and not self.path.exists():
+            raise StoreError(f"{self.path}: the store does not exist yet; run the pipeline first.")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as exc:
+            raise StoreError(f"{self.path}: cannot open the DuckDB file ({exc}). Is another process "
+                             "writing to it, or is it not a DuckDB database?") from exc
+        try:
+            if not read_only:
+                con.execute(_SCHEMA)
+            yield con
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A write transaction: committed on success, rolled back on any error."""
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    # ---------------------------------------------------------------- tokens
+    def write_tokens(self, table: pl.DataFrame) -> None:
+        """Replace the token rows of the corpus ids present in ``table``."""
+        missing = [c for c in TOKEN_COLUMNS if c not in table.columns]
+        if missing:
+            raise ValueError(f"token table lacks columns {missing}; expected {list(TOKEN_COLUMNS)}.")
+        frame = table.select(TOKEN_COLUMNS)
+        corpus_ids = frame["corpus_id"].unique().to_list()
+        with self.transaction() as con:
+            con.execute("DELETE FROM tokens WHERE corpus_id IN (SELECT unnest(?))", [corpus_ids])
+            con.execute("INSERT INTO tokens SELECT * FROM frame")
+
+    def read_tokens(self, corpus_id: str, *, splits: Sequence[str] | None = None) -> pl.DataFrame:
+        """The token rows of one corpus, ordered by sentence and position."""
+        sql = f"SELECT {', '.join(TOKEN_COLUMNS)} FROM tokens WHERE corpus_id = $cid"
+        params: dict = {"cid": corpus_id}
+        if splits is not None:
+            sql += " AND split IN (SELECT unnest($splits))"
+            params["splits"] = list(splits)
+        with self.connect() as con:
+            frame = con.sql(sql + " ORDER BY sentence_id, position", params=params).pl()
+        if frame.is_empty():
+            raise StoreError(f"{self.path}: no tokens for corpus '{corpus_id}'"
+                             + (f" in splits {list(splits)}" if splits else "")
+                             + "; materialize annotated_corpus first.")
+        return frame
+
+    # ----------------------------------------------------------- activations
+    def register_activation_set(self, aset: ActivationSet) -> None:
+        with self.transaction() as con:
+            con.execute("DELETE FROM activation_sets WHERE activation_set = ?", [aset.activation_set])
+            con.execute(
+                "INSERT INTO activation_sets (activation_set, model_version, model_dir, aggregation, dtype, "
+                "long_sentences, n_layers, hidden_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [aset.activation_set, aset.model_version, aset.model_dir, aset.aggregation, aset.dtype,
+                 aset.long_sentences, aset.n_layers, aset.hidden_size],
+            )
+
+    def activation_set(self, activation_set: str) -> ActivationSet:
+        with self.connect() as con:
+            row = con.execute(
+                "SELECT activation_set, model_version, model_dir, aggregation, dtype, long_sentences, "
+                "n_layers, hidden_size FROM activation_sets WHERE activation_set = ?", [activation_set]
+            ).fetchone()
+        if row is None:
+            raise StoreError(f"{self.path}: unknown activation set '{activation_set}'; "
+                             "materialize token_activations first.")
+        return ActivationSet(*row)
+
+    def extracted_sentences(self, activation_set: str) -> pl.DataFrame:
+        """Sentences already processed for an activation set: sentence_hash, n_words, status, windowed."""
+        with self.connect() as con:
+            return con.sql(
+                "SELECT sentence_hash, n_words, status, windowed FROM activation_sentences "
+                "WHERE activation_set = ?", params=[activation_set]).pl()
+
+    def write_activations(
+        self,
+        activation_set: str,
+        sentences: Sequence[tuple[str, np.ndarray, bool]],
+        rejected: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        """Append the activations of whole sentences in one transaction.
+
+        Parameters
+        ----------
+        activation_set : str
+            The set the rows belong to (registered with :meth:`register_activation_set`).
+        sentences : sequence of (sentence_hash, array, windowed)
+            ``array`` has shape (n_words, n_layers, hidden_size). A sentence whose hash
+            is already stored is skipped (duplicates in a corpus share one entry).
+        rejected : sequence of (sentence_hash, n_words)
+            Sentences the extractor refused (too long); recorded so they are reported,
+            not silently missing, and not retried.
+        """
+        with self.connect() as con:
+            done = {r[0] for r in con.execute(
+                "SELECT sentence_hash FROM activation_sentences WHERE activation_set = ?",
+                [activation_set]).fetchall()}
+        seen: set[str] = set()
+        todo = []
+        for h, arr, windowed in sentences:
+            if h in done or h in seen:
+                continue
+            seen.add(h)
+            todo.append((h, arr, windowed))
+        rejected = [(h, n) for h, n in rejected if h not in done]
+        if not todo and not rejected:
+            return
+        index = pl.DataFrame({
+            "activation_set": activation_set,
+            "sentence_hash": [h for h, a, _ in todo for _ in range(a.shape[0])],
+            "position": np.concatenate([np.arange(a.shape[0], dtype=np.int32) for _, a, _ in todo])
+            if todo else np.zeros(0, np.int32),
+        }, schema={"activation_set": pl.Utf8, "sentence_hash": pl.Utf8, "position": pl.Int32})
+        status = pl.DataFrame({
+            "activation_set": activation_set,
+            "sentence_hash": [h for h, _, _ in todo] + [h for h, _ in rejected],
+            "n_words": [a.shape[0] for _, a, _ in todo] + [n for _, n in rejected],
+            "status": ["ok"] * len(todo) + ["rejected"] * len(rejected),
+            "windowed": [bool(w) for _, _, w in todo] + [False] * len(rejected),
+        }, schema={"activation_set": pl.Utf8, "sentence_hash": pl.Utf8, "n_words": pl.Int32,
+                   "status": pl.Utf8, "windowed": pl.Boolean})
+        with self.transaction() as con:
+            if todo:
+                stacked = np.concatenate([a for _, a, _ in todo], axis=0)  # (n_rows, L, H)
+                if not np.issubdtype(stacked.dtype, np.floating):
+                    raise TypeError(f"activations must be floating point, got {stacked.dtype}.")
+                stacked = stacked.astype(np.float32, copy=False)
+                for layer in range(stacked.shape[1]):
+                    frame = index.with_columns(
+                        pl.lit(layer, pl.Int16).alias("layer"),
+                        pl.Series("act", np.ascontiguousarray(stacked[:, layer]),
+                                  dtype=pl.Array(pl.Float32, stacked.shape[2])).cast(pl.List(pl.Float32)),
+                    )
+                    con.execute("INSERT INTO activations SELECT * FROM frame")
+            con.execute("INSERT INTO activation_sentences SELECT * FROM status")
+
+    def read_activation_matrix(
+        self,
+        activation_set: str,
+        keys: pl.DataFrame,
+        *,
+        layers: Sequence[int] | None = None,
+    ) -> np.ndarray:
+        """The activation matrix for the given words, rows in the order of ``keys``.
+
+        Parameters
+        ----------
+        activation_set : str
+        keys : polars.DataFrame
+            Columns ``sentence_hash`` and ``position``: the words to fetch, joined on keys.
+        layers : sequence of int, optional
+            Layers to include (default all), concatenated in this order.
+
+        Returns
+        -------
+        numpy.ndarray of float32, shape (len(keys), len(layers) * hidden_size)
+
+        Raises
+        ------
+        StoreError
+            If any requested word has no activations (never padded or dropped).
+        """
+        aset = self.activation_set(activation_set)
+        layers = list(range(aset.n_layers)) if layers is None else [int(l) for l in layers]
+        bad = [l for l in layers if not 0 <= l < aset.n_layers]
+        if bad:
+            raise ValueError(f"layers {bad} out of range; activation set has layers 0..{aset.n_layers - 1}.")
+        hsz = aset.hidden_size
+        n = keys.height
+        wanted = keys.select(
+            pl.int_range(0, n, dtype=pl.Int64).alias("idx"),
+            pl.col("sentence_hash").cast(pl.Utf8), pl.col("position").cast(pl.Int32))
+        out = np.empty((n, len(layers) * hsz), dtype=np.float32)
+        with self.connect() as con:
+            con.execute("CREATE TEMP TABLE wanted AS SELECT * FROM wanted")
+            for j, layer in enumerate(layers):
+                got = con.sql(
+                    f"SELECT w.idx, a.act::FLOAT[{hsz}] AS act FROM wanted w JOIN activations a "
+                    "ON a.sentence_hash = w.sentence_hash AND a.position = w.position "
+                    "WHERE a.activation_set = ? AND a.layer = ? ORDER BY w.idx",
+                    params=[activation_set, layer]).pl()
+                if got.height != n:
+                    have = set(got["idx"].to_list())
+                    missing = wanted.filter(~pl.col("idx").is_in(list(have)))
+                    example = missing.row(0, named=True) if missing.height else {}
+                    raise StoreError(
+                        f"{self.path}: activation set '{activation_set}' lacks {n - got.height} of {n} "
+                        f"requested words in layer {layer} (e.g. sentence {example.get('sentence_hash')} "
+                        f"position {example.get('position')}); re-materialize token_activations.")
+                out[:, j * hsz:(j + 1) * hsz] = got["act"].to_numpy()
+        return out
+
+    # ------------------------------------------------- rankings and metrics
+    def replace_rows(self, table: str, frame: pl.DataFrame, where: dict[str, object]) -> None:
+        """Delete the rows matching ``where`` and insert ``frame``, in one transaction."""
+        if table not in _WRITABLE:
+            raise ValueError(f"unknown table '{table}'; choose one of {sorted(_WRITABLE)}.")
+        cond = " AND ".join(f"{k} = ${k}" for k in where) or "TRUE"
+        with self.transaction() as con:
+            con.execute(f"DELETE FROM {table} WHERE {cond}", where)
+            if frame.height:
+                cols = ", ".join(frame.columns)
+                con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM frame")
+
+    def query(self, sql: str, params: Sequence | dict | None = None) -> pl.DataFrame:
+        """Run a read query and return a polars DataFrame."""
+        with self.connect() as con:
+            return con.sql(sql, params=params).pl()
+
+
+_WRITABLE = {"rankings", "class_rankings", "ranking_runs", "metrics", "reports"}
+
+
+def to_json(obj: object) -> str:
+    """JSON for the params/fitted columns (numpy scalars and arrays made plain)."""
+    def default(o: object) -> object:
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        return str(o)
+    return json.dumps(obj, sort_keys=True, default=default)
+
+
+__all__ = ["ActivationSet", "Store", "StoreError", "to_json"]

@@ -1,0 +1,57 @@
+"""pipeline.yaml parsing: defaults, overrides, and errors that name the key and the choices."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from neuro_pipeline.config import ConfigError, config_from_dict, load_config
+
+
+def test_default_is_the_embedded_analysis():
+    cfg = load_config(None)
+    assert cfg.corpus.format == "demo"
+    assert (cfg.model_dir / "config.json").is_file()
+    assert cfg.extraction.aggregation == "last"
+    assert cfg.task == "upos"
+
+
+def test_yaml_overrides_and_relative_paths(tmp_path):
+    (tmp_path / "train.conllu").write_text("1\ta\ta\tX\t_\t_\t0\troot\t_\t_\n\n", encoding="utf-8")
+    (tmp_path / "p.yaml").write_text(textwrap.dedent("""\
+        name: mine
+        store: out/p.duckdb
+        corpus: {format: conllu, train: train.conllu, label_column: feats:Number}
+        extraction: {aggregation: mean}
+        evaluation: {fractions: [0.1]}
+        """), encoding="utf-8")
+    cfg = load_config(tmp_path / "p.yaml")
+    assert cfg.store_path == tmp_path / "out" / "p.duckdb"
+    assert cfg.path(cfg.corpus.train) == tmp_path / "train.conllu"
+    assert cfg.task == "feats:number"
+    assert cfg.evaluation.fractions == (0.1,)
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"modle": {}}, r"unknown setting 'modle' \(did you mean 'model'\?\); valid settings: \['corpus'"),
+    ({"model": {"dtpye": "x"}}, r"unknown setting 'model.dtpye' \(did you mean 'model.dtype'\?\)"),
+    ({"extraction": {"aggregation": "average"}}, r"extraction.aggregation must be one of \['first', 'last', 'mean'\], got 'average'"),
+    ({"corpus": {"format": "conllu"}}, r"corpus.train is required"),
+    ({"corpus": {"format": "conllu", "train": "nope.conllu"}}, r"corpus file not found: nope.conllu"),
+    ({"model": {"path": "/no/such/model"}}, r"model.path is not a directory: /no/such/model"),
+    ({"evaluation": {"fractions": [0, 0.5]}}, r"evaluation.fractions must be a non-empty list of numbers in \(0, 1\]"),
+    ({"name": "a b"}, r"name must be letters, digits"),
+])
+def test_config_errors(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(raw, source="p.yaml", base_dir="/tmp")
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config(bad)

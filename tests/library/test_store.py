@@ -1,0 +1,75 @@
+"""The DuckDB store: keyed joins, transactional replaces, and explicit errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from neuro_pipeline.store import ActivationSet, Store, StoreError
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "db" / "p.duckdb")
+    s.register_activation_set(ActivationSet("set1", "mv", "/m", "last", "float32", "window", 3, 4))
+    return s
+
+
+def test_activation_matrix_is_joined_on_keys_in_request_order(store):
+    a = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    b = -np.arange(1 * 3 * 4, dtype=np.float32).reshape(1, 3, 4)
+    store.write_activations("set1", [("h1", a, False), ("h2", b, True)])
+    keys = pl.DataFrame({"sentence_hash": ["h2", "h1", "h1"], "position": [0, 1, 0]})
+    X = store.read_activation_matrix("set1", keys)
+    np.testing.assert_array_equal(X, np.stack([b[0].reshape(-1), a[1].reshape(-1), a[0].reshape(-1)]))
+    X2 = store.read_activation_matrix("set1", keys, layers=[2, 0])
+    np.testing.assert_array_equal(X2[1], np.concatenate([a[1, 2], a[1, 0]]))
+
+
+def test_duplicate_and_already_stored_sentences_are_written_once(store):
+    a = np.ones((2, 3, 4), dtype=np.float32)
+    store.write_activations("set1", [("h1", a, False), ("h1", a, False)])
+    store.write_activations("set1", [("h1", a * 2, False)])
+    n = store.query("SELECT count(*) AS n FROM activations")["n"][0]
+    assert n == 2 * 3
+    X = store.read_activation_matrix("set1", pl.DataFrame({"sentence_hash": ["h1"], "position": [1]}))
+    assert X.max() == 1.0
+
+
+def test_missing_words_raise_instead_of_padding(store):
+    store.write_activations("set1", [("h1", np.zeros((1, 3, 4), np.float32), False)])
+    with pytest.raises(StoreError, match=r"lacks 1 of 2 requested words in layer 0 \(e.g. sentence h1 position 1\)"):
+        store.read_activation_matrix("set1", pl.DataFrame({"sentence_hash": ["h1", "h1"], "position": [0, 1]}))
+
+
+def test_rejected_sentences_are_recorded(store):
+    store.write_activations("set1", [], rejected=[("long", 900)])
+    status = store.extracted_sentences("set1")
+    assert status.row(0, named=True) == {"sentence_hash": "long", "n_words": 900, "status": "rejected",
+                                        "windowed": False}
+
+
+def test_failed_replace_keeps_previous_rows(store):
+    good = pl.DataFrame({"analysis": ["a"], "activation_set": ["set1"], "task": ["t"], "method": ["m"],
+                         "scope": ["overall"], "selection": ["all"], "metric": ["accuracy"], "value": [0.9]})
+    store.replace_rows("metrics", good, {"analysis": "a"})
+    bad = good.with_columns(pl.lit(None, pl.Utf8).alias("metric"))  # violates NOT NULL
+    with pytest.raises(Exception):
+        store.replace_rows("metrics", bad, {"analysis": "a"})
+    assert store.query("SELECT value FROM metrics")["value"].to_list() == [0.9]
+
+
+def test_unknown_activation_set_and_missing_store(tmp_path, store):
+    with pytest.raises(StoreError, match="unknown activation set 'nope'; materialize token_activations first"):
+        store.activation_set("nope")
+    with pytest.raises(StoreError, match="the store does not exist yet"):
+        with Store(tmp_path / "absent.duckdb").connect(read_only=True):
+            pass
+
+
+def test_not_a_duckdb_file(tmp_path):
+    path = tmp_path / "junk.duckdb"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="junk.duckdb: cannot open the DuckDB file"):
+        Store(path).read_tokens("x")

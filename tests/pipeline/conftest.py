@@ -1,0 +1,67 @@
+"""Fixtures for pipeline tests: a tiny random BERT, a few sentences of CoNLL-U, a config."""
+
+from __future__ import annotations
+
+import random
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.library.tiny_models import write_tiny_bert
+
+LEXICON = {
+    "DET": ["the", "a"], "NOUN": ["cat", "dog", "mat"], "ADJ": ["big", "small", "red", "blue"],
+    "VERB": ["sat", "run", "walk"], "ADP": ["on"], "PRON": ["he", "she", "it"], "AUX": ["is", "was"],
+    "CCONJ": ["and"], "PUNCT": ["."],
+}
+TEMPLATES = [
+    ["DET", "ADJ", "NOUN", "VERB", "ADP", "DET", "NOUN", "PUNCT"],
+    ["PRON", "AUX", "ADJ", "PUNCT"],
+    ["DET", "NOUN", "CCONJ", "DET", "NOUN", "VERB", "PUNCT"],
+    ["PRON", "VERB", "ADP", "DET", "ADJ", "NOUN", "PUNCT"],
+]
+
+
+def write_conllu(path: Path, n_sentences: int, seed: int) -> Path:
+    """A small CoNLL-U file built from the tiny model's vocabulary, with UPOS labels."""
+    rng = random.Random(seed)
+    blocks = []
+    for i in range(n_sentences):
+        tags = TEMPLATES[i % len(TEMPLATES)]
+        words = [rng.choice(LEXICON[t]) for t in tags]
+        lines = [f"# sent_id = s{seed}-{i}", f"# text = {' '.join(words)}"]
+        for j, (w, t) in enumerate(zip(words, tags), start=1):
+            lines.append(f"{j}\t{w}\t{w}\t{t}\t_\t_\t{max(j - 1, 0)}\tdep\t_\t_")
+        blocks.append("\n".join(lines) + "\n")
+    path.write_text("\n".join(blocks) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny-bert") / "model", seed=0)
+
+
+@pytest.fixture
+def analysis_dir(tmp_path: Path, tiny_model_dir: Path) -> Path:
+    """A folder with train/test CoNLL-U files and a pipeline.yaml pointing at the tiny BERT."""
+    write_conllu(tmp_path / "train.conllu", 24, seed=1)
+    write_conllu(tmp_path / "test.conllu", 8, seed=2)
+    (tmp_path / "pipeline.yaml").write_text(textwrap.dedent(f"""\
+        name: tiny
+        store: store/pipeline.duckdb
+        reports: reports
+        model:
+          path: {tiny_model_dir}
+          batch_size: 4
+        corpus:
+          format: conllu
+          train: train.conllu
+          test: test.conllu
+          label_column: upos
+        evaluation:
+          fractions: [0.05, 0.25]
+          n_random: 2
+        """), encoding="utf-8")
+    return tmp_path

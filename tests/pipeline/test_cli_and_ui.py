@@ -1,0 +1,99 @@
+"""End to end through the command line: `neuro-pipeline run` then `neuro-pipeline ui`,
+with the real Dagster webserver answering GraphQL on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "neuro_pipeline.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _graphql(port: int, query: str) -> dict:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())["data"]
+
+
+def _listen_addresses(port: int) -> set[str]:
+    """IPv4 addresses listening on ``port``, read from /proc/net/tcp."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        addr, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:
+            found.add(socket.inet_ntoa(bytes.fromhex(addr)[::-1]))
+    return found
+
+
+@pytest.fixture
+def ran(analysis_dir):
+    """`neuro-pipeline run` on the tiny analysis, with a project-local Dagster home."""
+    home = analysis_dir / "home"
+    proc = subprocess.run([*CLI, "run", "-c", str(analysis_dir / "pipeline.yaml"), "--home", str(home)],
+                          cwd=analysis_dir, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return analysis_dir, home, proc.stdout
+
+
+def test_run_prints_summary(ran):
+    analysis_dir, home, out = ran
+    assert "full-probe accuracy" in out
+    assert "top neurons per class" in out
+    assert str(analysis_dir / "store" / "pipeline.duckdb") in out
+    assert (analysis_dir / "reports" / "tiny").is_dir()
+    assert "neuro-pipeline ui" in out
+    assert (home / "dagster_home" / "dagster.yaml").is_file()
+
+
+def test_ui_shows_lineage_checks_and_the_cli_runs(ran):
+    analysis_dir, home, _ = ran
+    port = _free_port()
+    env = dict(os.environ)
+    ui = subprocess.Popen([*CLI, "ui", "-c", str(analysis_dir / "pipeline.yaml"), "--home", str(home),
+                           "--port", str(port)], cwd=analysis_dir, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or ui.poll() is not None:
+                    pytest.fail("the Dagster UI did not come up within 120 s")
+                time.sleep(1)
+        nodes = _graphql(port, "{ assetNodes { assetKey { path } description opVersion hasAssetChecks "
+                               "dependencyKeys { path } } }")["assetNodes"]
+        by_name = {n["assetKey"]["path"][-1]: n for n in nodes}
+        for stage in ("annotated_corpus", "token_activations", "neuron_rankings", "evaluation_report"):
+            assert by_name[stage]["description"] and by_name[stage]["opVersion"] and by_name[stage]["hasAssetChecks"]
+        assert {"path": ["token_activations"]} in by_name["neuron_rankings"]["dependencyKeys"]
+        runs = _graphql(port, '{ runsOrError { ... on Runs { results { jobName status } } } }')["runsOrError"]["results"]
+        assert {"jobName": "analysis_job", "status": "SUCCESS"} in runs
+        # The webserver listens on the loopback address only.
+        assert _listen_addresses(port) == {"127.0.0.1"}
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        try:
+            ui.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(ui.pid, signal.SIGKILL)
+            pytest.fail("neuro-pipeline ui did not stop on SIGTERM within 30 s")

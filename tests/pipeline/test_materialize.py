@@ -1,0 +1,102 @@
+"""The whole graph materialized in-process by Dagster on a tiny random BERT and a few sentences."""
+
+from __future__ import annotations
+
+import re
+
+import dagster as dg
+import polars as pl
+
+from assets.checks import CHECKS
+from assets.definitions import analysis_job, observe_inputs_job
+from assets.resources import make_resources
+from assets.sources import SOURCES
+from assets.stages import STAGES
+from neuro_pipeline.config import load_config
+from neuro_pipeline.store import Store
+
+
+def _run_all(config: str, instance) -> dg.ExecuteInProcessResult:
+    defs = dg.Definitions(assets=[*SOURCES, *STAGES], asset_checks=CHECKS,
+                          jobs=[observe_inputs_job, analysis_job], resources=make_resources(config))
+    defs.resolve_job_def("observe_inputs_job").execute_in_process(instance=instance)
+    return defs.resolve_job_def("analysis_job").execute_in_process(instance=instance, raise_on_error=False)
+
+
+def test_whole_graph_materializes_and_checks_pass(analysis_dir):
+    config = str(analysis_dir / "pipeline.yaml")
+    with dg.instance_for_test() as instance:
+        result = _run_all(config, instance)
+        assert result.success
+        materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
+        assert materialized == {"annotated_corpus", "token_activations", "neuron_rankings", "evaluation_report"}
+        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        assert checks == {"annotated_corpus_quality": True, "token_activations_quality": True,
+                          "neuron_rankings_quality": True, "evaluation_report_quality": True}
+        report_md = [e for e in result.get_asset_materialization_events()
+                     if e.asset_key.path[-1] == "evaluation_report"][0].materialization.metadata
+        assert 0.0 <= report_md["accuracy"].value <= 1.0
+
+    cfg = load_config(config)
+    store = Store(cfg.store_path)
+    n_words = sum(line.count("\t") > 0 for f in ("train.conllu", "test.conllu")
+                  for line in (analysis_dir / f).read_text(encoding="utf-8").splitlines())
+    tokens = store.query("SELECT split, count(*) AS n FROM tokens WHERE corpus_id = 'tiny' GROUP BY split")
+    assert dict(tokens.iter_rows()) == {"train": tokens.filter(pl.col("split") == "train")["n"][0],
+                                        "test": tokens.filter(pl.col("split") == "test")["n"][0]}
+    assert tokens["n"].sum() == n_words
+    # one activation row per word and layer (2 layers + embeddings), joined on keys
+    n_rows = store.query(
+        "SELECT count(*) AS n FROM activations a JOIN (SELECT DISTINCT sentence_hash, position FROM tokens) t "
+        "USING (sentence_hash, position)")["n"][0]
+    assert n_rows == 3 * store.query("SELECT count(*) AS n FROM (SELECT DISTINCT sentence_hash, position FROM tokens)")["n"][0]
+    ranking = store.query("SELECT neuron, rank FROM rankings ORDER BY rank")
+    assert sorted(ranking["neuron"].to_list()) == list(range(3 * 32))
+    metrics = store.query("SELECT selection, value FROM metrics WHERE metric = 'accuracy'")
+    assert set(metrics["selection"]) >= {"all", "top", "random", "bottom", "majority_baseline"}
+    report = store.query("SELECT html_path FROM reports")["html_path"][0]
+    html = open(report, encoding="utf-8").read()
+    assert "<svg" in html
+    # self-contained: nothing is fetched (namespace URIs inside the SVG are not fetches)
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//|url\(\s*["']?(https?:)?//|@import""", html)
+
+
+def test_rerun_reuses_activations_and_keeps_results(analysis_dir):
+    config = str(analysis_dir / "pipeline.yaml")
+    with dg.instance_for_test() as instance:
+        assert _run_all(config, instance).success
+        second = _run_all(config, instance)
+        assert second.success
+        md = [e for e in second.get_asset_materialization_events()
+              if e.asset_key.path[-1] == "token_activations"][0].materialization.metadata
+        assert md["n_extracted"].value == 0
+        assert md["n_reused"].value == md["n_sentences"].value > 0
+
+
+def test_failed_stage_leaves_previous_results_readable(analysis_dir):
+    config = analysis_dir / "pipeline.yaml"
+    with dg.instance_for_test() as instance:
+        assert _run_all(str(config), instance).success
+        store = Store(load_config(config).store_path)
+        before = store.query("SELECT * FROM tokens ORDER BY sentence_id, position")
+        # Corrupt the training file: the corpus stage must fail and change nothing.
+        (analysis_dir / "train.conllu").write_text("1\tthe\n\n", encoding="utf-8")
+        result = _run_all(str(config), instance)
+        assert not result.success
+        after = store.query("SELECT * FROM tokens ORDER BY sentence_id, position")
+        assert after.equals(before)
+        assert store.query("SELECT count(*) AS n FROM reports")["n"][0] == 1
+
+
+def test_blocking_check_stops_downstream(analysis_dir):
+    """Labels containing whitespace violate the corpus suite: activations must not run."""
+    train = analysis_dir / "train.conllu"
+    text = train.read_text(encoding="utf-8").replace("\tDET\t", "\tDE T\t", 1)
+    train.write_text(text, encoding="utf-8")
+    with dg.instance_for_test() as instance:
+        result = _run_all(str(analysis_dir / "pipeline.yaml"), instance)
+        assert not result.success
+        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        assert checks.get("annotated_corpus_quality") is False
+        materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
+        assert materialized == {"annotated_corpus"}

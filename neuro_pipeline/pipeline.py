@@ -152,8 +152,10 @@ def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Prog
     from neuro_pipeline.extraction import ExtractionStats, extract_activations, load_model
 
     tokens = store.read_tokens(cfg.name)
-    sentences = (tokens.group_by("sentence_hash", maintain_order=True)
-                 .agg(pl.col("token").sort_by("position")))
+    # One entry per distinct sentence: a sentence that occurs twice is extracted once.
+    sentences = (tokens.group_by("sentence_id", maintain_order=True)
+                 .agg(pl.col("sentence_hash").first(), pl.col("token").sort_by("position"))
+                 .unique(subset="sentence_hash", keep="first", maintain_order=True))
     model = load_model(cfg.model_dir, device=cfg.model.device, dtype=cfg.model.dtype)
     aset = ActivationSet(
         activation_set=activation_set_id(cfg, model.version), model_version=model.version,
@@ -213,8 +215,8 @@ def current_activation_set(cfg: PipelineConfig, store: Store) -> ActivationSet:
 def activation_layer_summary(cfg: PipelineConfig, store: Store) -> tuple[pl.DataFrame, int, ActivationSet]:
     """Per-layer summary of the corpus's activations, for the quality suite.
 
-    Returns the summary (layer, n_rows, width_min, width_max, n_nonfinite,
-    n_constant_units), the number of rows expected per layer (corpus words of sentences
+    Returns the summary (layer, n_rows, width_min, width_max, n_nonfinite, and the
+    corpus-wide n_missing_sentences and n_word_count_mismatch), the number of rows expected per layer (corpus words of sentences
     that were not rejected), and the activation set.
     """
     aset = current_activation_set(cfg, store)
@@ -235,6 +237,20 @@ def activation_layer_summary(cfg: PipelineConfig, store: Store) -> tuple[pl.Data
         WHERE NOT EXISTS (SELECT 1 FROM activation_sentences s WHERE s.activation_set = $aset
                           AND s.sentence_hash = k.sentence_hash AND s.status = 'rejected')
         """, {"cid": cfg.name, "aset": aset.activation_set})["n"][0]
+    # Every corpus sentence must have been processed, with exactly its number of words.
+    consistency = store.query(
+        """
+        WITH sent AS (SELECT sentence_hash, count(*) AS n_words FROM tokens WHERE corpus_id = $cid
+                      GROUP BY sentence_id, sentence_hash)
+        SELECT count(*) FILTER (WHERE s.sentence_hash IS NULL) AS n_missing_sentences,
+               count(*) FILTER (WHERE s.sentence_hash IS NOT NULL AND s.n_words <> sent.n_words)
+                   AS n_word_count_mismatch
+        FROM sent LEFT JOIN activation_sentences s
+          ON s.sentence_hash = sent.sentence_hash AND s.activation_set = $aset
+        """, {"cid": cfg.name, "aset": aset.activation_set})
+    summary = summary.with_columns(
+        pl.lit(int(consistency["n_missing_sentences"][0])).alias("n_missing_sentences"),
+        pl.lit(int(consistency["n_word_count_mismatch"][0])).alias("n_word_count_mismatch"))
     return summary, int(expected), aset
 
 

@@ -111,10 +111,12 @@ def validate_tokens(tokens: pl.DataFrame, *, max_position: int | None = None) ->
 def validate_activation_summary(summary: pl.DataFrame, *, expected_rows: int, hidden_size: int) -> QualityReport:
     """Suite for the activations of one activation set, on its per-layer summary.
 
-    ``summary`` has one row per layer with columns layer, n_rows, width_min, width_max,
-    n_nonfinite (non-finite values) and n_constant_units (units with zero variance).
-    Expectations: each layer has exactly ``expected_rows`` rows (one per corpus word),
-    every vector has ``hidden_size`` values, and no value is NaN or infinite.
+    ``summary`` has one row per layer with columns layer, n_rows, width_min, width_max and
+    n_nonfinite (non-finite values), and optionally n_missing_sentences and
+    n_word_count_mismatch (corpus sentences without activations, or whose stored word
+    count differs from the corpus). Expectations: each layer has exactly ``expected_rows``
+    rows (one per corpus word), every vector has ``hidden_size`` values, no value is NaN
+    or infinite, and the two counts are zero.
     """
     import great_expectations as gx
 
@@ -125,6 +127,9 @@ def validate_activation_summary(summary: pl.DataFrame, *, expected_rows: int, hi
         gx.expectations.ExpectColumnValuesToBeBetween(column="n_nonfinite", min_value=0, max_value=0),
         gx.expectations.ExpectTableRowCountToBeBetween(min_value=1),
     ]
+    for column in ("n_missing_sentences", "n_word_count_mismatch"):
+        if column in summary.columns:
+            exps.append(gx.expectations.ExpectColumnValuesToBeBetween(column=column, min_value=0, max_value=0))
     return _run_suite("token_activations", summary, exps)
 
 

@@ -100,3 +100,30 @@ def test_blocking_check_stops_downstream(analysis_dir):
         assert checks.get("annotated_corpus_quality") is False
         materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
         assert materialized == {"annotated_corpus"}
+
+
+def test_duplicate_sentences_are_extracted_once_and_match_direct_extraction(analysis_dir, tiny_model_dir):
+    """A sentence occurring twice shares one stored entry whose words are the sentence's own."""
+    import numpy as np
+
+    from neuro_pipeline.extraction import extract_activations, load_model
+    from neuro_pipeline.pipeline import (check_activations, load_split, current_activation_set,
+                                         materialize_activations, materialize_corpus)
+
+    train = analysis_dir / "train.conllu"
+    blocks = train.read_text(encoding="utf-8").strip("\n").split("\n\n")
+    train.write_text("\n\n".join(blocks + blocks[:3]) + "\n\n", encoding="utf-8")  # repeat 3 sentences
+    cfg = load_config(analysis_dir / "pipeline.yaml")
+    store = Store(cfg.store_path)
+    materialize_corpus(cfg, store)
+    summary = materialize_activations(cfg, store)
+    assert summary.n_sentences == summary.n_extracted == len(
+        store.read_tokens(cfg.name).unique(subset="sentence_hash"))
+    assert check_activations(cfg, store).success
+    split = load_split(cfg, store, current_activation_set(cfg, store), "train")
+    tokens = store.read_tokens(cfg.name, splits=["train"])
+    model = load_model(cfg.model_dir)
+    words = [g["token"].to_list() for _, g in tokens.group_by("sentence_id", maintain_order=True)]
+    direct = np.concatenate([a.reshape(a.shape[0], -1) for _, a in
+                             sorted(extract_activations(model, words), key=lambda t: t[0])])
+    np.testing.assert_allclose(split.X, direct, atol=1e-5)

@@ -77,6 +77,19 @@ def _short(line: str) -> str:
     return match.group(1) if match else line.strip()[-160:]
 
 
+_EXCEPTION = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Failure)): (.+)$", re.MULTILINE)
+
+
+def root_cause(log_text: str) -> str | None:
+    """The last exception raised by our code (not dagster's wrappers) in a dagster log."""
+    found = [(name, msg) for name, msg in _EXCEPTION.findall(log_text)
+             if not name.startswith(("dagster.", "Dagster"))]
+    if not found:
+        return None
+    name, msg = found[-1]
+    return f"{name.rsplit('.', 1)[-1]}: {msg.strip()}"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load(args)
     env = _env(args, cfg)
@@ -94,10 +107,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             rc = _dagster_job(job, env, log_file)
             if rc != 0:
                 log_file.flush()
-                tail = log_path.read_text(encoding="utf-8").splitlines()[-40:]
-                print("\n".join(tail), file=sys.stderr)
-                print(f"neuro-pipeline: {job} failed (exit {rc}); the previous results in {cfg.store_path} "
-                      f"are unchanged. Full log: {log_path}", file=sys.stderr)
+                text = log_path.read_text(encoding="utf-8")
+                print("\n".join(text.splitlines()[-40:]), file=sys.stderr)
+                cause = root_cause(text)
+                print(f"\nneuro-pipeline: {job} failed (exit {rc})" + (f": {cause}" if cause else "")
+                      + f"\nThe previous results in {cfg.store_path} are unchanged. Full log: {log_path}",
+                      file=sys.stderr)
                 return rc
     print(f"done in {time.perf_counter() - start:.0f} s\n")
     print_summary(cfg)

@@ -55,3 +55,12 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("model: [unclosed\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
         load_config(bad)
+
+
+def test_worked_example_config_is_valid():
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
+    if not (root.parent / "shared" / "data" / "ud-en-ewt").is_dir():
+        pytest.skip("../shared/data is not present")
+    cfg = load_config(root / "examples" / "ewt-upos.yaml")
+    assert cfg.path(cfg.corpus.train).name == "en_ewt-ud-dev.conllu"
+    assert cfg.store_path == root / ".neuro" / "pipeline.duckdb"

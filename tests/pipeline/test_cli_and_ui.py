@@ -97,3 +97,22 @@ def test_ui_shows_lineage_checks_and_the_cli_runs(ran):
         except subprocess.TimeoutExpired:
             os.killpg(ui.pid, signal.SIGKILL)
             pytest.fail("neuro-pipeline ui did not stop on SIGTERM within 30 s")
+
+
+def test_bad_corpus_fails_with_file_line_and_keeps_store(tmp_path):
+    (tmp_path / "bad.conllu").write_text("1\tthe\tthe\tDET\t_\t_\t0\troot\t_\n\n", encoding="utf-8")
+    (tmp_path / "p.yaml").write_text("name: bad\ncorpus: {format: conllu, train: bad.conllu}\n", encoding="utf-8")
+    proc = subprocess.run([*CLI, "run", "-c", str(tmp_path / "p.yaml"), "--home", str(tmp_path / "home")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "bad.conllu:1: expected 10 tab-separated columns, got 9" in proc.stderr.splitlines()[-2]
+    assert "The previous results in" in proc.stderr
+
+
+def test_config_typo_is_reported_before_anything_runs(tmp_path):
+    (tmp_path / "p.yaml").write_text("corpus: {fromat: conllu}\n", encoding="utf-8")
+    proc = subprocess.run([*CLI, "run", "-c", str(tmp_path / "p.yaml"), "--home", str(tmp_path / "home")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "unknown setting 'corpus.fromat' (did you mean 'corpus.format'?)" in proc.stderr
+    assert not (tmp_path / "home" / "dagster_home").exists()

@@ -414,6 +414,7 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
     random selections over ``evaluation.n_random`` draws.
     """
     from neuro_pipeline.evaluation import evaluate_probe, evaluate_selections
+    from neuro_pipeline.evaluation.selection import DEFAULT_SELECTION_PROBE_PARAMS
     from neuro_pipeline.probe import LinearProbe
     from neuro_pipeline.report import render_report
 
@@ -454,7 +455,8 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
                "corpus_version": corpus_version(cfg), "config_source": cfg.source,
                "top_per_class": {lab: [neuron_name(n, aset.hidden_size) for n in grp["neuron"].to_list()]
                                  for (lab,), grp in class_top.group_by("label", maintain_order=True)},
-               "n_skipped_rejected": train.n_skipped_rejected + test.n_skipped_rejected},
+               "n_skipped_rejected": train.n_skipped_rejected + test.n_skipped_rejected,
+               "selection_probe": ", ".join(f"{k}={v:g}" for k, v in DEFAULT_SELECTION_PROBE_PARAMS.items())},
     )
     summary.seconds = round(time.perf_counter() - start, 3)
     render_report(summary, out_dir)

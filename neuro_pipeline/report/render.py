@@ -73,6 +73,7 @@ def _fitted_text(fitted: dict) -> str:
 def accuracy_curve_svg(summary: Any) -> str:
     """Accuracy versus number of neurons for top, random and bottom selections, as inline SVG."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -92,6 +93,9 @@ def accuracy_curve_svg(summary: Any) -> str:
     ax.axhline(summary.accuracy, color="black", linestyle="--", linewidth=1, label="all neurons")
     ax.axhline(summary.majority_baseline, color="black", linestyle=":", linewidth=1, label="majority class")
     ax.set_xscale("log")
+    ticks = sorted({r["k"] for r in summary.selections})
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xticks(ticks, [str(k) for k in ticks])
     ax.set_xlabel("neurons kept (retrained probe)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
@@ -109,7 +113,7 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:.92em}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
-th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
+th{background:#f4f4f4}td:first-child,th:first-child,td.names{text-align:left}
 .kpi{display:flex;gap:1.5em;margin:1em 0}.kpi div{background:#f4f8fb;padding:.6em 1em;border-radius:6px}
 .kpi b{display:block;font-size:1.4em}code{background:#f4f4f4;padding:0 .2em}
 """
@@ -122,7 +126,7 @@ def report_html(summary: Any) -> str:
     rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in selection_table_rows(summary))
     classes = "".join(
         f"<tr><td>{e(r['label'])}</td><td>{int(r.get('support', 0))}</td><td>{_pct(r.get('accuracy'))}</td>"
-        f"<td>{e(', '.join(x['top_per_class'].get(r['label'], [])))}</td></tr>" for r in summary.per_class)
+        f"<td class="names">{e(', '.join(x['top_per_class'].get(r['label'], [])))}</td></tr>" for r in summary.per_class)
     top1 = next((r for r in summary.selections if r["selection"] == "top"), None)
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>Neuron analysis: {e(summary.task)}</title><style>{_CSS}</style></head><body>
@@ -135,7 +139,8 @@ Probe trained on {summary.n_train:,} words and evaluated on {summary.n_test:,} w
 <div><b>{_pct(summary.majority_baseline)}</b>majority-class baseline</div>
 <div><b>{_pct(top1['accuracy']) if top1 else '–'}</b>top {top1['k'] if top1 else ''} neurons only</div></div>
 <h2>Probe accuracy with selected neurons</h2>
-<p>A probe is retrained on each selection; random selections are averaged over draws (± one standard deviation).
+<p>A probe is retrained on each selection ({e(x.get('selection_probe', ''))}); random selections are averaged
+over draws (± one standard deviation).
 Regularisation chosen on held-out training data: {e(_fitted_text(x['fitted']))}.</p>
 {accuracy_curve_svg(summary)}
 <table><tr><th>neurons</th><th>k</th><th>top</th><th>random</th><th>bottom</th></tr>{rows}</table>

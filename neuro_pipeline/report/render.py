@@ -126,7 +126,7 @@ def report_html(summary: Any) -> str:
     rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in selection_table_rows(summary))
     classes = "".join(
         f"<tr><td>{e(r['label'])}</td><td>{int(r.get('support', 0))}</td><td>{_pct(r.get('accuracy'))}</td>"
-        f"<td class="names">{e(', '.join(x['top_per_class'].get(r['label'], [])))}</td></tr>" for r in summary.per_class)
+        f"<td class='names'>{e(', '.join(x['top_per_class'].get(r['label'], [])))}</td></tr>" for r in summary.per_class)
     top1 = next((r for r in summary.selections if r["selection"] == "top"), None)
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>Neuron analysis: {e(summary.task)}</title><style>{_CSS}</style></head><body>

@@ -38,7 +38,11 @@ def wide(con, X3, keys):
     w = time.perf_counter() - t
     t = time.perf_counter()
     A = con.sql("SELECT act FROM wide ORDER BY sentence_hash, position").pl()["act"].to_numpy()
-    return w, time.perf_counter() - t, A.reshape(n, L, H)
+    r = time.perf_counter() - t
+    t = time.perf_counter()
+    lo = (L // 2) * H
+    con.sql(f"SELECT act[{lo + 1}:{lo + H}]::FLOAT[{H}] AS act FROM wide ORDER BY sentence_hash, position").pl()["act"].to_numpy()
+    return w, r, A.reshape(n, L, H), time.perf_counter() - t
 
 
 def per_layer(con, X3, keys, list_type=True):
@@ -55,7 +59,10 @@ def per_layer(con, X3, keys, list_type=True):
     t = time.perf_counter()
     parts = [con.sql(f"SELECT act::FLOAT[{H}] AS act FROM pl_ WHERE layer = {layer} ORDER BY sentence_hash, position")
              .pl()["act"].to_numpy() for layer in range(L)]
-    return w, time.perf_counter() - t, np.stack(parts, axis=1)
+    r = time.perf_counter() - t
+    t = time.perf_counter()
+    con.sql(f"SELECT act::FLOAT[{H}] AS act FROM pl_ WHERE layer = {L // 2} ORDER BY sentence_hash, position").pl()["act"].to_numpy()
+    return w, r, np.stack(parts, axis=1), time.perf_counter() - t
 
 
 def parquet(tmp: Path, X3, keys):
@@ -68,7 +75,12 @@ def parquet(tmp: Path, X3, keys):
     t = time.perf_counter()
     A = (duckdb.connect().sql(f"SELECT act::FLOAT[{L * H}] AS act FROM read_parquet('{tmp / 'acts.parquet'}') ORDER BY sentence_hash, position")
          .pl()["act"].to_numpy())
-    return w, time.perf_counter() - t, A.reshape(n, L, H)
+    r = time.perf_counter() - t
+    t = time.perf_counter()
+    lo = (L // 2) * H
+    (duckdb.connect().sql(f"SELECT act[{lo + 1}:{lo + H}]::FLOAT[{H}] AS act FROM read_parquet('{tmp / 'acts.parquet'}') "
+                          "ORDER BY sentence_hash, position").pl()["act"].to_numpy())
+    return w, r, A.reshape(n, L, H), time.perf_counter() - t
 
 
 def main() -> None:
@@ -88,24 +100,26 @@ def main() -> None:
         db = tmp / "s.duckdb"
         con = duckdb.connect(str(db))
         if name == "per_layer_list":
-            w, r, A = per_layer(con, X3, keys, list_type=True)
+            w, r, A, r1 = per_layer(con, X3, keys, list_type=True)
         elif name == "per_layer_array":
-            w, r, A = per_layer(con, X3, keys, list_type=False)
+            w, r, A, r1 = per_layer(con, X3, keys, list_type=False)
         elif name == "wide_array":
-            w, r, A = wide(con, X3, keys)
+            w, r, A, r1 = wide(con, X3, keys)
         else:
-            w, r, A = parquet(tmp, X3, keys)
+            w, r, A, r1 = parquet(tmp, X3, keys)
         con.close()
         size = sum(f.stat().st_size for f in tmp.iterdir()) / 1e6
         results[name] = {"write_s": round(w, 3), "read_s": round(r, 3), "write_mb_s": round(mb / w, 1),
-                         "read_mb_s": round(mb / r, 1), "size_mb": round(size, 1), "exact": bool(np.array_equal(A, X3))}
+                         "read_mb_s": round(mb / r, 1), "read_one_layer_s": round(r1, 3), "size_mb": round(size, 1), "exact": bool(np.array_equal(A, X3))}
         shutil.rmtree(tmp)
     ref = results["per_layer_list"]
     print(f"matrix {args.words} x {args.layers} x {args.hidden} float32 = {mb:.0f} MB; ratios vs per_layer_list")
-    print(f"{'layout':<18}{'write s':>9}{'read s':>9}{'MB':>8}{'w ratio':>9}{'r ratio':>9}  exact")
+    print(f"{'layout':<18}{'write s':>9}{'read s':>9}{'1 layer s':>10}{'MB':>8}{'w ratio':>9}{'r ratio':>9}"
+          f"{'1L ratio':>9}  exact")
     for name, v in results.items():
-        print(f"{name:<18}{v['write_s']:>9.2f}{v['read_s']:>9.2f}{v['size_mb']:>8.0f}"
-              f"{v['write_s'] / ref['write_s']:>9.2f}{v['read_s'] / ref['read_s']:>9.2f}  {v['exact']}")
+        print(f"{name:<18}{v['write_s']:>9.2f}{v['read_s']:>9.2f}{v['read_one_layer_s']:>10.2f}{v['size_mb']:>8.0f}"
+              f"{v['write_s'] / ref['write_s']:>9.2f}{v['read_s'] / ref['read_s']:>9.2f}"
+              f"{v['read_one_layer_s'] / ref['read_one_layer_s']:>9.2f}  {v['exact']}")
     print(json.dumps({"words": args.words, "mb": round(mb, 1), "threads": os.cpu_count(), "results": results}))
 
 

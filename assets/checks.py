@@ -8,6 +8,7 @@ from neuro_pipeline.quality import QualityReport
 from .resources import PipelineResource
 from .stages import annotated_corpus, evaluation_report, neuron_rankings, token_activations
 
+
 def _result(report: QualityReport) -> dg.AssetCheckResult:
     metadata: dict = {
         f"{r['expectation']}[{r['column']}]" if r.get("column") else r["expectation"]: dg.MetadataValue.json(r)
@@ -17,6 +18,7 @@ def _result(report: QualityReport) -> dg.AssetCheckResult:
     metadata["suite"] = report.suite
     return dg.AssetCheckResult(passed=report.success, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata)
 
+
 @dg.asset_check(asset=annotated_corpus, blocking=True, description=(
     "great-expectations: no empty tokens or labels, unique keys, valid splits, a training split; "
     "test labels unseen in training are counted."))
@@ -24,17 +26,20 @@ def annotated_corpus_quality(pipeline: PipelineResource) -> dg.AssetCheckResult:
     cfg = pipeline.load()
     return _result(np_pipeline.check_corpus(cfg, pipeline.store(cfg)))
 
+
 @dg.asset_check(asset=token_activations, blocking=True, description=(
     "great-expectations: one row per corpus word in every layer, the expected width, no NaN or Inf."))
 def token_activations_quality(pipeline: PipelineResource) -> dg.AssetCheckResult:
     cfg = pipeline.load()
     return _result(np_pipeline.check_activations(cfg, pipeline.store(cfg)))
 
+
 @dg.asset_check(asset=neuron_rankings, blocking=True, description=(
     "great-expectations: the ranking is a permutation of all neuron ids with finite scores."))
 def neuron_rankings_quality(pipeline: PipelineResource) -> dg.AssetCheckResult:
     cfg = pipeline.load()
     return _result(np_pipeline.check_rankings(cfg, pipeline.store(cfg)))
+
 
 @dg.asset_check(asset=evaluation_report, blocking=True, description=(
     "great-expectations: every accuracy in [0, 1]; the full probe beats the majority-class baseline."))

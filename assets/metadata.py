@@ -4,10 +4,12 @@ import dagster as dg
 
 from neuro_pipeline.report import report_markdown
 
+
 def _md_table(header: list[str], rows: list[list[object]]) -> dg.MetadataValue:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return dg.MetadataValue.md("\n".join(lines))
+
 
 def corpus_metadata(s, cfg) -> dict:
     splits = sorted(s.n_tokens)
@@ -22,6 +24,7 @@ def corpus_metadata(s, cfg) -> dict:
         "label_distribution": _md_table(["label", *splits], [[r["label"], *[r.get(k, 0) for k in splits]]
                                                              for r in s.label_counts]),
     }
+
 
 def activation_metadata(s) -> dict:
     return {
@@ -42,6 +45,7 @@ def activation_metadata(s) -> dict:
         "words_per_second": s.words_per_second if s.words_per_second is not None else 0.0,
     }
 
+
 def ranking_metadata(s) -> dict:
     md = {
         "method": s.method,
@@ -57,6 +61,7 @@ def ranking_metadata(s) -> dict:
                                            [[k, ", ".join(v)] for k, v in s.top_per_class.items()]),
     }
     return md
+
 
 def report_metadata(s) -> dict:
     md: dict = {

@@ -16,7 +16,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -171,7 +170,6 @@ def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Prog
     buffer: list[tuple[str, np.ndarray, bool]] = []
     buffered_words = 0
     flush_words = 8192  # bounded memory: write every ~8k words
-    n_done = 0
 
     def on_batch(n: int) -> None:
         if progress is not None:
@@ -185,7 +183,6 @@ def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Prog
         windowed_before = stats.n_windowed_sentences
         buffer.append((hashes[index], array, windowed))
         buffered_words += array.shape[0]
-        n_done += 1
         if buffered_words >= flush_words:
             store.write_activations(aset.activation_set, buffer)
             buffer, buffered_words = [], 0
@@ -216,8 +213,9 @@ def activation_layer_summary(cfg: PipelineConfig, store: Store) -> tuple[pl.Data
     """Per-layer summary of the corpus's activations, for the quality suite.
 
     Returns the summary (layer, n_rows, width_min, width_max, n_nonfinite, and the
-    corpus-wide n_missing_sentences and n_word_count_mismatch), the number of rows expected per layer (corpus words of sentences
-    that were not rejected), and the activation set.
+    corpus-wide n_missing_sentences and n_word_count_mismatch), the number of rows
+    expected per layer (corpus words of sentences that were not rejected), and the
+    activation set.
     """
     aset = current_activation_set(cfg, store)
     summary = store.query(

@@ -291,8 +291,8 @@ class Store:
             If any requested word has no activations (never padded or dropped).
         """
         aset = self.activation_set(activation_set)
-        layers = list(range(aset.n_layers)) if layers is None else [int(l) for l in layers]
-        bad = [l for l in layers if not 0 <= l < aset.n_layers]
+        layers = list(range(aset.n_layers)) if layers is None else [int(i) for i in layers]
+        bad = [i for i in layers if not 0 <= i < aset.n_layers]
         if bad:
             raise ValueError(f"layers {bad} out of range; activation set has layers 0..{aset.n_layers - 1}.")
         hsz = aset.hidden_size

@@ -79,12 +79,20 @@ def ranking_table(ranker: NeuronRanker) -> pl.DataFrame:
 
 
 # Method modules register themselves on import.
+from neuro_pipeline.ranking.gaussian import GaussianProbeRanker  # noqa: E402
+from neuro_pipeline.ranking.iou import IoURanker  # noqa: E402
 from neuro_pipeline.ranking.linear_probe import LinearProbeRanker  # noqa: E402
+from neuro_pipeline.ranking.mean_select import MeanSelectRanker  # noqa: E402
+from neuro_pipeline.ranking.probeless import ProbelessRanker  # noqa: E402
 
 __all__ = [
     "RANKERS",
+    "GaussianProbeRanker",
+    "IoURanker",
     "LinearProbeRanker",
+    "MeanSelectRanker",
     "NeuronRanker",
+    "ProbelessRanker",
     "check_activations",
     "get_ranker",
     "ranking_table",

@@ -127,3 +127,15 @@ def test_duplicate_sentences_are_extracted_once_and_match_direct_extraction(anal
     direct = np.concatenate([a.reshape(a.shape[0], -1) for _, a in
                              sorted(extract_activations(model, words), key=lambda t: t[0])])
     np.testing.assert_allclose(split.X, direct, atol=1e-5)
+
+
+def test_ranking_method_is_chosen_in_the_config(analysis_dir):
+    config = analysis_dir / "pipeline.yaml"
+    config.write_text(config.read_text(encoding="utf-8") + "ranking:\n  method: probeless\n", encoding="utf-8")
+    with dg.instance_for_test() as instance:
+        result = _run_all(str(config), instance)
+        assert result.success
+    store = Store(load_config(config).store_path)
+    methods = store.query("SELECT DISTINCT method FROM rankings")["method"].to_list()
+    assert methods == ["probeless"]
+    assert store.query("SELECT count(DISTINCT label) AS n FROM class_rankings WHERE method = 'probeless'")["n"][0] > 1

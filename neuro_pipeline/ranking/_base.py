@@ -146,7 +146,18 @@ class NeuronRanker(BaseEstimator):
         self.n_neurons_in_ = X.shape[1]
         scores = np.asarray(self._score(X, y), dtype=np.float64)
         self._set_scores(scores)
+        relevance = self._class_relevance()
+        if relevance is not None:
+            self.class_rankings_ = {
+                label: np.argsort(-relevance[c], kind="stable") for c, label in enumerate(self.classes_)
+            }
         return self
+
+    def _class_relevance(self) -> np.ndarray | None:
+        """Per-class relevance (n_classes, n_neurons), higher = more relevant, from which
+        ``fit`` derives ``class_rankings_``; by default the ``class_scores_`` a method's
+        ``_score`` set, or ``None`` for methods without per-class scores."""
+        return getattr(self, "class_scores_", None)
 
     def _set_scores(self, scores: np.ndarray) -> None:
         """Store ``scores_`` and derive ``ranking_`` and ``n_ranked_`` from them."""

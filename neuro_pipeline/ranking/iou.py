@@ -142,33 +142,8 @@ class IoURanker(NeuronRanker):
         self.threshold = threshold
         self.merge = merge
 
-    def fit(self, X, y) -> IoURanker:
-        """Score every neuron for every one-vs-rest task and rank the neurons.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_tokens, n_neurons)
-            Activations; never modified.
-        y : array-like of shape (n_tokens,)
-            One concept label per token, at least 2 distinct values.
-
-        Returns
-        -------
-        self
-
-        Raises
-        ------
-        ValueError
-            If ``threshold`` is negative or not finite, or ``merge`` is unknown.
-        """
-        self._check_params()
-        super().fit(X, y)
-        self.class_rankings_ = {
-            label: np.argsort(-self.class_scores_[c], kind="stable") for c, label in enumerate(self.classes_)
-        }
-        return self
-
     def _score(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        self._check_params()
         classes, codes = np.unique(y, return_inverse=True)
         self.class_scores_ = average_precision_per_class(
             X, codes.ravel(), len(classes), threshold=float(self.threshold)

@@ -62,26 +62,9 @@ class MeanSelectRanker(NeuronRanker):
     def __init__(self):
         pass
 
-    def fit(self, X, y) -> MeanSelectRanker:
-        """Compute the one-vs-rest scores and rank the neurons.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_tokens, n_neurons)
-            Activations; never modified.
-        y : array-like of shape (n_tokens,)
-            One concept label per token, at least 2 distinct values.
-
-        Returns
-        -------
-        self
-        """
-        super().fit(X, y)
-        magnitude = np.abs(self.class_scores_)
-        self.class_rankings_ = {
-            label: np.argsort(-magnitude[c], kind="stable") for c, label in enumerate(self.classes_)
-        }
-        return self
+    def _class_relevance(self) -> np.ndarray:
+        # Per-class rankings order by |score|: a neuron that is lower for the class counts too.
+        return np.abs(self.class_scores_)
 
     def _score(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         classes, codes = np.unique(y, return_inverse=True)

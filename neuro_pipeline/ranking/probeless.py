@@ -118,26 +118,6 @@ class ProbelessRanker(NeuronRanker):
     def __init__(self):
         pass
 
-    def fit(self, X, y) -> ProbelessRanker:
-        """Compute the class means and rank the neurons.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_tokens, n_neurons)
-            Activations; never modified.
-        y : array-like of shape (n_tokens,)
-            One concept label per token, at least 2 distinct values.
-
-        Returns
-        -------
-        self
-        """
-        super().fit(X, y)
-        self.class_rankings_ = {
-            label: np.argsort(-self.class_scores_[c], kind="stable") for c, label in enumerate(self.classes_)
-        }
-        return self
-
     def _score(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         classes, codes = np.unique(y, return_inverse=True)
         self.class_means_, _ = class_means(X, codes.ravel(), len(classes))

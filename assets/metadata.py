@@ -2,13 +2,11 @@
 
 import dagster as dg
 
-from neuro_pipeline.report import report_markdown
+from neuro_pipeline.report import markdown_table, report_markdown
 
 
 def _md_table(header: list[str], rows: list[list[object]]) -> dg.MetadataValue:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return dg.MetadataValue.md("\n".join(lines))
+    return dg.MetadataValue.md(markdown_table(header, rows))
 
 
 def corpus_metadata(s, cfg) -> dict:

@@ -31,9 +31,10 @@ def selection_table_rows(summary: Any) -> list[list[str]]:
     return rows
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[object]]) -> str:
+    """A Markdown table; cells are formatted with ``str``."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -56,8 +57,8 @@ def report_markdown(summary: Any) -> str:
     if x.get("n_skipped_rejected"):
         head.append(f"- {x['n_skipped_rejected']} words skipped: their sentences exceeded the model's "
                     "length limit and extraction.long_sentences is 'reject'.")
-    sel = _md_table(["neurons", "k", "top", "random", "bottom"], selection_table_rows(summary))
-    per_class = _md_table(
+    sel = markdown_table(["neurons", "k", "top", "random", "bottom"], selection_table_rows(summary))
+    per_class = markdown_table(
         ["label", "support", "accuracy", "top neurons (layer:unit)"],
         [[r["label"], str(int(r.get("support", 0))), _pct(r.get("accuracy")),
           ", ".join(x["top_per_class"].get(r["label"], []))] for r in summary.per_class])

@@ -2,9 +2,11 @@
 
 Start here: :class:`LinearProbe` is what NeuroX calls a linear probe (``nn.Linear(D, C)``
 trained with cross-entropy plus L1 and L2 penalties), rebuilt as a scikit-learn style
-estimator. Unlike NeuroX's 10 epochs of Adam on raw activations, it minimises the convex
-objective to a stated tolerance with full-batch proximal gradient (FISTA), on standardised
-features, so the weights that neuron rankings read are reproducible and L1 zeros are exact.
+estimator. Unlike NeuroX's 10 epochs of Adam on raw activations, it works on standardised
+features and by default minimises the convex objective to a stated tolerance with
+full-batch proximal gradient (FISTA), so the weights that neuron rankings read are
+reproducible and L1 zeros are exact; ``solver="minibatch"`` trains with a few epochs of
+shuffled mini-batch Adam instead, for when only the predictions matter.
 The data is read in row chunks, so memory beyond ``X`` itself stays small and ``X`` may be
 a ``numpy.memmap``.
 """
@@ -27,6 +29,8 @@ logger = logging.getLogger(__name__)
 #: Below this many elements of X, probes run on one torch thread (see _one_thread_if_small).
 _PARALLEL_MIN_ELEMENTS = 1 << 22
 
+_SOLVERS = ("fista", "minibatch")
+
 
 class LinearProbe(BaseEstimator):
     """Multinomial logistic regression with an elastic-net penalty, fitted by FISTA.
@@ -45,10 +49,25 @@ class LinearProbe(BaseEstimator):
     differences from NeuroX: the L2 term is the *squared* Frobenius norm (NeuroX uses the
     unsquared norm), and the loss is the mean over all tokens, minimised to convergence.
 
-    The solver is full-batch FISTA (Beck & Teboulle 2009) with backtracking on the step
-    size, a gradient-based momentum restart, and the exact proximal step of the penalty
-    (soft-thresholding by ``l1`` then shrinking by ``1 / (1 + 2 * step * l2)``). It starts
-    from zero weights and log-prior biases and is deterministic for a given thread count.
+    Two solvers minimise it:
+
+    * ``solver="fista"`` (default): full-batch FISTA (Beck & Teboulle 2009) with
+      backtracking on the step size, a gradient-based momentum restart, and the exact
+      proximal step of the penalty (soft-thresholding by ``l1`` then shrinking by
+      ``1 / (1 + 2 * step * l2)``), run until the gradient mapping is below ``tol``. Use it
+      when the weights themselves matter (neuron rankings read them): the result is the
+      optimum to a stated tolerance and L1 zeros are exact.
+    * ``solver="minibatch"``: ``max_epochs`` passes of Adam over mini-batches of
+      ``batch_size`` tokens drawn without replacement (seeded by ``random_state``), each
+      step followed by the same L1 soft-thresholding, so zeros stay exact. This is NeuroX's
+      training loop done with standardised features, shuffling and larger batches: on
+      MiniLM activations of UD EWT it reaches the full-probe accuracy of FISTA in two to
+      three epochs, several times sooner, but stops after a fixed budget rather than at a
+      tolerance. Use it when only the predictions matter (retrained evaluation probes,
+      large data).
+
+    Both start from zero weights and log-prior biases and are deterministic for a given
+    thread count (and seed).
 
     Parameters
     ----------
@@ -59,11 +78,21 @@ class LinearProbe(BaseEstimator):
     standardize : bool, default=True
         Standardise each feature with the training mean and standard deviation. A feature
         with zero variance gets scale 1 and is held at weight 0, so it contributes nothing.
+    solver : {"fista", "minibatch"}, default="fista"
+        The optimiser (see above).
     max_iter : int, default=500
         Maximum number of FISTA iterations. Each costs about two passes over ``X``.
     tol : float, default=1e-4
-        Stop when the largest entry of the gradient mapping (the proximal-gradient analogue
-        of the gradient, in standardised units) falls below ``tol``.
+        FISTA stops when the largest entry of the gradient mapping (the proximal-gradient
+        analogue of the gradient, in standardised units) falls below ``tol``.
+    max_epochs : int, default=3
+        Passes over the data of the minibatch solver.
+    batch_size : int, default=256
+        Tokens per step of the minibatch solver.
+    learning_rate : float, default=1e-3
+        Adam step size of the minibatch solver (in standardised units).
+    random_state : int, default=0
+        Seed of the minibatch solver's shuffling.
     chunk_size : int, default=4096
         Rows of ``X`` processed at a time. Float32 C-contiguous rows are used in place;
         other inputs are converted one chunk at a time.
@@ -91,9 +120,10 @@ class LinearProbe(BaseEstimator):
         ``standardize=False``).
     n_features_in_ : int
     n_iter_ : int
-        FISTA iterations run.
-    converged_ : bool
-        Whether ``tol`` was reached within ``max_iter``.
+        FISTA iterations run, or minibatch epochs run.
+    converged_ : bool or None
+        Whether FISTA reached ``tol`` within ``max_iter``; ``None`` for the minibatch
+        solver, which runs a fixed budget and has no convergence test.
     objective_ : float
         Final value of the objective above.
 
@@ -111,16 +141,26 @@ class LinearProbe(BaseEstimator):
         l1: float = 1e-3,
         l2: float = 1e-4,
         standardize: bool = True,
+        solver: str = "fista",
         max_iter: int = 500,
         tol: float = 1e-4,
+        max_epochs: int = 3,
+        batch_size: int = 256,
+        learning_rate: float = 1e-3,
+        random_state: int = 0,
         chunk_size: int = 4096,
         warm_start: bool = False,
     ):
         self.l1 = l1
         self.l2 = l2
         self.standardize = standardize
+        self.solver = solver
         self.max_iter = max_iter
         self.tol = tol
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.random_state = random_state
         self.chunk_size = chunk_size
         self.warm_start = warm_start
 
@@ -172,9 +212,17 @@ class LinearProbe(BaseEstimator):
 
         solver = _FistaSolver(X, y_idx, len(classes), mean, scale, active, self.chunk_size)
         with _one_thread_if_small(X.size):
-            W, b, grad, n_iter, objective, converged = solver.solve(
-                W0, b0, l1=float(self.l1), l2=float(self.l2), max_iter=int(self.max_iter), tol=float(self.tol)
-            )
+            if self.solver == "fista":
+                W, b, grad, n_iter, objective, converged = solver.solve(
+                    W0, b0, l1=float(self.l1), l2=float(self.l2), max_iter=int(self.max_iter), tol=float(self.tol)
+                )
+            else:
+                W, b, grad, n_iter, objective = solver.solve_minibatch(
+                    W0, b0, l1=float(self.l1), l2=float(self.l2), epochs=int(self.max_epochs),
+                    batch_size=int(self.batch_size), learning_rate=float(self.learning_rate),
+                    seed=int(self.random_state),
+                )
+                converged = None
         self.classes_ = classes
         self.coef_ = W
         self.intercept_ = b
@@ -185,7 +233,7 @@ class LinearProbe(BaseEstimator):
         self.n_iter_ = n_iter
         self.converged_ = converged
         self.objective_ = objective
-        if not converged:
+        if converged is False:
             warnings.warn(
                 f"LinearProbe(l1={self.l1}, l2={self.l2}) did not reach tol={self.tol} in "
                 f"max_iter={self.max_iter} iterations; increase max_iter, or increase l1/l2.",
@@ -202,7 +250,19 @@ class LinearProbe(BaseEstimator):
                 raise ValueError(
                     f"The {param!r} parameter of {name} must be a finite float >= 0. Got {value!r} instead."
                 )
-        for param in ("max_iter", "chunk_size"):
+        if self.solver not in _SOLVERS:
+            raise ValueError(
+                f"The 'solver' parameter of {name} must be one of {list(_SOLVERS)}. Got {self.solver!r} instead."
+            )
+        if isinstance(self.learning_rate, bool) or not isinstance(self.learning_rate, Real) or not (
+            0 < self.learning_rate < math.inf
+        ):
+            raise ValueError(
+                f"The 'learning_rate' parameter of {name} must be a float > 0. Got {self.learning_rate!r} instead."
+            )
+        if isinstance(self.random_state, bool) or not isinstance(self.random_state, Integral):
+            raise ValueError(f"The 'random_state' parameter of {name} must be an int. Got {self.random_state!r} instead.")
+        for param in ("max_iter", "chunk_size", "max_epochs", "batch_size"):
             value = getattr(self, param)
             if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
                 raise ValueError(f"The {param!r} parameter of {name} must be an int >= 1. Got {value!r} instead.")
@@ -416,3 +476,56 @@ class _FistaSolver:
         objective = loss + l1 * float(W.double().abs().sum()) + l2 * float(W.double().pow(2).sum())
         logger.debug("LinearProbe: %d iterations, objective %.6g, step %.3g", n_iter, objective, 1.0 / L)
         return W.numpy(), b.numpy(), grad.numpy(), n_iter, objective, converged
+
+    def solve_minibatch(self, W0, b0, *, l1, l2, epochs, batch_size, learning_rate, seed):
+        """Adam on mini-batches drawn without replacement, each step followed by the L1
+        proximal step; returns the weights with the loss gradient and objective of one final
+        full pass."""
+        W = torch.from_numpy(np.array(W0, dtype=np.float32))
+        b = torch.from_numpy(np.array(b0, dtype=np.float32))
+        W[:, self.inactive] = 0.0
+        params = (W, b)
+        first = [torch.zeros_like(p) for p in params]
+        second = [torch.zeros_like(p) for p in params]
+        beta1, beta2, eps = 0.9, 0.999, 1e-8
+        rng = np.random.default_rng(seed)
+        y = self.y_col.reshape(-1)
+        step = 0
+        for epoch in range(epochs):
+            order = rng.permutation(self.n)
+            for start in range(0, self.n, batch_size):
+                rows = np.sort(order[start : start + batch_size])
+                block = self.X[rows]
+                if block.dtype != np.float32:
+                    block = block.astype(np.float32)
+                block = torch.from_numpy(np.ascontiguousarray(block))
+                m = block.shape[0]
+                W_eff = W * self.inv_scale
+                R = torch.softmax(torch.addmm(b - W_eff @ self.mean_t, block, W_eff.T), dim=1)
+                R[torch.arange(m), y[torch.from_numpy(rows)]] -= 1.0
+                R /= m
+                g_b = R.sum(dim=0)
+                G = (block.T @ R).T
+                G -= torch.outer(g_b, self.mean_t)
+                G *= self.inv_scale
+                G[:, self.inactive] = 0.0
+                if l2:
+                    G += (2.0 * l2) * W
+                step += 1
+                correction1 = 1.0 - beta1**step
+                correction2 = 1.0 - beta2**step
+                for p, g, m1, m2 in zip(params, (G, g_b), first, second):
+                    m1.mul_(beta1).add_(g, alpha=1.0 - beta1)
+                    m2.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+                    denom = (m2 / correction2).sqrt_().add_(eps)
+                    p.addcdiv_(m1, denom, value=-learning_rate / correction1)
+                    if l1 and p is W:
+                        # Proximal step in Adam's metric: each weight moved by about
+                        # learning_rate / denom per unit gradient, so its L1 threshold is
+                        # l1 times that step (a plain lr * l1 would never zero a weight).
+                        threshold = (learning_rate * l1) / denom
+                        W.copy_(torch.sign(W) * torch.clamp(W.abs() - threshold, min=0.0))
+            logger.debug("minibatch epoch %d done (%d steps)", epoch + 1, step)
+        loss, grad, _ = self.loss_and_gradient(self.logits(W, b))
+        objective = loss + l1 * float(W.double().abs().sum()) + l2 * float(W.double().pow(2).sum())
+        return W.numpy(), b.numpy(), grad.numpy(), epochs, objective

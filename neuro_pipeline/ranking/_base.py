@@ -222,3 +222,47 @@ class NeuronRanker(BaseEstimator):
         if k > self.n_ranked_:
             raise ValueError(f"top_neurons({asked}) but {name} ranked only {self.n_ranked_} neurons.")
         return self.ranking_[:k].copy()
+
+    def bottom_neurons(self, k: int | None = None, *, fraction: float | None = None) -> np.ndarray:
+        """The last ``k`` (or ``ceil(fraction * n_neurons)``) ranked neurons, in ranking
+        order (NeuroX's ``get_fixed_number_of_bottom_neurons``; the usual control of a top
+        selection). Neurons a method did not rank are never returned.
+
+        Raises
+        ------
+        ValueError
+            As :meth:`top_neurons`.
+        """
+        k = len(self.top_neurons(k, fraction=fraction))
+        return self.ranking_[self.n_ranked_ - k : self.n_ranked_].copy()
+
+    def random_neurons(self, k: int | None = None, *, fraction: float | None = None, random_state=0) -> np.ndarray:
+        """``k`` (or ``ceil(fraction * n_neurons)``) neurons drawn uniformly without
+        replacement from all neurons, sorted by index: the baseline a top selection must
+        beat. NeuroX's ``get_random_neurons`` keeps each neuron with a probability, so its
+        size varies; a fixed size compares like with like.
+
+        Parameters
+        ----------
+        k, fraction
+            As :meth:`top_neurons` (``k`` may exceed ``n_ranked_`` here).
+        random_state : int or numpy.random.Generator, default=0
+
+        Raises
+        ------
+        ValueError
+            As :meth:`top_neurons`, except for the ``n_ranked_`` limit.
+        """
+        self._check_fitted()
+        if (k is None) == (fraction is None):
+            raise ValueError(
+                f"random_neurons() needs exactly one of k or fraction; got k={k!r}, fraction={fraction!r}."
+            )
+        if fraction is not None:
+            if isinstance(fraction, bool) or not isinstance(fraction, Real) or not 0 < fraction <= 1:
+                raise ValueError(f"random_neurons(fraction={fraction!r}): fraction must be a number in (0, 1].")
+            k = math.ceil(fraction * self.n_neurons_in_)
+        if isinstance(k, bool) or not isinstance(k, Integral) or not 0 <= k <= self.n_neurons_in_:
+            raise ValueError(f"random_neurons(k={k!r}): k must be an integer in [0, {self.n_neurons_in_}].")
+        rng = np.random.default_rng(random_state)
+        return np.sort(rng.choice(self.n_neurons_in_, size=int(k), replace=False)).astype(np.int64)

@@ -27,6 +27,7 @@ from neuro_pipeline.ranking._base import NeuronRanker, check_activations
 logger = logging.getLogger(__name__)
 
 _ORDERINGS = ("global", "granular")
+_PENALTIES = ("elasticnet", "lasso", "ridge", "none")
 
 
 @register_ranker("linear_probe")
@@ -68,6 +69,13 @@ class LinearProbeRanker(NeuronRanker):
 
     Parameters
     ----------
+    penalty : {"elasticnet", "lasso", "ridge", "none"}, default="elasticnet"
+        The LCA variant: which penalties the probe has. ``"lasso"`` fixes ``l2 = 0``,
+        ``"ridge"`` fixes ``l1 = 0`` (and ``"auto"`` then tries the grid's ``l1`` values as
+        ``l2``), ``"none"`` fixes both at 0 (an unregularised probe; its weights are spread
+        over correlated neurons, so it ranks worse, and it may need ``max_iter`` raised).
+        Fan et al. (2023) compare "LCA" (elastic net, 0.1/0.1), "Lasso-01" and "Ridge-01".
+        Giving a non-zero number for a penalty the variant excludes is an error.
     l1, l2 : float or "auto", default="auto"
         Penalty weights of the probe (see :class:`~neuro_pipeline.probe.LinearProbe` for
         the objective), or ``"auto"`` to choose from ``lambda_grid``. The default grid
@@ -82,8 +90,9 @@ class LinearProbeRanker(NeuronRanker):
         Minimum chunk size for ``ordering="granular"``.
     standardize : bool, default=True
         Standardise activations inside the probe.
-    max_iter, tol, chunk_size
-        Passed to every :class:`~neuro_pipeline.probe.LinearProbe`.
+    solver, max_iter, tol, chunk_size
+        Passed to every :class:`~neuro_pipeline.probe.LinearProbe`. The default FISTA
+        solver fits the weights to a tolerance, which is what a ranking should read.
     lambda_grid : sequence of (l1, l2) pairs, default=((1e-2, 1e-3), (3e-3, 3e-4), (1e-3, 1e-4), (3e-4, 3e-5))
         Candidate penalties for ``"auto"``, tried from the strongest (largest ``l1 + l2``).
     validation_fraction : float, default=0.2
@@ -126,12 +135,14 @@ class LinearProbeRanker(NeuronRanker):
     def __init__(
         self,
         *,
+        penalty: str = "elasticnet",
         l1: float | str = "auto",
         l2: float | str = "auto",
         search_stride: int = 100,
         ordering: str = "global",
         granularity: int = 50,
         standardize: bool = True,
+        solver: str = "fista",
         max_iter: int = 500,
         tol: float = 1e-4,
         chunk_size: int = 4096,
@@ -140,12 +151,14 @@ class LinearProbeRanker(NeuronRanker):
         accuracy_tolerance: float = 0.005,
         random_state: int = 0,
     ):
+        self.penalty = penalty
         self.l1 = l1
         self.l2 = l2
         self.search_stride = search_stride
         self.ordering = ordering
         self.granularity = granularity
         self.standardize = standardize
+        self.solver = solver
         self.max_iter = max_iter
         self.tol = tol
         self.chunk_size = chunk_size
@@ -179,10 +192,11 @@ class LinearProbeRanker(NeuronRanker):
         self.classes_ = np.unique(y)
         self.n_neurons_in_ = X.shape[1]
 
-        if self.l1 == "auto" or self.l2 == "auto":
+        l1, l2 = self._penalties()
+        if l1 == "auto" or l2 == "auto":
             probe = self._search_lambda(X, y, groups)
         else:
-            self.l1_, self.l2_ = float(self.l1), float(self.l2)
+            self.l1_, self.l2_ = float(l1), float(l2)
             self.lambda_search_ = None
             probe = self._new_probe(self.l1_, self.l2_)
         self.probe_ = probe.fit(X, y)
@@ -238,11 +252,18 @@ class LinearProbeRanker(NeuronRanker):
             label: np.lexsort((np.arange(W.shape[1]), -G[c], -W[c])) for c, label in enumerate(self.probe_.classes_)
         }
 
+    def _penalties(self) -> tuple[float | str, float | str]:
+        """(l1, l2) after the variant fixed the penalties it excludes."""
+        l1 = 0.0 if self.penalty in ("ridge", "none") else self.l1
+        l2 = 0.0 if self.penalty in ("lasso", "none") else self.l2
+        return l1, l2
+
     def _new_probe(self, l1: float, l2: float) -> LinearProbe:
         return LinearProbe(
             l1=l1,
             l2=l2,
             standardize=self.standardize,
+            solver=self.solver,
             max_iter=self.max_iter,
             tol=self.tol,
             chunk_size=self.chunk_size,
@@ -264,10 +285,15 @@ class LinearProbeRanker(NeuronRanker):
         rows, probes = [], []
         probe = self._new_probe(0.0, 0.0)
         probe.set_params(tol=10 * self.tol)
-        candidates = {
-            (float(l1) if self.l1 == "auto" else float(self.l1), float(l2) if self.l2 == "auto" else float(self.l2))
-            for l1, l2 in self.lambda_grid
-        }
+        fixed_l1, fixed_l2 = self._penalties()
+        if self.penalty == "ridge":
+            # Ridge has no l1: the grid's l1 values (the stronger of each pair) serve as l2.
+            candidates = {(0.0, float(l1)) for l1, _ in self.lambda_grid}
+        else:
+            candidates = {
+                (float(l1) if fixed_l1 == "auto" else float(fixed_l1), float(l2) if fixed_l2 == "auto" else float(fixed_l2))
+                for l1, l2 in self.lambda_grid
+            }
         for l1, l2 in sorted(candidates, key=lambda pair: (-(pair[0] + pair[1]), -pair[0])):
             start = time.perf_counter()
             with warnings.catch_warnings():
@@ -335,11 +361,23 @@ class LinearProbeRanker(NeuronRanker):
             value = getattr(self, param)
             if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
                 raise ValueError(f"The {param!r} parameter of {name} must be an int >= 1. Got {value!r} instead.")
+        if self.penalty not in _PENALTIES:
+            raise ValueError(
+                f"The 'penalty' parameter of {name} must be one of {list(_PENALTIES)}. Got {self.penalty!r} instead."
+            )
+        excluded = {"lasso": ("l2",), "ridge": ("l1",), "none": ("l1", "l2")}.get(self.penalty, ())
+        for param in excluded:
+            value = getattr(self, param)
+            if value != "auto" and value != 0:
+                raise ValueError(
+                    f"{name}(penalty={self.penalty!r}) has no {param} term, but {param}={value!r} was given; "
+                    f"leave {param} at 'auto' (or 0), or use penalty='elasticnet'."
+                )
         if self.ordering not in _ORDERINGS:
             raise ValueError(
                 f"The 'ordering' parameter of {name} must be one of {list(_ORDERINGS)}. Got {self.ordering!r} instead."
             )
-        if "auto" in (self.l1, self.l2):
+        if "auto" in self._penalties():
             grid = list(self.lambda_grid)
             if not grid or not all(_is_penalty_pair(pair) for pair in grid):
                 raise ValueError(
@@ -401,12 +439,6 @@ class LinearProbeRanker(NeuronRanker):
             keep = np.flatnonzero((w >= fraction * w.max()) & (w > 0))
             out[label] = keep[np.argsort(-w[keep], kind="stable")]
         return out
-
-    def bottom_neurons(self, k: int | None = None, *, fraction: float | None = None) -> np.ndarray:
-        """The last ``k`` (or ``ceil(fraction * n_neurons)``) neurons of ``ranking_``, in
-        ranking order (NeuroX's ``get_fixed_number_of_bottom_neurons``)."""
-        top = self.top_neurons(k, fraction=fraction)
-        return self.ranking_[len(self.ranking_) - len(top) :].copy()
 
 
 def _is_penalty_pair(pair) -> bool:

@@ -181,3 +181,53 @@ def test_leaves_the_torch_thread_setting_alone(blobs):
     before = torch.get_num_threads()
     LinearProbe().fit(X, y).predict(X)  # small: runs on one thread internally
     assert torch.get_num_threads() == before
+
+
+# ---------------------------------------------------------------------- minibatch solver
+def test_minibatch_solver_reaches_the_fista_accuracy(informative):
+    X, y = informative
+    exact = LinearProbe(l1=0.0, l2=1e-3).fit(X, y)
+    quick = LinearProbe(l1=0.0, l2=1e-3, solver="minibatch", max_epochs=30, batch_size=32, learning_rate=1e-2).fit(X, y)
+    assert quick.converged_ is None and quick.n_iter_ == 30
+    assert quick.score(X, y) >= exact.score(X, y) - 0.02
+    # Near the optimum, not merely accurate: the objective is within 5% of FISTA's.
+    assert quick.objective_ <= 1.05 * exact.objective_
+    assert exact.objective_ <= quick.objective_ + 1e-6
+
+
+def test_minibatch_solver_is_seeded_and_keeps_l1_zeros_exact(informative):
+    X, y = informative
+    params = dict(l1=2e-2, l2=0.0, solver="minibatch", max_epochs=10, batch_size=64, learning_rate=1e-2)
+    a = LinearProbe(**params, random_state=3).fit(X, y)
+    b = LinearProbe(**params, random_state=3).fit(X, y)
+    c = LinearProbe(**params, random_state=4).fit(X, y)
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    assert not np.array_equal(a.coef_, c.coef_)
+    # The L1 prox zeroes the noise features exactly; the 5 informative ones survive.
+    assert (a.coef_[:, 5:] == 0).mean() > 0.5
+    assert (a.coef_[:, :5] != 0).any(axis=0).all()
+
+
+def test_minibatch_solver_reads_memmaps_without_copying_everything(tmp_path, informative):
+    X, y = informative
+    path = tmp_path / "X.npy"
+    np.save(path, X)
+    mapped = np.load(path, mmap_mode="r")
+    params = dict(l1=0.0, l2=1e-3, solver="minibatch", max_epochs=2)
+    np.testing.assert_array_equal(LinearProbe(**params).fit(mapped, y).coef_, LinearProbe(**params).fit(X, y).coef_)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"solver": "sgd"}, r"The 'solver' parameter of LinearProbe must be one of \['fista', 'minibatch'\]"),
+        ({"learning_rate": 0.0}, r"The 'learning_rate' parameter of LinearProbe must be a float > 0"),
+        ({"max_epochs": 0}, r"The 'max_epochs' parameter of LinearProbe must be an int >= 1"),
+        ({"batch_size": 2.5}, r"The 'batch_size' parameter of LinearProbe must be an int >= 1"),
+        ({"random_state": "x"}, r"The 'random_state' parameter of LinearProbe must be an int"),
+    ],
+)
+def test_minibatch_hyperparameters_are_checked(blobs, params, match):
+    X, y = blobs
+    with pytest.raises(ValueError, match=match):
+        LinearProbe(**params).fit(X, y)

@@ -314,3 +314,59 @@ def test_base_class_handles_partial_rankings():
     table = ranking_table(ranker)
     assert table["rank"].to_list() == [1, 2, None, None, None]
     assert table["neuron"].to_list() == [3, 1, 0, 2, 4]
+    assert ranker.bottom_neurons(1).tolist() == [1]  # the last *ranked* neuron
+
+
+# ------------------------------------------------------------------ LCA variants, selections
+@pytest.mark.parametrize(
+    "penalty, l1_zero, l2_zero",
+    [("elasticnet", False, False), ("lasso", False, True), ("ridge", True, False), ("none", True, True)],
+)
+def test_lca_variants_fix_the_excluded_penalties(planted, penalty, l1_zero, l2_zero):
+    X, y, groups = planted
+    ranker = LinearProbeRanker(penalty=penalty).fit(X, y, groups=groups)
+    assert (ranker.l1_ == 0.0) == l1_zero
+    assert (ranker.l2_ == 0.0) == l2_zero
+    if penalty == "ridge":
+        # Ridge searches the grid's l1 values as l2 and keeps every neuron non-zero.
+        assert set(ranker.lambda_search_["l2"].to_list()) == {1e-2, 3e-3, 1e-3, 3e-4}
+        assert (ranker.probe_.coef_ != 0).all()
+    if penalty == "none":
+        assert ranker.lambda_search_ is None
+    # Every variant still finds the planted neurons.
+    assert set(ranker.top_neurons(4).tolist()) == set(PLANTED)
+
+
+def test_lasso_is_sparser_than_ridge(planted):
+    X, y, _ = planted
+    lasso = LinearProbeRanker(penalty="lasso", l1=3e-2).fit(X, y)
+    ridge = LinearProbeRanker(penalty="ridge", l2=3e-2).fit(X, y)
+    assert (lasso.probe_.coef_ == 0).sum() > 0
+    assert (ridge.probe_.coef_ == 0).sum() == 0
+
+
+def test_lca_variant_rejects_a_penalty_it_excludes(planted):
+    X, y, _ = planted
+    with pytest.raises(ValueError, match=r"penalty='lasso'\) has no l2 term, but l2=0.1 was given"):
+        LinearProbeRanker(penalty="lasso", l2=0.1).fit(X, y)
+    with pytest.raises(ValueError, match=r"The 'penalty' parameter of LinearProbeRanker must be one of \['elasticnet'"):
+        LinearProbeRanker(penalty="l1").fit(X, y)
+
+
+def test_bottom_and_random_selections(fitted):
+    assert fitted.bottom_neurons(3).tolist() == fitted.ranking_[-3:].tolist()
+    assert len(fitted.bottom_neurons(fraction=0.05)) == 2
+    drawn = fitted.random_neurons(10, random_state=1)
+    assert len(set(drawn.tolist())) == 10 and drawn.tolist() == sorted(drawn.tolist())
+    assert drawn.tolist() == fitted.random_neurons(10, random_state=1).tolist()
+    assert drawn.tolist() != fitted.random_neurons(10, random_state=2).tolist()
+    assert len(fitted.random_neurons(fraction=0.051)) == 3
+    with pytest.raises(ValueError, match=r"random_neurons\(k=41\): k must be an integer in \[0, 40\]"):
+        fitted.random_neurons(41)
+
+
+def test_ranker_can_train_its_probe_by_minibatch(planted):
+    X, y, _ = planted
+    ranker = LinearProbeRanker(l1=1e-2, l2=1e-3, solver="minibatch").fit(X, y)
+    assert ranker.probe_.solver == "minibatch" and ranker.probe_.converged_ is None
+    assert set(ranker.top_neurons(4).tolist()) == set(PLANTED)

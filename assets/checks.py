@@ -6,7 +6,7 @@ from neuro_pipeline import pipeline as np_pipeline
 from neuro_pipeline.quality import QualityReport
 
 from .resources import PipelineResource
-from .stages import annotated_corpus, evaluation_report, neuron_rankings, token_activations
+from .stages import annotated_corpus, token_activations
 
 
 def _result(report: QualityReport) -> dg.AssetCheckResult:
@@ -34,17 +34,27 @@ def token_activations_quality(pipeline: PipelineResource) -> dg.AssetCheckResult
     return _result(np_pipeline.check_activations(cfg, pipeline.store(cfg)))
 
 
-@dg.asset_check(asset=neuron_rankings, blocking=True, description=(
-    "great-expectations: the ranking is a permutation of all neuron ids with finite scores."))
-def neuron_rankings_quality(pipeline: PipelineResource) -> dg.AssetCheckResult:
-    cfg = pipeline.load()
-    return _result(np_pipeline.check_rankings(cfg, pipeline.store(cfg)))
+def ranking_check(asset: dg.AssetsDefinition, name: str) -> dg.AssetChecksDefinition:
+    """The blocking quality check of one ranking asset."""
+
+    @dg.asset_check(asset=asset, name="ranking_quality", blocking=True, description=(
+        "great-expectations: the ranking is a permutation of all neuron ids, scores are finite (a method that "
+        "ranks a prefix leaves rank and score null together), and the hyperparameters are recorded."))
+    def _check(pipeline: PipelineResource) -> dg.AssetCheckResult:
+        cfg = pipeline.load()
+        return _result(np_pipeline.check_ranking(cfg, pipeline.store(cfg), name))
+
+    return _check
 
 
-@dg.asset_check(asset=evaluation_report, blocking=True, description=(
-    "great-expectations: every accuracy in [0, 1]; the full probe beats the majority-class baseline."))
-def evaluation_report_quality(pipeline: PipelineResource) -> dg.AssetCheckResult:
-    cfg = pipeline.load()
-    return _result(np_pipeline.check_report(cfg, pipeline.store(cfg)))
+def report_check(report: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=report, name="evaluation_report_quality", blocking=True, description=(
+        "great-expectations: every accuracy in [0, 1]; the full probe beats the majority-class baseline."))
+    def _check(pipeline: PipelineResource) -> dg.AssetCheckResult:
+        cfg = pipeline.load()
+        return _result(np_pipeline.check_report(cfg, pipeline.store(cfg)))
 
-CHECKS = [annotated_corpus_quality, token_activations_quality, neuron_rankings_quality, evaluation_report_quality]
+    return _check
+
+
+INPUT_CHECKS = [annotated_corpus_quality, token_activations_quality]

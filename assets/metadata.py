@@ -47,24 +47,62 @@ def activation_metadata(s) -> dict:
 def ranking_metadata(s) -> dict:
     md = {
         "method": s.method,
+        "name": s.name,
         "task": s.task,
         "params_hash": s.params_hash,
         "n_train_words": s.n_train,
         "n_neurons": s.n_neurons,
+        "n_ranked": s.n_ranked,
         "fit_seconds": s.seconds,
         "fitted": dg.MetadataValue.json({k: v for k, v in s.fitted.items() if not isinstance(v, (list, dict))}),
-        "top_neurons": _md_table(["rank", "neuron", "score"],
-                                 [[i + 1, t["neuron"], f"{t['score']:.4g}"] for i, t in enumerate(s.top_neurons)]),
+        "top_neurons": _md_table(["rank", "neuron", "score", "top words"],
+                                 [[i + 1, t["neuron"], f"{t['score']:.4g}", ", ".join(s.top_words.get(t["neuron"], []))]
+                                  for i, t in enumerate(s.top_neurons)]),
         "top_neurons_per_class": _md_table(["label", "top neurons (layer:unit)"],
                                            [[k, ", ".join(v)] for k, v in s.top_per_class.items()]),
     }
     return md
 
 
+def agreement_metadata(s) -> dict:
+    md: dict = {"methods": ", ".join(s.methods), "neuron_vote_top10": ", ".join(s.vote_top)}
+    ns = s.ns
+    pairs: dict = {}
+    for r in s.pairs:
+        pairs.setdefault((r["method_a"], r["method_b"]), {})[r["n"]] = r["jaccard"]
+    md["pairwise_jaccard"] = _md_table(["method a", "method b", *[f"n={n}" for n in ns]],
+                                       [[a, b, *[f"{v.get(n, float('nan')):.2f}" for n in ns]]
+                                        for (a, b), v in pairs.items()])
+    votes: dict = {}
+    for r in s.votes:
+        votes.setdefault(r["method"], {})[r["n"]] = r["vote_jaccard"]
+    md["jaccard_with_vote_of_others"] = _md_table(["method", *[f"n={n}" for n in ns]],
+                                                  [[m, *[f"{v.get(n, float('nan')):.2f}" for n in ns]]
+                                                   for m, v in votes.items()])
+    for m, v in votes.items():
+        if 100 in v:
+            md[f"vote_jaccard_{m}_n100"] = float(v[100])
+    return md
+
+
+def redundancy_metadata(s) -> dict:
+    return {
+        "threshold": s.threshold,
+        "n_neurons": s.n_neurons,
+        "n_independent": s.n_independent,
+        "n_constant": s.n_constant,
+        "seconds": s.seconds,
+        "layers": _md_table(["layer", "neurons", "constant", "clusters", "independent", "largest cluster"],
+                            [[r["layer"], r["n_neurons"], r["n_constant"], r["n_clusters"], r["n_independent"],
+                              r["largest_cluster"]] for r in s.layers]),
+    }
+
+
 def report_metadata(s) -> dict:
     md: dict = {
         "accuracy": float(s.accuracy),
         "majority_baseline": float(s.majority_baseline),
+        "methods": ", ".join(s.methods),
         "n_test_words": s.n_test,
         "n_test_unseen_label": s.n_test_unseen_label,
         "report_html": dg.MetadataValue.path(s.html_path),
@@ -72,5 +110,6 @@ def report_metadata(s) -> dict:
         "evaluation_seconds": s.seconds,
     }
     for r in s.selections:
-        md[f"accuracy_{r['selection']}_{100 * r['fraction']:g}pct"] = float(r["accuracy"])
+        who = "random" if r["selection"] == "random" else f"{r['method']}_{r['selection']}"
+        md[f"accuracy_{who}_{100 * r['fraction']:g}pct"] = float(r["accuracy"])
     return md

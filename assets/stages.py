@@ -1,10 +1,20 @@
-"""The four stages of an analysis as software-defined assets, each one library call."""
+"""The stages of an analysis as software-defined assets, each one library call.
+
+The ranking stage has one asset per configured method (``neuron_rankings/<name>``), so
+the factories below are called by ``definitions.py`` with the methods of the config."""
 
 import dagster as dg
 
 from neuro_pipeline import pipeline as np_pipeline
 
-from .metadata import activation_metadata, corpus_metadata, ranking_metadata, report_metadata
+from .metadata import (
+    activation_metadata,
+    agreement_metadata,
+    corpus_metadata,
+    ranking_metadata,
+    redundancy_metadata,
+    report_metadata,
+)
 from .resources import PipelineResource
 from .sources import analysis_settings, corpus_files, model_checkpoint
 
@@ -33,22 +43,55 @@ def token_activations(context: dg.AssetExecutionContext, pipeline: PipelineResou
                                     f"{summary.activation_set}-{np_pipeline.corpus_version(cfg)}"))
 
 
+def ranking_asset(name: str, method: str) -> dg.AssetsDefinition:
+    """The ranking asset of one configured method: ``neuron_rankings/<name>``."""
+
+    @dg.asset(name=name, key_prefix=["neuron_rankings"], group_name=GROUP, code_version="2", pool=POOL,
+              deps=[token_activations, analysis_settings], kinds={"pytorch", "duckdb"},
+              description=(f"Neurons ordered by relevance to the task by `{method}`, globally and per class, "
+                           "with the top words of the best neurons: tables `rankings`, `class_rankings`, "
+                           "`ranking_runs`, `top_words`."))
+    def _ranking(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+        cfg = pipeline.load()
+        summary = np_pipeline.materialize_ranking(cfg, pipeline.store(cfg), name)
+        return dg.MaterializeResult(metadata=ranking_metadata(summary))
+
+    return _ranking
+
+
+def ranking_assets(names_and_methods: list[tuple[str, str]]) -> list[dg.AssetsDefinition]:
+    return [ranking_asset(name, method) for name, method in names_and_methods]
+
+
+def analysis_assets(rankings: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
+    """The assets that read every ranking: method agreement and the evaluation report."""
+
+    @dg.asset(group_name=GROUP, code_version="1", pool=POOL, deps=[*rankings, analysis_settings],
+              kinds={"duckdb"})
+    def method_agreement(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+        """Top-n overlap between the methods and with their NeuronVote consensus (Fan et al. 2023): table `agreement`."""
+        cfg = pipeline.load()
+        summary = np_pipeline.materialize_agreement(cfg, pipeline.store(cfg))
+        return dg.MaterializeResult(metadata=agreement_metadata(summary))
+
+    @dg.asset(group_name=GROUP, code_version="2", pool=POOL,
+              deps=[*rankings, method_agreement, neuron_redundancy, analysis_settings], kinds={"duckdb", "html"})
+    def evaluation_report(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+        """Probe accuracy with all neurons and with each method's top, random and bottom neurons, per class, and the HTML report: table `metrics`."""
+        cfg = pipeline.load()
+        summary = np_pipeline.materialize_report(cfg, pipeline.store(cfg))
+        return dg.MaterializeResult(metadata=report_metadata(summary))
+
+    return [method_agreement, evaluation_report]
+
+
 @dg.asset(group_name=GROUP, code_version="1", pool=POOL, deps=[token_activations, analysis_settings],
-          kinds={"pytorch", "duckdb"})
-def neuron_rankings(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
-    """Neurons ordered by relevance to the task, globally and per class: tables `rankings`, `class_rankings`."""
+          kinds={"duckdb"})
+def neuron_redundancy(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+    """Correlation clusters of each layer's neurons and one independent neuron per cluster (Dalvi et al. 2020): tables `redundancy_layers`, `redundancy_neurons`."""
     cfg = pipeline.load()
-    summary = np_pipeline.materialize_rankings(cfg, pipeline.store(cfg))
-    return dg.MaterializeResult(metadata=ranking_metadata(summary))
-
-
-@dg.asset(group_name=GROUP, code_version="1", pool=POOL, deps=[neuron_rankings, analysis_settings],
-          kinds={"duckdb", "html"})
-def evaluation_report(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
-    """Probe accuracy with all, top, random and bottom neurons, per class, and the HTML report: table `metrics`."""
-    cfg = pipeline.load()
-    summary = np_pipeline.materialize_report(cfg, pipeline.store(cfg))
-    return dg.MaterializeResult(metadata=report_metadata(summary))
+    summary = np_pipeline.materialize_redundancy(cfg, pipeline.store(cfg))
+    return dg.MaterializeResult(metadata=redundancy_metadata(summary))
 
 
 def _progress_logger(context: dg.AssetExecutionContext):
@@ -60,4 +103,3 @@ def _progress_logger(context: dg.AssetExecutionContext):
             state["next"] += 0.1
     return progress
 
-STAGES = [annotated_corpus, token_activations, neuron_rankings, evaluation_report]

@@ -132,14 +132,16 @@ def print_summary(cfg: PipelineConfig) -> None:
     base = next((m["accuracy"] for m in metrics if m["selection"] == "majority_baseline"), None)
     print(f"Analysis '{cfg.name}', task {rep['task']}, model version {rep['model_version'][:12]}")
     print(f"  full-probe accuracy {full:.4f}   (majority-class baseline {base:.4f})")
-    print("  retrained probe accuracy with selected neurons:")
-    print("    {:>8} {:>8} {:>8} {:>8}".format("neurons", "top", "random", "bottom"))
+    print("  retrained probe accuracy with selected neurons (random draws are shared by all methods):")
+    print("    {:<14} {:>8} {:>8} {:>8} {:>8}".format("method", "neurons", "top", "random", "bottom"))
     fractions = sorted({m["fraction"] for m in metrics if m["selection"] in ("top", "random", "bottom")})
-    for f in fractions:
-        row = {m["selection"]: m["accuracy"] for m in metrics if m["fraction"] == f}
-        print("    {:>7g}% {:>8.4f} {:>8.4f} {:>8.4f}".format(
-            100 * f, row.get("top", float("nan")), row.get("random", float("nan")), row.get("bottom", float("nan"))))
-    print("  top neurons per class (layer:unit, layer 0 = embeddings):")
+    for method in dict.fromkeys(m["method"] for m in metrics):
+        for f in fractions:
+            row = {m["selection"]: m["accuracy"] for m in metrics if m["fraction"] == f and m["method"] == method}
+            print("    {:<14} {:>7g}% {:>8.4f} {:>8.4f} {:>8.4f}".format(
+                method, 100 * f, row.get("top", float("nan")), row.get("random", float("nan")),
+                row.get("bottom", float("nan"))))
+    print(f"  top neurons per class by {s['top_per_class_method']} (layer:unit, layer 0 = embeddings):")
     for label, neurons in s["top_per_class"].items():
         print(f"    {label:<8} {', '.join(neurons)}")
     print(f"  report  {rep['html_path']}")

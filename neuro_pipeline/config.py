@@ -19,7 +19,12 @@ Example ``pipeline.yaml``::
     extraction:
       aggregation: last              # first, last or mean
     ranking:
-      method: linear_probe
+      methods:                       # every method runs; each gets its own ranking
+        - linear_probe               # a registered name, with default hyperparameters
+        - method: linear_probe       # or a mapping: method, an optional name, params
+          name: lasso
+          params: {penalty: lasso}
+        - probeless
     evaluation:
       fractions: [0.01, 0.05, 0.10, 0.20]
 """
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import re
 from dataclasses import dataclass, field
@@ -91,9 +97,45 @@ class ExtractionConfig:
 
 
 @dataclass(frozen=True)
-class RankingConfig:
-    method: str = "linear_probe"
+class MethodConfig:
+    """One ranking to compute: a registered method, its hyperparameters, and the name its
+    results are stored under (defaults to the method; two variants of one method need
+    distinct names)."""
+
+    method: str
+    name: str = ""
     params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.name:
+            object.__setattr__(self, "name", self.method)
+
+
+#: The methods an analysis runs unless ranking.methods says otherwise: the linear probe
+#: (LCA) and the three probe-free rankings, which together take seconds. The Gaussian probe
+#: (minutes for 50 neurons on 2.7k neurons) is opt-in.
+DEFAULT_METHODS = ("linear_probe", "probeless", "iou", "mean_select")
+
+
+@dataclass(frozen=True)
+class RankingConfig:
+    methods: tuple[MethodConfig, ...] = tuple(MethodConfig(m) for m in DEFAULT_METHODS)
+    #: Top-n sizes at which methods are compared (Fan et al. 2023).
+    agreement_n: tuple[int, ...] = (10, 30, 50, 70, 100)
+    #: Corpus search: the top words of each method's best ``top_words_neurons`` neurons and
+    #: of the best 3 neurons of each class, ``top_words`` words each.
+    top_words_neurons: int = 10
+    top_words: int = 10
+    top_words_min_threshold: float = 0.1
+    #: Redundancy (Dalvi et al. 2020): average-linkage clusters of neurons cut at this
+    #: distance, 1 - |Pearson r| (NeuroX's default 0.5).
+    redundancy_threshold: float = 0.5
+
+    def method(self, name: str) -> MethodConfig:
+        for spec in self.methods:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"no ranking named {name!r}; configured: {[m.name for m in self.methods]}")
 
 
 @dataclass(frozen=True)
@@ -196,6 +238,9 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "<dict>", base_dir: s
                 value = {}
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: '{key}' must be a mapping, got {value!r}.")
+            if key == "ranking":
+                kwargs[key] = _ranking_section(value, source)
+                continue
             cls = sections[key]
             _reject_unknown(value, {f.name for f in dataclasses.fields(cls)}, source, where=f"{key}.")
             if key == "evaluation" and "fractions" in value:
@@ -251,9 +296,92 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
                           f"and sum to less than 1, got {c.dev_fraction} and {c.test_fraction}.")
     if cfg.model.path != EMBEDDED_MODEL and not cfg.model_dir.is_dir():
         raise ConfigError(f"{src}: model.path is not a directory: {cfg.model.path} (resolved to {cfg.model_dir}).")
-    if not isinstance(cfg.ranking.params, dict):
-        raise ConfigError(f"{src}: ranking.params must be a mapping, got {cfg.ranking.params!r}.")
+    _check_ranking(cfg)
     return cfg
+
+
+def _ranking_section(raw: dict[str, Any], source: str) -> RankingConfig:
+    """The ranking section: ``methods`` (a list of names or mappings), or the single-method
+    shorthand ``method`` + ``params``."""
+    raw = dict(raw)
+    valid = {f.name for f in dataclasses.fields(RankingConfig)} | {"method", "params"}
+    _reject_unknown(raw, valid, source, where="ranking.")
+    if "method" in raw or "params" in raw:
+        if "methods" in raw:
+            raise ConfigError(f"{source}: give either ranking.methods (a list) or ranking.method "
+                              "(one method), not both.")
+        raw["methods"] = [{"method": raw.pop("method", "linear_probe"), "params": raw.pop("params", None) or {}}]
+    specs = []
+    if "methods" in raw:
+        items = raw.pop("methods")
+        if not isinstance(items, list) or not items:
+            raise ConfigError(f"{source}: ranking.methods must be a non-empty list of method names or mappings, "
+                              f"got {items!r}.")
+        for i, item in enumerate(items):
+            where = f"ranking.methods[{i}]"
+            if isinstance(item, str):
+                item = {"method": item}
+            if not isinstance(item, dict):
+                raise ConfigError(f"{source}: {where} must be a method name or a mapping with 'method', "
+                                  f"got {item!r}.")
+            _reject_unknown(item, {"method", "name", "params"}, source, where=f"{where}.")
+            if "method" not in item:
+                raise ConfigError(f"{source}: {where} has no 'method'.")
+            params = item.get("params") or {}
+            if not isinstance(params, dict):
+                raise ConfigError(f"{source}: {where}.params must be a mapping, got {params!r}.")
+            specs.append(MethodConfig(method=str(item["method"]), name=str(item.get("name") or ""), params=params))
+        raw["methods"] = tuple(specs)
+    for key in ("agreement_n",):
+        if key in raw:
+            raw[key] = tuple(raw[key]) if isinstance(raw[key], list) else raw[key]
+    return RankingConfig(**raw)
+
+
+def _check_ranking(cfg: PipelineConfig) -> None:
+    """Method names, their hyperparameters and the analysis options of the ranking section."""
+    from neuro_pipeline.ranking import RANKERS, get_ranker
+
+    src, r = cfg.source, cfg.ranking
+    names = [m.name for m in r.methods]
+    for i, spec in enumerate(r.methods):
+        where = f"ranking.methods[{i}]"
+        if spec.method not in RANKERS:
+            hint = _close(spec.method, set(RANKERS))
+            raise ConfigError(f"{src}: {where}: unknown ranking method {spec.method!r}"
+                              + (f" (did you mean {hint!r}?)" if hint else "")
+                              + f"; valid methods: {sorted(RANKERS)}.")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", spec.name):
+            raise ConfigError(f"{src}: {where}.name must be letters, digits, '_', '.' or '-', got {spec.name!r}.")
+        if names.count(spec.name) > 1:
+            raise ConfigError(f"{src}: two rankings are named {spec.name!r}; give each variant of a method "
+                              "its own 'name'.")
+        valid = set(RANKERS[spec.method]().get_params())
+        unknown = sorted(set(spec.params) - valid)
+        if unknown:
+            hint = _close(unknown[0], valid)
+            raise ConfigError(f"{src}: {where}.params: unknown parameter {unknown[0]!r} for {spec.method}"
+                              + (f" (did you mean {hint!r}?)" if hint else "")
+                              + f"; valid parameters: {sorted(valid)}.")
+        ranker = get_ranker(spec.method, **spec.params)
+        check = getattr(ranker, "_check_params", None)
+        # Checks that need the data (e.g. the number of neurons) run at fit time instead.
+        if check is not None and not inspect.signature(check).parameters:
+            try:
+                check()
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{src}: {where}.params: {exc}") from exc
+    if not r.agreement_n or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in r.agreement_n):
+        raise ConfigError(f"{src}: ranking.agreement_n must be a non-empty list of integers >= 1, "
+                          f"got {list(r.agreement_n) if isinstance(r.agreement_n, tuple) else r.agreement_n!r}.")
+    for key in ("top_words_neurons", "top_words"):
+        value = getattr(r, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{src}: ranking.{key} must be an integer >= 0, got {value!r}.")
+    for key in ("top_words_min_threshold", "redundancy_threshold"):
+        value = getattr(r, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ConfigError(f"{src}: ranking.{key} must be a number in [0, 1], got {value!r}.")
 
 
 def _reject_unknown(raw: dict, valid: set[str], source: str, *, where: str) -> None:

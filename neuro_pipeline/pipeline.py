@@ -259,6 +259,7 @@ class Split:
     labels: np.ndarray
     keys: pl.DataFrame
     n_skipped_rejected: int
+    words: np.ndarray
 
 
 def load_split(cfg: PipelineConfig, store: Store, aset: ActivationSet, split: str) -> Split:
@@ -270,7 +271,7 @@ def load_split(cfg: PipelineConfig, store: Store, aset: ActivationSet, split: st
     kept = tokens.filter(~pl.col("sentence_hash").is_in(rejected))
     X = store.read_activation_matrix(aset.activation_set, kept.select("sentence_hash", "position"))
     return Split(X=X, labels=kept["label"].to_numpy(), keys=kept.select("sentence_id", "position"),
-                 n_skipped_rejected=tokens.height - kept.height)
+                 n_skipped_rejected=tokens.height - kept.height, words=kept["token"].to_numpy())
 
 
 def _eval_split_name(store: Store, cfg: PipelineConfig) -> str:
@@ -288,14 +289,17 @@ class RankingSummary:
     activation_set: str
     model_version: str
     task: str
+    name: str
     method: str
     params_hash: str
     n_train: int
     n_neurons: int
+    n_ranked: int
     seconds: float
     fitted: dict[str, Any]
     top_neurons: list[dict[str, Any]]
     top_per_class: dict[str, list[str]]
+    top_words: dict[str, list[str]] = field(default_factory=dict)
 
 
 def neuron_name(neuron: int, hidden_size: int) -> str:
@@ -303,14 +307,21 @@ def neuron_name(neuron: int, hidden_size: int) -> str:
     return f"L{neuron // hidden_size}:{neuron % hidden_size}"
 
 
-def materialize_rankings(cfg: PipelineConfig, store: Store) -> RankingSummary:
-    """Stage 3: fit the configured ranking method on the training split and store its rankings."""
+def ranking_names(cfg: PipelineConfig) -> list[str]:
+    """The names of the configured rankings, in config order (one ranking asset each)."""
+    return [m.name for m in cfg.ranking.methods]
+
+
+def materialize_ranking(cfg: PipelineConfig, store: Store, name: str) -> RankingSummary:
+    """Stage 3 for one configured method: fit it on the training split, store its global and
+    per-class rankings, its hyperparameters, and the top words of its best neurons."""
     from neuro_pipeline.ranking import get_ranker, ranking_table
 
+    spec = cfg.ranking.method(name)
     aset = current_activation_set(cfg, store)
     train = load_split(cfg, store, aset, "train")
-    ranker = get_ranker(cfg.ranking.method, **cfg.ranking.params)
-    params_hash = hashlib.sha256(to_json(ranker.get_params()).encode()).hexdigest()[:12]
+    ranker = get_ranker(spec.method, **spec.params)
+    params_hash = hashlib.sha256(to_json({"method": spec.method, **ranker.get_params()}).encode()).hexdigest()[:12]
     start = time.perf_counter()
     if "groups" in inspect.signature(ranker.fit).parameters:
         # held-out data for hyperparameter choices is split by sentence, never inside one
@@ -319,8 +330,7 @@ def materialize_rankings(cfg: PipelineConfig, store: Store) -> RankingSummary:
         ranker.fit(train.X, train.labels)
     seconds = time.perf_counter() - start
     hsz = aset.hidden_size
-    key = {"analysis": cfg.name, "activation_set": aset.activation_set, "task": cfg.task,
-           "method": cfg.ranking.method}
+    key = {"analysis": cfg.name, "activation_set": aset.activation_set, "task": cfg.task, "method": name}
     table = ranking_table(ranker).with_columns(
         (pl.col("neuron") // hsz).cast(pl.Int32).alias("layer"), (pl.col("neuron") % hsz).cast(pl.Int32).alias("unit"),
         pl.lit(aset.model_version).alias("model_version"), pl.lit(params_hash).alias("params_hash"),
@@ -337,22 +347,59 @@ def materialize_rankings(cfg: PipelineConfig, store: Store) -> RankingSummary:
         (pl.col("neuron") // hsz).cast(pl.Int32).alias("layer"), (pl.col("neuron") % hsz).cast(pl.Int32).alias("unit"),
         pl.lit(params_hash).alias("params_hash"), *[pl.lit(v).alias(k) for k, v in key.items()])
     fitted = fitted_summary(ranker)
-    run = pl.DataFrame([{**key, "params_hash": params_hash, "params": to_json(ranker.get_params()),
+    run = pl.DataFrame([{**key, "params_hash": params_hash,
+                         "params": to_json({"method": spec.method, **ranker.get_params()}),
                          "fitted": to_json(fitted), "n_train": int(train.X.shape[0]), "seconds": seconds}])
-    where = {"analysis": cfg.name, "activation_set": aset.activation_set, "task": cfg.task,
-             "method": cfg.ranking.method}
-    store.replace_rows("rankings", table, where)
-    store.replace_rows("class_rankings", class_table, where)
-    store.replace_rows("ranking_runs", run, where)
+    words = _top_words(cfg, train, ranker, class_table, hsz).with_columns(
+        *[pl.lit(v).alias(k) for k, v in key.items()])
+    store.replace_tables({"rankings": table, "class_rankings": class_table, "ranking_runs": run,
+                          "top_words": words}, key)
     top = table.sort("rank").head(10)
     return RankingSummary(
-        activation_set=aset.activation_set, model_version=aset.model_version, task=cfg.task,
-        method=cfg.ranking.method, params_hash=params_hash, n_train=int(train.X.shape[0]),
-        n_neurons=int(train.X.shape[1]), seconds=round(seconds, 3), fitted=fitted,
+        activation_set=aset.activation_set, model_version=aset.model_version, task=cfg.task, name=name,
+        method=spec.method, params_hash=params_hash, n_train=int(train.X.shape[0]),
+        n_neurons=int(train.X.shape[1]), n_ranked=int(ranker.n_ranked_), seconds=round(seconds, 3), fitted=fitted,
         top_neurons=[{"neuron": neuron_name(r["neuron"], hsz), "score": r["score"]} for r in top.iter_rows(named=True)],
         top_per_class={lab: [neuron_name(n, hsz) for n in grp.sort("rank")["neuron"].head(5).to_list()]
                        for (lab,), grp in class_table.group_by("label", maintain_order=True)},
+        top_words={neuron_name(n, hsz): grp.sort("rank")["word"].to_list()
+                   for (n,), grp in words.filter(pl.col("source") == "global")
+                   .group_by("neuron", maintain_order=True)},
     )
+
+
+#: Best neurons of each class whose top words are stored (besides the global top neurons).
+TOP_WORDS_PER_CLASS = 3
+
+
+def _top_words(cfg: PipelineConfig, train: Split, ranker: Any, class_table: pl.DataFrame, hsz: int) -> pl.DataFrame:
+    """Corpus search (NeuroX's get_top_words) over the training words for the method's best
+    neurons (``source = 'global'``) and the best few of each class (``source = <label>``)."""
+    from neuro_pipeline.analysis import top_words_table
+
+    r = cfg.ranking
+    wanted = [("global", int(n)) for n in ranker.ranking_[:min(r.top_words_neurons, ranker.n_ranked_)]]
+    if r.top_words_neurons:
+        for (label,), grp in class_table.group_by("label", maintain_order=True):
+            wanted += [(str(label), int(n)) for n in grp.sort("rank")["neuron"].head(TOP_WORDS_PER_CLASS).to_list()]
+    schema = {"source": pl.Utf8, "neuron": pl.Int32, "layer": pl.Int32, "unit": pl.Int32, "rank": pl.Int32,
+              "word": pl.Utf8, "score": pl.Float64, "count": pl.Int64}
+    if not wanted or not r.top_words:
+        return pl.DataFrame(schema=schema)
+    neurons = sorted({n for _, n in wanted})
+    found = top_words_table(train.words, train.X, neurons, num_tokens=r.top_words,
+                            min_threshold=r.top_words_min_threshold)
+    sources = pl.DataFrame({"source": [s for s, _ in wanted], "neuron": [n for _, n in wanted]},
+                           schema={"source": pl.Utf8, "neuron": pl.Int32})
+    return (sources.join(found.with_columns(pl.col("neuron").cast(pl.Int32)), on="neuron", how="inner")
+            .with_columns((pl.col("neuron") // hsz).cast(pl.Int32).alias("layer"),
+                          (pl.col("neuron") % hsz).cast(pl.Int32).alias("unit"))
+            .select(list(schema)).cast(schema))
+
+
+def materialize_rankings(cfg: PipelineConfig, store: Store) -> list[RankingSummary]:
+    """Stage 3 for every configured method, in config order."""
+    return [materialize_ranking(cfg, store, name) for name in ranking_names(cfg)]
 
 
 def fitted_summary(ranker: Any) -> dict[str, Any]:
@@ -367,20 +414,143 @@ def fitted_summary(ranker: Any) -> dict[str, Any]:
     return out
 
 
-def ranking_of(cfg: PipelineConfig, store: Store, aset: ActivationSet) -> tuple[np.ndarray, dict[str, Any]]:
-    """The stored global ranking (best first) and the fitted hyperparameters of the configured method."""
-    where = [cfg.name, aset.activation_set, cfg.task, cfg.ranking.method]
-    order = store.query(
-        "SELECT neuron FROM rankings WHERE analysis = ? AND activation_set = ? AND task = ? AND method = ? "
-        "ORDER BY rank", where)["neuron"].to_numpy()
-    runs = store.query(
-        "SELECT fitted FROM ranking_runs WHERE analysis = ? AND activation_set = ? AND task = ? AND method = ?",
-        where)
-    if order.size == 0 or runs.is_empty():
-        raise ValueError(f"no '{cfg.ranking.method}' ranking stored for analysis '{cfg.name}' and activation set "
-                         f"{aset.activation_set}; materialize neuron_rankings first.")
+@dataclass
+class StoredRanking:
+    name: str
+    method: str
+    order: np.ndarray
+    n_ranked: int
+    fitted: dict[str, Any]
+
+
+def ranking_of(cfg: PipelineConfig, store: Store, aset: ActivationSet, name: str) -> StoredRanking:
+    """The stored global ranking (best first) of one configured method, with its fitted hyperparameters."""
     import json
-    return order, json.loads(runs["fitted"][0])
+
+    where = [cfg.name, aset.activation_set, cfg.task, name]
+    ranked = store.query(
+        "SELECT neuron, rank FROM rankings WHERE analysis = ? AND activation_set = ? AND task = ? AND method = ? "
+        "ORDER BY rank NULLS LAST, neuron", where)
+    runs = store.query(
+        "SELECT params, fitted FROM ranking_runs WHERE analysis = ? AND activation_set = ? AND task = ? "
+        "AND method = ?", where)
+    if ranked.is_empty() or runs.is_empty():
+        raise ValueError(f"no '{name}' ranking stored for analysis '{cfg.name}' and activation set "
+                         f"{aset.activation_set}; materialize its neuron_rankings asset first.")
+    return StoredRanking(name=name, method=json.loads(runs["params"][0]).get("method", name),
+                         order=ranked["neuron"].to_numpy(), n_ranked=int(ranked["rank"].count()),
+                         fitted=json.loads(runs["fitted"][0]))
+
+
+# -------------------------------------------------------------- method agreement
+@dataclass
+class AgreementSummary:
+    activation_set: str
+    task: str
+    methods: list[str]
+    ns: list[int]
+    pairs: list[dict[str, Any]]
+    votes: list[dict[str, Any]]
+    vote_top: list[str]
+
+
+def materialize_agreement(cfg: PipelineConfig, store: Store) -> AgreementSummary:
+    """How far the configured methods agree (Fan et al. 2023): top-n Jaccard overlap of every
+    pair, each method against the NeuronVote of the others, and the NeuronVote consensus
+    ranking of all methods, stored as the ranking named ``neuron_vote``."""
+    from neuro_pipeline.analysis import neuron_vote, topn_overlap, vote_agreement
+    from neuro_pipeline.ranking import ranking_table
+
+    aset = current_activation_set(cfg, store)
+    stored = {name: ranking_of(cfg, store, aset, name) for name in ranking_names(cfg)}
+    n_neurons = aset.n_neurons
+    # Greedy methods rank a prefix: compare only what they ranked.
+    rankings = {name: r.order[:r.n_ranked] for name, r in stored.items()}
+    ns = [n for n in cfg.ranking.agreement_n if n <= n_neurons]
+    key = {"analysis": cfg.name, "activation_set": aset.activation_set, "task": cfg.task}
+    schema = {"kind": pl.Utf8, "method_a": pl.Utf8, "method_b": pl.Utf8, "n": pl.Int32, "overlap": pl.Int32,
+              "jaccard": pl.Float64}
+    if len(rankings) < 2:
+        table = pl.DataFrame(schema=schema)
+        pairs = votes = []
+        vote_top: list[str] = []
+    else:
+        pair_table = topn_overlap(rankings, ns, allow_partial=True, n_neurons=n_neurons)
+        vote_table = vote_agreement(rankings, ns, allow_partial=True, n_neurons=n_neurons)
+        table = pl.concat([
+            pair_table.select(pl.lit("pair").alias("kind"), "method_a", "method_b", "n", "overlap", "jaccard"),
+            vote_table.select(pl.lit("vote").alias("kind"), pl.col("method").alias("method_a"),
+                              pl.lit("neuron_vote (others)").alias("method_b"), "n",
+                              pl.col("vote_overlap").alias("overlap"), pl.col("vote_jaccard").alias("jaccard")),
+        ], how="vertical_relaxed").cast(schema)
+        consensus = neuron_vote(rankings, allow_partial=True, n_neurons=n_neurons)
+        vote = _FixedRanking(consensus, n_neurons)
+        vote_rows = ranking_table(vote).with_columns(
+            (pl.col("neuron") // aset.hidden_size).cast(pl.Int32).alias("layer"),
+            (pl.col("neuron") % aset.hidden_size).cast(pl.Int32).alias("unit"),
+            pl.lit(aset.model_version).alias("model_version"), pl.lit("consensus").alias("params_hash"),
+            *[pl.lit(v).alias(k) for k, v in key.items()], pl.lit("neuron_vote").alias("method"))
+        store.replace_rows("rankings", vote_rows, {**key, "method": "neuron_vote"})
+        pairs = pair_table.to_dicts()
+        votes = vote_table.to_dicts()
+        vote_top = [neuron_name(int(n), aset.hidden_size) for n in consensus[:10]]
+    store.replace_rows("agreement", table.with_columns(*[pl.lit(v).alias(k) for k, v in key.items()]), key)
+    return AgreementSummary(activation_set=aset.activation_set, task=cfg.task, methods=list(rankings), ns=ns,
+                            pairs=pairs, votes=votes, vote_top=vote_top)
+
+
+class _FixedRanking:
+    """A ranking given as an order, with the attributes ranking_table reads."""
+
+    def __init__(self, order: np.ndarray, n_neurons: int):
+        self.ranking_ = np.asarray(order, dtype=np.int64)
+        self.scores_ = np.empty(n_neurons)
+        self.scores_[self.ranking_] = np.arange(n_neurons, 0, -1, dtype=np.float64)
+
+    def _check_fitted(self) -> None:
+        return None
+
+
+# -------------------------------------------------------------------- redundancy
+@dataclass
+class RedundancySummary:
+    activation_set: str
+    threshold: float
+    layers: list[dict[str, Any]]
+    n_neurons: int
+    n_independent: int
+    n_constant: int
+    seconds: float
+
+
+def materialize_redundancy(cfg: PipelineConfig, store: Store) -> RedundancySummary:
+    """Correlation clustering of all neurons on the training split, and one independent
+    neuron per cluster (Dalvi et al. 2020): tables ``redundancy_layers`` (per layer: clusters
+    with members in it, independent neurons, constant neurons) and ``redundancy_neurons``.
+
+    Clusters may span layers: on MiniLM almost no neuron is redundant within its own layer
+    (UD EWT: 379-382 clusters of 384 per layer) but the residual stream carries units from
+    layer to layer (872 clusters of all 2,688 neurons)."""
+    from neuro_pipeline.analysis import neuron_clusters_by_layer, summarize_clusters
+
+    start = time.perf_counter()
+    aset = current_activation_set(cfg, store)
+    train = load_split(cfg, store, aset, "train")
+    threshold = float(cfg.ranking.redundancy_threshold)
+    neurons = neuron_clusters_by_layer(train.X, n_layers=aset.n_layers, hidden_size=aset.hidden_size,
+                                       threshold=threshold, across_layers=True)
+    layers = summarize_clusters(neurons)
+    key = {"analysis": cfg.name, "activation_set": aset.activation_set}
+    store.replace_tables({
+        "redundancy_layers": layers.with_columns(pl.lit(threshold).alias("threshold"),
+                                                 *[pl.lit(v).alias(k) for k, v in key.items()]),
+        "redundancy_neurons": neurons.with_columns(*[pl.lit(v).alias(k) for k, v in key.items()]),
+    }, key)
+    rows = layers.to_dicts()
+    return RedundancySummary(
+        activation_set=aset.activation_set, threshold=threshold, layers=rows, n_neurons=aset.n_neurons,
+        n_independent=int(sum(r["n_independent"] for r in rows)),
+        n_constant=int(sum(r["n_constant"] for r in rows)), seconds=round(time.perf_counter() - start, 3))
 
 
 # ------------------------------------------------------------------- evaluation
@@ -389,7 +559,7 @@ class ReportSummary:
     activation_set: str
     model_version: str
     task: str
-    method: str
+    methods: list[str]
     n_train: int
     n_test: int
     eval_split: str
@@ -405,11 +575,14 @@ class ReportSummary:
 
 
 def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress | None = None) -> ReportSummary:
-    """Stage 4: probe accuracy with all neurons and with top/random/bottom selections; the report.
+    """Stage 4: probe accuracy with all neurons, and with each method's top and bottom
+    neurons against random ones; the report.
 
-    The full probe uses the regularisation the ranking chose on held-out training data;
-    every selection retrains a probe on its neurons only (NeuroX's keep-neurons protocol),
-    random selections over ``evaluation.n_random`` draws.
+    The full probe uses the regularisation the first linear-probe ranking chose on held-out
+    training data (the selection-probe default when no linear probe is configured). Every
+    selection retrains a probe on its neurons only (NeuroX's keep-neurons protocol); the
+    random draws (``evaluation.n_random`` per size) do not depend on the method and are
+    evaluated once.
     """
     from neuro_pipeline.evaluation import evaluate_probe, evaluate_selections
     from neuro_pipeline.evaluation.selection import DEFAULT_SELECTION_PROBE_PARAMS
@@ -418,50 +591,72 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
 
     start = time.perf_counter()
     aset = current_activation_set(cfg, store)
-    order, fitted = ranking_of(cfg, store, aset)
+    stored = [ranking_of(cfg, store, aset, name) for name in ranking_names(cfg)]
     eval_split = _eval_split_name(store, cfg)
     train = load_split(cfg, store, aset, "train")
     test = load_split(cfg, store, aset, eval_split)
-    # The full probe uses the regularisation chosen for the ranking; retrained selections use
-    # the evaluation module's own default (no L1: every selected neuron may contribute).
-    probe = LinearProbe(**{k: fitted[k] for k in ("l1", "l2") if k in fitted}).fit(train.X, train.labels)
+    lca = next((r for r in stored if r.method == "linear_probe" and "l1" in r.fitted), None)
+    full_params = ({"l1": lca.fitted["l1"], "l2": lca.fitted["l2"]} if lca is not None
+                   else dict(DEFAULT_SELECTION_PROBE_PARAMS))
+    probe = LinearProbe(**full_params).fit(train.X, train.labels)
     full = evaluate_probe(probe, test.X, test.labels)
     labels, counts = np.unique(train.labels, return_counts=True)
     majority = str(labels[np.argmax(counts)])
     baseline = float(np.mean(test.labels == majority))
-    selections = evaluate_selections(
-        train.X, train.labels, test.X, test.labels, order, fractions=cfg.evaluation.fractions,
-        n_random=cfg.evaluation.n_random, seed=cfg.evaluation.seed)
-    key = {"analysis": cfg.name, "activation_set": aset.activation_set, "task": cfg.task,
-           "method": cfg.ranking.method}
-    metrics = metrics_table(full, selections, baseline)
+    common = dict(fractions=cfg.evaluation.fractions, n_random=cfg.evaluation.n_random, seed=cfg.evaluation.seed)
+    random_rows = evaluate_selections(train.X, train.labels, test.X, test.labels, stored[0].order,
+                                      selections=("random",), **common)
+    per_method = []
+    for r in stored:
+        rows = evaluate_selections(train.X, train.labels, test.X, test.labels, r.order,
+                                   selections=("top", "bottom"), n_ranked=r.n_ranked, **common)
+        per_method.append(pl.concat([rows, random_rows]).with_columns(pl.lit(r.name).alias("method")))
+    selections = pl.concat(per_method)
+    key = {"analysis": cfg.name, "activation_set": aset.activation_set, "task": cfg.task}
+    metrics = pl.concat([metrics_table(full, sel.drop("method"), baseline).with_columns(pl.lit(r.name).alias("method"))
+                         for r, sel in zip(stored, per_method)])
     store.replace_rows("metrics", metrics.with_columns(*[pl.lit(v).alias(k) for k, v in key.items()]), key)
     per_class = [{"label": lab, **vals} for lab, vals in full["per_class"].items()]
+    q = list(key.values())
     class_top = store.query(
-        "SELECT label, neuron, rank FROM class_rankings WHERE analysis = ? AND activation_set = ? AND task = ? "
-        "AND method = ? AND rank <= 5 ORDER BY label, rank", list(key.values()))
+        "SELECT method, label, neuron, rank FROM class_rankings WHERE analysis = ? AND activation_set = ? "
+        "AND task = ? AND rank <= 5 ORDER BY method, label, rank", q)
+    words = store.query(
+        "SELECT method, neuron, list(word ORDER BY rank) AS words FROM top_words WHERE analysis = ? "
+        "AND activation_set = ? AND task = ? AND source = 'global' GROUP BY method, neuron", q)
+    agreement = store.query(
+        "SELECT kind, method_a, method_b, n, overlap, jaccard FROM agreement WHERE analysis = ? "
+        "AND activation_set = ? AND task = ? ORDER BY kind, method_a, method_b, n", q)
+    redundancy = store.query(
+        "SELECT * EXCLUDE (analysis, activation_set) FROM redundancy_layers WHERE analysis = ? "
+        "AND activation_set = ? ORDER BY layer", q[:2])
+    hsz = aset.hidden_size
+    top_words = {(r["method"], int(r["neuron"])): r["words"] for r in words.iter_rows(named=True)}
     out_dir = cfg.reports_dir / cfg.name / short_version(aset.model_version)
     summary = ReportSummary(
         activation_set=aset.activation_set, model_version=aset.model_version, task=cfg.task,
-        method=cfg.ranking.method, n_train=int(train.X.shape[0]), n_test=int(test.X.shape[0]),
+        methods=[r.name for r in stored], n_train=int(train.X.shape[0]), n_test=int(test.X.shape[0]),
         eval_split=eval_split, accuracy=float(full["accuracy"]), majority_baseline=baseline,
         n_test_unseen_label=int(full["n_unseen"]), selections=selection_rows(selections),
         per_class=per_class, html_path=str(out_dir / "report.html"), markdown_path=str(out_dir / "report.md"),
         seconds=0.0,
-        extra={"fitted": fitted, "hidden_size": aset.hidden_size, "n_layers": aset.n_layers,
+        extra={"full_probe": full_params, "fitted": {r.name: r.fitted for r in stored},
+               "hidden_size": hsz, "n_layers": aset.n_layers,
                "model_dir": aset.model_dir, "aggregation": aset.aggregation, "dtype": aset.dtype,
                "corpus_version": corpus_version(cfg), "config_source": cfg.source,
-               "top_per_class": {lab: [neuron_name(n, aset.hidden_size) for n in grp["neuron"].to_list()]
-                                 for (lab,), grp in class_top.group_by("label", maintain_order=True)},
+               "top_per_class": {(m, lab): [neuron_name(n, hsz) for n in grp["neuron"].to_list()]
+                                 for (m, lab), grp in class_top.group_by("method", "label", maintain_order=True)},
+               "top_neurons": {r.name: [(neuron_name(int(n), hsz), top_words.get((r.name, int(n)), []))
+                                        for n in r.order[:min(5, r.n_ranked)]] for r in stored},
+               "agreement": agreement.to_dicts(), "redundancy": redundancy.to_dicts(),
                "n_skipped_rejected": train.n_skipped_rejected + test.n_skipped_rejected,
                "selection_probe": ", ".join(f"{k}={v:g}" for k, v in DEFAULT_SELECTION_PROBE_PARAMS.items())},
     )
     summary.seconds = round(time.perf_counter() - start, 3)
     render_report(summary, out_dir)
     store.replace_rows("reports", pl.DataFrame([{
-        **{k: key[k] for k in ("analysis", "activation_set", "task")}, "model_version": aset.model_version,
-        "html_path": summary.html_path, "markdown_path": summary.markdown_path}]),
-        {k: key[k] for k in ("analysis", "activation_set", "task")})
+        **key, "model_version": aset.model_version,
+        "html_path": summary.html_path, "markdown_path": summary.markdown_path}]), key)
     return summary
 
 
@@ -486,11 +681,13 @@ def metrics_table(full: dict[str, Any], selections: pl.DataFrame, baseline: floa
 
 
 def selection_rows(selections: pl.DataFrame) -> list[dict[str, Any]]:
-    """Mean (and spread over random draws) accuracy per selection and fraction, for display."""
-    agg = (selections.group_by("selection", "fraction", "k")
+    """Mean (and spread over random draws) accuracy per method, selection and fraction, for display."""
+    agg = (selections.group_by("method", "selection", "fraction", "k", maintain_order=True)
            .agg(pl.col("accuracy").mean().alias("accuracy"), pl.col("accuracy").std().alias("std"),
                 pl.len().alias("n_draws"))
-           .sort("fraction", pl.col("selection").replace_strict({"top": 0, "random": 1, "bottom": 2}, default=3)))
+           .sort("method", "fraction",
+                 pl.col("selection").replace_strict({"top": 0, "random": 1, "bottom": 2}, default=3),
+                 maintain_order=True))
     return agg.to_dicts()
 
 
@@ -500,10 +697,12 @@ def run_analysis(cfg: PipelineConfig, *, progress: Progress | None = None) -> di
     store = Store(cfg.store_path)
     corpus = materialize_corpus(cfg, store)
     acts = materialize_activations(cfg, store, progress=progress)
-    ranking = materialize_rankings(cfg, store)
+    rankings = materialize_rankings(cfg, store)
+    agreement = materialize_agreement(cfg, store)
+    redundancy = materialize_redundancy(cfg, store)
     report = materialize_report(cfg, store)
-    return {"corpus": asdict(corpus), "activations": asdict(acts), "ranking": asdict(ranking),
-            "report": asdict(report)}
+    return {"corpus": asdict(corpus), "activations": asdict(acts), "rankings": [asdict(r) for r in rankings],
+            "agreement": asdict(agreement), "redundancy": asdict(redundancy), "report": asdict(report)}
 
 
 def latest_summary(cfg: PipelineConfig) -> dict[str, Any]:
@@ -520,11 +719,12 @@ def latest_summary(cfg: PipelineConfig) -> dict[str, Any]:
         "SELECT method, selection, fraction, avg(value) AS accuracy FROM metrics WHERE analysis = ? AND "
         "activation_set = ? AND task = ? AND scope = 'overall' AND metric = 'accuracy' "
         "GROUP BY ALL ORDER BY method, fraction NULLS FIRST, selection", key)
+    first = ranking_names(cfg)[0]
     top = store.query(
         "SELECT label, list(neuron ORDER BY rank) AS neurons FROM class_rankings WHERE analysis = ? AND "
-        "activation_set = ? AND task = ? AND rank <= 3 GROUP BY label ORDER BY label", key)
+        "activation_set = ? AND task = ? AND method = ? AND rank <= 3 GROUP BY label ORDER BY label", [*key, first])
     return {
-        "report": rep, "metrics": metrics.to_dicts(),
+        "report": rep, "metrics": metrics.to_dicts(), "top_per_class_method": first,
         "top_per_class": {r["label"]: [neuron_name(n, rep["hidden_size"]) for n in r["neurons"]]
                           for r in top.iter_rows(named=True)},
         "store": str(cfg.store_path),
@@ -553,15 +753,26 @@ def check_activations(cfg: PipelineConfig, store: Store):
     return report
 
 
-def check_rankings(cfg: PipelineConfig, store: Store):
-    """great-expectations suite over the stored global ranking: a permutation with finite scores."""
+def check_ranking(cfg: PipelineConfig, store: Store, name: str):
+    """great-expectations suite over one method's stored global ranking: a permutation of the
+    neurons with finite scores, and its hyperparameters recorded."""
     from neuro_pipeline.quality import validate_rankings
 
     aset = current_activation_set(cfg, store)
+    where = [cfg.name, aset.activation_set, cfg.task, name]
     ranking = store.query(
         "SELECT neuron, score, rank FROM rankings WHERE analysis = ? AND activation_set = ? AND task = ? "
-        "AND method = ?", [cfg.name, aset.activation_set, cfg.task, cfg.ranking.method])
-    return validate_rankings(ranking, n_neurons=aset.n_neurons)
+        "AND method = ?", where)
+    runs = store.query(
+        "SELECT params FROM ranking_runs WHERE analysis = ? AND activation_set = ? AND task = ? AND method = ?",
+        where)
+    report = validate_rankings(ranking, n_neurons=aset.n_neurons)
+    recorded = runs.height == 1 and bool(runs["params"][0]) and runs["params"][0] != "{}"
+    report.results.append({"expectation": "hyperparameters_recorded", "column": "params", "success": recorded,
+                           "unexpected_count": 0 if recorded else 1, "unexpected_examples": [],
+                           "observed_value": runs.height})
+    report.success = report.success and recorded
+    return report
 
 
 def check_report(cfg: PipelineConfig, store: Store):
@@ -571,8 +782,7 @@ def check_report(cfg: PipelineConfig, store: Store):
     aset = current_activation_set(cfg, store)
     metrics = store.query(
         "SELECT scope, label, selection, fraction, k, draw, metric, value FROM metrics WHERE analysis = ? "
-        "AND activation_set = ? AND task = ? AND method = ?",
-        [cfg.name, aset.activation_set, cfg.task, cfg.ranking.method])
+        "AND activation_set = ? AND task = ?", [cfg.name, aset.activation_set, cfg.task])
     baseline = metrics.filter(pl.col("selection") == "majority_baseline")["value"]
     return validate_metrics(metrics.filter(pl.col("selection") != "majority_baseline"),
                             majority_baseline=float(baseline[0]) if len(baseline) else 0.0)

@@ -134,19 +134,27 @@ def validate_activation_summary(summary: pl.DataFrame, *, expected_rows: int, hi
 
 
 def validate_rankings(ranking: pl.DataFrame, *, n_neurons: int) -> QualityReport:
-    """Suite for one neuron ranking: a permutation of 0..n_neurons-1 with finite scores."""
+    """Suite for one neuron ranking: every neuron id 0..n_neurons-1 exactly once, ranks
+    unique in 1..n_neurons, and finite scores. A method that ranks only a prefix (greedy
+    selection) leaves the rest with a null rank *and* a null score; a score without a rank,
+    or a rank without a score, fails."""
     import great_expectations as gx
 
+    frame = ranking.with_columns(
+        # A NaN score counts as missing (pandas, which the suite runs on, would skip it).
+        (pl.col("rank").is_null() == (pl.col("score").is_null() | pl.col("score").is_nan().fill_null(True)))
+        .alias("rank_and_score_both_set_or_null"))
     exps = [
         gx.expectations.ExpectTableRowCountToEqual(value=n_neurons),
         gx.expectations.ExpectColumnValuesToBeUnique(column="neuron"),
+        gx.expectations.ExpectColumnValuesToNotBeNull(column="neuron"),
         gx.expectations.ExpectColumnValuesToBeBetween(column="neuron", min_value=0, max_value=n_neurons - 1),
         gx.expectations.ExpectColumnValuesToBeUnique(column="rank"),
         gx.expectations.ExpectColumnValuesToBeBetween(column="rank", min_value=1, max_value=n_neurons),
-        gx.expectations.ExpectColumnValuesToNotBeNull(column="score"),
+        gx.expectations.ExpectColumnValuesToBeInSet(column="rank_and_score_both_set_or_null", value_set=[True]),
         gx.expectations.ExpectColumnValuesToBeBetween(column="score", min_value=-1e300, max_value=1e300),
     ]
-    return _run_suite("neuron_rankings", ranking, exps)
+    return _run_suite("neuron_rankings", frame, exps)
 
 
 def validate_metrics(metrics: pl.DataFrame, *, majority_baseline: float) -> QualityReport:

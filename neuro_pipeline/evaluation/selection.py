@@ -105,6 +105,8 @@ def evaluate_selections(
     n_random: int = 3,
     seed: int = 0,
     probe_params: Mapping | None = None,
+    selections: Sequence[str] = _SELECTIONS,
+    n_ranked: int | None = None,
 ) -> pl.DataFrame:
     """Test accuracy of probes retrained on the top, random and bottom neurons of a ranking.
 
@@ -133,6 +135,14 @@ def evaluate_selections(
     probe_params : mapping, optional
         ``LinearProbe`` hyperparameters for the retrained probes; defaults to
         :data:`DEFAULT_SELECTION_PROBE_PARAMS`.
+    selections : sequence of {"top", "random", "bottom"}, default=all three
+        Which selections to evaluate. Random draws do not depend on the ranking, so when
+        several rankings of the same data are compared, evaluate them once.
+    n_ranked : int, optional
+        How many leading entries of ``ranking`` the method actually ranked (greedy methods
+        such as the Gaussian probe rank a prefix; ``NeuronRanker.n_ranked_``). Top
+        selections larger than that, and bottom selections of a partial ranking (its tail
+        is in index order, not "least relevant"), are skipped and logged. Default: all.
 
     Returns
     -------
@@ -174,6 +184,12 @@ def evaluate_selections(
     if n_random < 0:
         raise ValueError(f"evaluate_selections: n_random must be >= 0; got {n_random}.")
     params = dict(DEFAULT_SELECTION_PROBE_PARAMS if probe_params is None else probe_params)
+    unknown = sorted(set(selections) - set(_SELECTIONS))
+    if unknown:
+        raise ValueError(f"evaluate_selections: unknown selection {unknown[0]!r}; choose from {list(_SELECTIONS)}.")
+    n_ranked = n_neurons if n_ranked is None else int(n_ranked)
+    if not 0 <= n_ranked <= n_neurons:
+        raise ValueError(f"evaluate_selections: n_ranked must be in [0, {n_neurons}]; got {n_ranked}.")
 
     n_unseen = int((~np.isin(y_test, np.unique(y_train))).sum())
     if n_unseen:
@@ -184,10 +200,20 @@ def evaluate_selections(
     rows = []
     for fraction in fractions:
         k = math.ceil(fraction * n_neurons)
-        selections = [("top", None, ranking[:k])]
-        selections += [("random", d, random_neurons(n_neurons, k, seed=seed, draw=d)) for d in range(n_random)]
-        selections.append(("bottom", None, ranking[n_neurons - k :]))
-        for name, draw, columns in selections:
+        chosen = []
+        if "top" in selections:
+            if k <= n_ranked:
+                chosen.append(("top", None, ranking[:k]))
+            else:
+                logger.info("evaluate_selections: top %d skipped; the method ranked only %d neurons", k, n_ranked)
+        if "random" in selections:
+            chosen += [("random", d, random_neurons(n_neurons, k, seed=seed, draw=d)) for d in range(n_random)]
+        if "bottom" in selections:
+            if n_ranked == n_neurons:
+                chosen.append(("bottom", None, ranking[n_neurons - k :]))
+            else:
+                logger.info("evaluate_selections: bottom %d skipped; a partial ranking has no bottom", k)
+        for name, draw, columns in chosen:
             # Sorted columns: the fancy-indexed copy reads each row left to right.
             columns = np.sort(columns)
             start = time.perf_counter()

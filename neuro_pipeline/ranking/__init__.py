@@ -61,7 +61,9 @@ def get_ranker(name: str, **params) -> NeuronRanker:
 
 def ranking_table(ranker: NeuronRanker) -> pl.DataFrame:
     """One row per neuron of a fitted ranker: ``neuron`` (Int32), ``score`` (Float64) and
-    ``rank`` (Int32, 1 = best; null for neurons the method did not rank), sorted by rank.
+    ``rank`` (Int32, 1 = best), sorted by rank. Neurons the method did not rank (greedy
+    methods rank a prefix) come last with a null rank and a null score, so every stored
+    score is finite.
     """
     ranker._check_fitted()
     order = ranker.ranking_
@@ -69,7 +71,7 @@ def ranking_table(ranker: NeuronRanker) -> pl.DataFrame:
     return pl.DataFrame(
         {
             "neuron": pl.Series(order, dtype=pl.Int32),
-            "score": pl.Series(ranker.scores_[order], dtype=pl.Float64),
+            "score": pl.Series(np.where(ranked, ranker.scores_[order], np.nan), dtype=pl.Float64).fill_nan(None),
             # ranking_ puts unranked (-inf) neurons last, so ranks are 1..n_ranked_ then nulls.
             "rank": pl.Series(np.arange(1, len(order) + 1), dtype=pl.Int32).set(
                 pl.Series(~ranked), None

@@ -14,6 +14,10 @@ Tables (keys first):
 ``rankings``          analysis, activation_set, task, method, params_hash, neuron → layer, unit, score, rank
 ``class_rankings``    analysis, activation_set, task, method, params_hash, label, neuron → rank, weight
 ``ranking_runs``      analysis, activation_set, task, method, params_hash → params, fitted, n_train, seconds
+``top_words``         analysis, activation_set, task, method, source, neuron, rank → layer, unit, word, score, count
+``agreement``         analysis, activation_set, task, kind, method_a, method_b, n → overlap, jaccard
+``redundancy_layers`` analysis, activation_set, layer → threshold, n_neurons, n_constant, n_clusters, n_independent, …
+``redundancy_neurons`` analysis, activation_set, neuron → layer, unit, cluster, is_constant, is_representative
 ``metrics``           analysis, activation_set, task, method, scope, label, selection, fraction, draw, metric → value
 ``reports``           analysis, activation_set, task → model_version, html_path, markdown_path
 
@@ -71,6 +75,24 @@ CREATE TABLE IF NOT EXISTS ranking_runs (
     method VARCHAR NOT NULL, params_hash VARCHAR NOT NULL, params VARCHAR NOT NULL,
     fitted VARCHAR NOT NULL, n_train INTEGER NOT NULL, seconds DOUBLE NOT NULL,
     created_at TIMESTAMP DEFAULT current_timestamp);
+CREATE TABLE IF NOT EXISTS top_words (
+    analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, task VARCHAR NOT NULL,
+    method VARCHAR NOT NULL, source VARCHAR NOT NULL, neuron INTEGER NOT NULL, layer INTEGER NOT NULL,
+    unit INTEGER NOT NULL, rank INTEGER NOT NULL, word VARCHAR NOT NULL, score DOUBLE NOT NULL,
+    count BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS agreement (
+    analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, task VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL, method_a VARCHAR NOT NULL, method_b VARCHAR NOT NULL, n INTEGER NOT NULL,
+    overlap INTEGER NOT NULL, jaccard DOUBLE NOT NULL);
+CREATE TABLE IF NOT EXISTS redundancy_layers (
+    analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, layer INTEGER NOT NULL,
+    threshold DOUBLE NOT NULL, n_neurons BIGINT NOT NULL, n_constant BIGINT NOT NULL,
+    n_clusters BIGINT NOT NULL, n_independent BIGINT NOT NULL, largest_cluster BIGINT,
+    mean_cluster_size DOUBLE);
+CREATE TABLE IF NOT EXISTS redundancy_neurons (
+    analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, neuron INTEGER NOT NULL,
+    layer INTEGER NOT NULL, unit INTEGER NOT NULL, cluster INTEGER NOT NULL,
+    is_constant BOOLEAN NOT NULL, is_representative BOOLEAN NOT NULL);
 CREATE TABLE IF NOT EXISTS metrics (
     analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, task VARCHAR NOT NULL,
     method VARCHAR NOT NULL, scope VARCHAR NOT NULL, label VARCHAR, selection VARCHAR NOT NULL,
@@ -323,14 +345,23 @@ class Store:
     # ------------------------------------------------- rankings and metrics
     def replace_rows(self, table: str, frame: pl.DataFrame, where: dict[str, object]) -> None:
         """Delete the rows matching ``where`` and insert ``frame``, in one transaction."""
-        if table not in _WRITABLE:
-            raise ValueError(f"unknown table '{table}'; choose one of {sorted(_WRITABLE)}.")
+        self.replace_tables({table: frame}, where)
+
+    def replace_tables(self, frames: dict[str, pl.DataFrame], where: dict[str, object]) -> None:
+        """For every table, delete the rows matching ``where`` and insert its frame, all in one
+        transaction: readers see either every table's old rows or every table's new rows."""
+        unknown = sorted(set(frames) - _WRITABLE)
+        if unknown:
+            raise ValueError(f"unknown table '{unknown[0]}'; choose one of {sorted(_WRITABLE)}.")
         cond = " AND ".join(f"{k} = ${k}" for k in where) or "TRUE"
         with self.transaction() as con:
-            con.execute(f"DELETE FROM {table} WHERE {cond}", where)
-            if frame.height:
-                cols = ", ".join(frame.columns)
-                con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM frame")
+            for table, frame in frames.items():
+                con.execute(f"DELETE FROM {table} WHERE {cond}", where)
+                if frame.height:
+                    cols = ", ".join(frame.columns)
+                    con.register("_frame", frame)
+                    con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _frame")
+                    con.unregister("_frame")
 
     def query(self, sql: str, params: Sequence | dict | None = None) -> pl.DataFrame:
         """Run a read query and return a polars DataFrame."""
@@ -338,7 +369,8 @@ class Store:
             return con.sql(sql, params=params).pl()
 
 
-_WRITABLE = {"rankings", "class_rankings", "ranking_runs", "metrics", "reports"}
+_WRITABLE = {"rankings", "class_rankings", "ranking_runs", "top_words", "agreement", "redundancy_layers",
+             "redundancy_neurons", "metrics", "reports"}
 
 
 def to_json(obj: object) -> str:

@@ -116,3 +116,21 @@ def test_rejects_mismatched_test_data(graded):
         evaluate_selections(X_train, y_train, X_test[:, :39], y_test, np.arange(40))
     with pytest.raises(ValueError, match=r"y_test must have shape \(600,\)"):
         evaluate_selections(X_train, y_train, X_test, y_test[:5], np.arange(40))
+
+
+def test_selections_of_a_partial_ranking_skip_what_was_not_ranked():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, size=300)
+    X = rng.normal(size=(300, 20)).astype(np.float32)
+    X[:, 7] += 3 * y
+    ranking = np.r_[7, 3, np.setdiff1d(np.arange(20), [7, 3])]
+    table = evaluate_selections(X, y, X, y, ranking, fractions=(0.1, 0.2), n_random=1, n_ranked=2)
+    # top 2 (k <= 2 ranked) is evaluated, top 4 is not; a partial ranking has no bottom.
+    assert table.filter(pl.col("selection") == "top")["k"].to_list() == [2]
+    assert "bottom" not in table["selection"].to_list()
+    only_random = evaluate_selections(X, y, X, y, ranking, fractions=(0.1,), n_random=2, selections=("random",))
+    assert only_random["selection"].to_list() == ["random", "random"]
+    with pytest.raises(ValueError, match=r"unknown selection 'best'"):
+        evaluate_selections(X, y, X, y, ranking, selections=("best",))
+    with pytest.raises(ValueError, match=r"n_ranked must be in \[0, 20\]"):
+        evaluate_selections(X, y, X, y, ranking, n_ranked=21)

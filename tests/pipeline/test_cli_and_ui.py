@@ -83,9 +83,11 @@ def test_ui_shows_lineage_checks_and_the_cli_runs(ran):
         nodes = _graphql(port, "{ assetNodes { assetKey { path } description opVersion hasAssetChecks "
                                "dependencyKeys { path } } }")["assetNodes"]
         by_name = {n["assetKey"]["path"][-1]: n for n in nodes}
-        for stage in ("annotated_corpus", "token_activations", "neuron_rankings", "evaluation_report"):
+        for stage in ("annotated_corpus", "token_activations", "linear_probe", "probeless", "evaluation_report"):
             assert by_name[stage]["description"] and by_name[stage]["opVersion"] and by_name[stage]["hasAssetChecks"]
-        assert {"path": ["token_activations"]} in by_name["neuron_rankings"]["dependencyKeys"]
+        assert by_name["probeless"]["assetKey"]["path"] == ["neuron_rankings", "probeless"]
+        assert {"path": ["token_activations"]} in by_name["probeless"]["dependencyKeys"]
+        assert {"path": ["neuron_rankings", "probeless"]} in by_name["evaluation_report"]["dependencyKeys"]
         runs = _graphql(port, '{ runsOrError { ... on Runs { results { jobName status } } } }')["runsOrError"]["results"]
         assert {"jobName": "analysis_job", "status": "SUCCESS"} in runs
         # The webserver listens on the loopback address only.

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.definitions import defs
+from assets.definitions import build_definitions, defs
+from neuro_pipeline.config import DEFAULT_METHODS
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ["annotated_corpus", "token_activations", "neuron_rankings", "evaluation_report"]
+RANKINGS = [dg.AssetKey(["neuron_rankings", m]) for m in DEFAULT_METHODS]
+STAGES = [dg.AssetKey(n) for n in ("annotated_corpus", "token_activations", "neuron_redundancy",
+                                   "method_agreement", "evaluation_report")] + RANKINGS
 
 
 def test_definitions_load():
@@ -20,23 +23,35 @@ def test_definitions_load():
 
 def test_every_stage_has_description_code_version_and_blocking_check():
     graph = defs.resolve_asset_graph()
-    for name in STAGES:
-        node = graph.get(dg.AssetKey(name))
-        assert node.description, name
-        assert node.code_version, name
-        checks = [c for c in graph.asset_check_keys if c.asset_key == dg.AssetKey(name)]
-        assert checks, f"{name} has no asset check"
-        for key in checks:
-            assert graph.get_check_spec(key).blocking, key
+    for key in STAGES:
+        node = graph.get(key)
+        assert node.description, key
+        assert node.code_version, key
+        if key.path[-1] in ("neuron_redundancy", "method_agreement"):
+            continue  # derived analyses; their inputs are checked upstream
+        checks = [c for c in graph.asset_check_keys if c.asset_key == key]
+        assert checks, f"{key} has no asset check"
+        for check in checks:
+            assert graph.get_check_spec(check).blocking, check
 
 
-def test_lineage_is_the_four_stages_after_the_inputs():
+def test_lineage_runs_from_the_inputs_through_every_ranking_to_the_report():
     graph = defs.resolve_asset_graph()
-    parents = {name: {k.path[-1] for k in graph.get(dg.AssetKey(name)).parent_keys} for name in STAGES}
-    assert "corpus_files" in parents["annotated_corpus"]
-    assert {"annotated_corpus", "model_checkpoint"} <= parents["token_activations"]
-    assert "token_activations" in parents["neuron_rankings"]
-    assert "neuron_rankings" in parents["evaluation_report"]
+    parents = {key: set(graph.get(key).parent_keys) for key in STAGES}
+    assert dg.AssetKey("corpus_files") in parents[dg.AssetKey("annotated_corpus")]
+    assert {dg.AssetKey("annotated_corpus"), dg.AssetKey("model_checkpoint")} <= parents[dg.AssetKey("token_activations")]
+    for key in RANKINGS:
+        assert dg.AssetKey("token_activations") in parents[key]
+        assert key in parents[dg.AssetKey("method_agreement")] and key in parents[dg.AssetKey("evaluation_report")]
+
+
+def test_one_ranking_asset_per_configured_method(tmp_path):
+    (tmp_path / "p.yaml").write_text(
+        "ranking:\n  methods: [probeless, {method: linear_probe, name: lasso, params: {penalty: lasso}}]\n",
+        encoding="utf-8")
+    graph = build_definitions(str(tmp_path / "p.yaml")).resolve_asset_graph()
+    rankings = {k.path[-1] for k in graph.get_all_asset_keys() if k.path[0] == "neuron_rankings"}
+    assert rankings == {"probeless", "lasso"}
 
 
 def test_dagster_definitions_validate_cli():

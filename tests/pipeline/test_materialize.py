@@ -7,18 +7,15 @@ import re
 import dagster as dg
 import polars as pl
 
-from assets.checks import CHECKS
-from assets.definitions import analysis_job, observe_inputs_job
-from assets.resources import make_resources
-from assets.sources import SOURCES
-from assets.stages import STAGES
-from neuro_pipeline.config import load_config
+from assets.definitions import build_definitions
+from neuro_pipeline.config import DEFAULT_METHODS, load_config
 from neuro_pipeline.store import Store
+
+STAGES = {"annotated_corpus", "token_activations", "neuron_redundancy", "method_agreement", "evaluation_report"}
 
 
 def _run_all(config: str, instance) -> dg.ExecuteInProcessResult:
-    defs = dg.Definitions(assets=[*SOURCES, *STAGES], asset_checks=CHECKS,
-                          jobs=[observe_inputs_job, analysis_job], resources=make_resources(config))
+    defs = build_definitions(config)
     defs.resolve_job_def("observe_inputs_job").execute_in_process(instance=instance)
     return defs.resolve_job_def("analysis_job").execute_in_process(instance=instance, raise_on_error=False)
 
@@ -28,11 +25,13 @@ def test_whole_graph_materializes_and_checks_pass(analysis_dir):
     with dg.instance_for_test() as instance:
         result = _run_all(config, instance)
         assert result.success
-        materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
-        assert materialized == {"annotated_corpus", "token_activations", "neuron_rankings", "evaluation_report"}
-        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-        assert checks == {"annotated_corpus_quality": True, "token_activations_quality": True,
-                          "neuron_rankings_quality": True, "evaluation_report_quality": True}
+        materialized = {"/".join(e.asset_key.path) for e in result.get_asset_materialization_events()}
+        assert materialized == STAGES | {f"neuron_rankings/{m}" for m in DEFAULT_METHODS}
+        checks = {(e.asset_key.path[-1], e.check_name): e.passed for e in result.get_asset_check_evaluations()}
+        assert checks == {("annotated_corpus", "annotated_corpus_quality"): True,
+                          ("token_activations", "token_activations_quality"): True,
+                          ("evaluation_report", "evaluation_report_quality"): True,
+                          **{(m, "ranking_quality"): True for m in DEFAULT_METHODS}}
         report_md = [e for e in result.get_asset_materialization_events()
                      if e.asset_key.path[-1] == "evaluation_report"][0].materialization.metadata
         assert 0.0 <= report_md["accuracy"].value <= 1.0
@@ -50,10 +49,29 @@ def test_whole_graph_materializes_and_checks_pass(analysis_dir):
         "SELECT count(*) AS n FROM activations a JOIN (SELECT DISTINCT sentence_hash, position FROM tokens) t "
         "USING (sentence_hash, position)")["n"][0]
     assert n_rows == 3 * store.query("SELECT count(*) AS n FROM (SELECT DISTINCT sentence_hash, position FROM tokens)")["n"][0]
-    ranking = store.query("SELECT neuron, rank FROM rankings ORDER BY rank")
-    assert sorted(ranking["neuron"].to_list()) == list(range(3 * 32))
-    metrics = store.query("SELECT selection, value FROM metrics WHERE metric = 'accuracy'")
+    for method in [*DEFAULT_METHODS, "neuron_vote"]:
+        ranking = store.query("SELECT neuron, rank FROM rankings WHERE method = ? ORDER BY rank", [method])
+        assert sorted(ranking["neuron"].to_list()) == list(range(3 * 32)), method
+        assert ranking["rank"].to_list() == list(range(1, 3 * 32 + 1)), method
+    runs = store.query("SELECT method, params FROM ranking_runs ORDER BY method")
+    assert runs["method"].to_list() == sorted(DEFAULT_METHODS)
+    assert all('"method"' in p for p in runs["params"])
+    metrics = store.query("SELECT method, selection, value FROM metrics WHERE metric = 'accuracy'")
+    assert set(metrics["method"]) == set(DEFAULT_METHODS)
     assert set(metrics["selection"]) >= {"all", "top", "random", "bottom", "majority_baseline"}
+    # Corpus search: the global top neurons of every method have top words from the training words.
+    words = store.query("SELECT method, source, neuron, word FROM top_words")
+    train_words = set(store.query("SELECT token FROM tokens WHERE split = 'train'")["token"])
+    assert set(words["method"]) == set(DEFAULT_METHODS) and set(words["word"]) <= train_words
+    assert "global" in set(words["source"]) and "NOUN" in set(words["source"])
+    # Agreement of every pair of methods at every n up to the number of neurons (96 here).
+    agreement = store.query("SELECT kind, method_a, method_b, n, jaccard FROM agreement")
+    pairs = agreement.filter(pl.col("kind") == "pair")
+    assert pairs.height == 6 * 4 and set(pairs["n"]) == {10, 30, 50, 70}
+    assert agreement["jaccard"].is_between(0, 1).all()
+    layers = store.query("SELECT layer, n_neurons, n_clusters, n_independent FROM redundancy_layers ORDER BY layer")
+    assert layers["layer"].to_list() == [0, 1, 2] and layers["n_neurons"].to_list() == [32, 32, 32]
+    assert (layers["n_independent"] <= layers["n_neurons"]).all()
     report = store.query("SELECT html_path FROM reports")["html_path"][0]
     html = open(report, encoding="utf-8").read()
     assert "<svg" in html
@@ -135,7 +153,34 @@ def test_ranking_method_is_chosen_in_the_config(analysis_dir):
     with dg.instance_for_test() as instance:
         result = _run_all(str(config), instance)
         assert result.success
+        materialized = {"/".join(e.asset_key.path) for e in result.get_asset_materialization_events()}
+        assert materialized == STAGES | {"neuron_rankings/probeless"}
     store = Store(load_config(config).store_path)
     methods = store.query("SELECT DISTINCT method FROM rankings")["method"].to_list()
-    assert methods == ["probeless"]
+    assert methods == ["probeless"]  # one method: no agreement, no consensus ranking
+    assert store.query("SELECT count(*) AS n FROM agreement")["n"][0] == 0
     assert store.query("SELECT count(DISTINCT label) AS n FROM class_rankings WHERE method = 'probeless'")["n"][0] > 1
+
+
+def test_two_variants_of_one_method_and_the_gaussian_probe(analysis_dir):
+    """Variants are told apart by name and keep their own hyperparameters; the Gaussian
+    probe selects 4 neurons greedily and orders the rest by single-neuron MI."""
+    config = analysis_dir / "pipeline.yaml"
+    config.write_text(config.read_text(encoding="utf-8") + (
+        "ranking:\n  methods:\n"
+        "    - {method: linear_probe, name: lasso, params: {penalty: lasso, l1: 0.01}}\n"
+        "    - {method: linear_probe, name: ridge, params: {penalty: ridge, l2: 0.01}}\n"
+        "    - {method: gaussian, params: {max_neurons: 4}}\n"), encoding="utf-8")
+    with dg.instance_for_test() as instance:
+        result = _run_all(str(config), instance)
+        assert result.success
+        checks = {(e.asset_key.path[-1], e.check_name): e.passed for e in result.get_asset_check_evaluations()}
+        assert checks[("gaussian", "ranking_quality")] is True
+    store = Store(load_config(config).store_path)
+    fitted = dict(store.query("SELECT method, fitted FROM ranking_runs").iter_rows())
+    assert '"l2": 0.0' in fitted["lasso"] and '"l1": 0.0' in fitted["ridge"]
+    gaussian = store.query("SELECT rank, score FROM rankings WHERE method = 'gaussian'")
+    assert gaussian["rank"].count() == gaussian["score"].count() == 96
+    assert "max_neurons" in store.query("SELECT params FROM ranking_runs WHERE method = 'gaussian'")["params"][0]
+    bottoms = store.query("SELECT DISTINCT method FROM metrics WHERE selection = 'bottom'")["method"].to_list()
+    assert sorted(bottoms) == ["gaussian", "lasso", "ridge"]

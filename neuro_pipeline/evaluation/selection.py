@@ -28,8 +28,10 @@ logger = logging.getLogger(__name__)
 #: No L1: the question is what the selected neurons can do together, so none is dropped.
 #: Some L2: on UD EWT POS (MiniLM), l2=1e-3 instead of 1e-4 raised the accuracy of 538
 #: retrained neurons from 0.937 to 0.943 (less overfitting), cost 0.005 on 27 neurons, and
-#: converges in fewer iterations.
-DEFAULT_SELECTION_PROBE_PARAMS: Mapping[str, float] = {"l1": 0.0, "l2": 1e-3}
+#: converges in fewer iterations. Tolerance 1e-3 instead of the probe's 1e-4: on the same
+#: data it needs 2.5-5x fewer FISTA iterations (538 neurons: 30 instead of 151) and moves
+#: test accuracy by at most 0.06 points, far below the gaps between selections.
+DEFAULT_SELECTION_PROBE_PARAMS: Mapping[str, float] = {"l1": 0.0, "l2": 1e-3, "tol": 1e-3}
 
 _SELECTIONS = ("top", "random", "bottom")
 

@@ -15,11 +15,10 @@ import numpy as np
 
 from neuro_pipeline.ranking import register_ranker
 from neuro_pipeline.ranking._base import NeuronRanker
+from neuro_pipeline.ranking._merge import check_merge, merge_class_scores
 
 #: Elements (tokens x neurons) sorted at a time; about 50 bytes of scratch memory each.
 _BLOCK_ELEMENTS = 1 << 21
-
-_MERGES = ("max", "mean")
 
 
 def average_precision_per_class(X: np.ndarray, codes: np.ndarray, n_classes: int, *, threshold: float = 0.0) -> np.ndarray:
@@ -101,11 +100,24 @@ class IoURanker(NeuronRanker):
 
     NeuroX scores binary labels only (issue #33). Here, for every class ``c`` the neurons
     are scored by the AP of the one-vs-rest task ``y == c``, which gives
-    ``class_rankings_[c]``. The overall score merges the classes:
+    ``class_rankings_[c]``. The overall ranking merges the classes
+    (:func:`~neuro_pipeline.ranking._merge.merge_class_scores`):
 
-    - ``merge="max"`` (default): the best AP of the neuron over all classes; a neuron ranks
-      high when it detects at least one class well.
+    - ``merge="round_robin"`` (default): the per-class rankings interleaved, each class in
+      turn taking its best neuron not yet taken, so that every class is covered even at
+      small k; ``scores_`` is then ``n_neurons - position``.
+    - ``merge="best_rank"``: neurons ordered by their best rank in any class's ranking.
+    - ``merge="max"``: the best AP of the neuron over all classes.
     - ``merge="mean"``: the mean AP over classes.
+
+    The default was chosen by measurement: ``round_robin`` was best or tied at 1% and 5% and
+    within 0.1 point of the best at 10% and 20%. Probes retrained on the top 1/5/10/20% of
+    2688 MiniLM neurons for UD EWT UPOS (17 tags; ranked on dev, tested on test) reached
+    73.9/88.5/91.8/93.8% with ``round_robin``, 73.9/88.2/91.9/93.8% with ``best_rank``,
+    67.9/84.9/91.1/93.2% with ``max`` and 65.9/86.4/91.3/93.8% with ``mean``. APs are not on
+    one scale across classes (a random detector's AP is the class's frequency), so ``max``
+    lets the classes whose APs run high fill the top of the ranking: its top 1% held none of
+    the 10 best neurons of 11 of the 17 tags, and ``mean``'s none of 7.
 
     With two classes the overall score is the AP of ``classes_[1]`` (the positive class of
     ``y in {0, 1}``), which is NeuroX's binary score; ``merge`` has no effect then.
@@ -117,8 +129,9 @@ class IoURanker(NeuronRanker):
     ----------
     threshold : float, default=0.05
         Activations with ``|x| < threshold`` count as 0 before scoring; 0 disables this.
-    merge : {"max", "mean"}, default="max"
-        How per-class APs combine into ``scores_`` when there are more than 2 classes.
+    merge : {"round_robin", "best_rank", "max", "mean"}, default="round_robin"
+        How per-class APs combine into ``scores_`` and ``ranking_`` when there are more
+        than 2 classes.
 
     Attributes
     ----------
@@ -138,7 +151,7 @@ class IoURanker(NeuronRanker):
     ([1.0, 0.8333333333333333, 0.5], [0, 1, 2])
     """
 
-    def __init__(self, *, threshold: float = 0.05, merge: str = "max"):
+    def __init__(self, *, threshold: float = 0.05, merge: str = "round_robin"):
         self.threshold = threshold
         self.merge = merge
 
@@ -150,16 +163,11 @@ class IoURanker(NeuronRanker):
         )
         if len(classes) == 2:
             return self.class_scores_[1]
-        if self.merge == "mean":
-            return self.class_scores_.mean(axis=0)
-        return self.class_scores_.max(axis=0)
+        return merge_class_scores(self.class_scores_, self.merge)
 
     def _check_params(self) -> None:
         name = type(self).__name__
         t = self.threshold
         if isinstance(t, bool) or not isinstance(t, Real) or not (t >= 0 and math.isfinite(t)):
             raise ValueError(f"The 'threshold' parameter of {name} must be a float >= 0. Got {t!r} instead.")
-        if self.merge not in _MERGES:
-            raise ValueError(
-                f"The 'merge' parameter of {name} must be one of {list(_MERGES)}. Got {self.merge!r} instead."
-            )
+        check_merge(self.merge, owner=name)

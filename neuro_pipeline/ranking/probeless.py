@@ -1,9 +1,10 @@
 """Probeless ranking: order neurons by how far apart their per-class mean activations are.
 
-Start here: :class:`ProbelessRanker` needs no training and has no hyperparameters. It
-computes one mean activation vector per class in a single pass over ``X`` and scores each
-neuron by the sum of absolute differences between those means. :func:`class_means` is
-shared with the other mean-based rankers.
+Start here: :class:`ProbelessRanker` needs no training. It computes one mean activation
+vector per class in a single pass over ``X``, scores each neuron for each class by the sum
+of absolute differences between that class's mean and the others', and merges the
+per-class scores into one ranking (``merge``). :func:`class_means` is shared with the
+other mean-based rankers.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ import numpy as np
 
 from neuro_pipeline.ranking import register_ranker
 from neuro_pipeline.ranking._base import NeuronRanker
+from neuro_pipeline.ranking._merge import MERGES, check_merge, merge_class_scores
 
 #: Rows of ``X`` summed per matrix product. Each product's sum is added to float64 totals,
 #: so float32 activations are summed in float32 over at most this many rows only.
 _ROW_CHUNK = 512
+
+#: The paper's overall score, then the per-class merges every one-vs-rest ranker offers.
+_MERGES = ("pairwise_sum", *MERGES)
 
 
 def class_means(X: np.ndarray, codes: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -87,13 +92,43 @@ class ProbelessRanker(NeuronRanker):
 
     - the per-class score of class ``t`` and neuron ``i`` is
       ``sum_{c != t} |mu_t[i] - mu_c[i]|``;
-    - the overall score of neuron ``i`` is ``sum_{a < b} |mu_a[i] - mu_b[i]|`` over
-      unordered class pairs, which is half the sum of the per-class scores.
+    - the paper's overall score of neuron ``i`` is ``sum_{a < b} |mu_a[i] - mu_b[i]|``
+      over unordered class pairs, which is half the sum of the per-class scores
+      (``merge="pairwise_sum"``).
+
+    ``merge`` chooses how the per-class scores become one ranking:
+
+    - ``"round_robin"`` (default): the per-class rankings interleaved, each class in turn
+      taking its best neuron not yet taken, so that every class is covered even at small
+      k; ``scores_`` is then ``n_neurons - position``.
+    - ``"pairwise_sum"``: the paper's overall score, above.
+    - ``"best_rank"``: neurons ordered by their best rank in any class's ranking.
+    - ``"max"``: the best per-class score; ``"mean"``: the mean per-class score, which
+      ranks exactly as ``"pairwise_sum"`` (its scores are ``2 / n_classes`` times those).
+
+    See :func:`~neuro_pipeline.ranking._merge.merge_class_scores`. The default was chosen by
+    measurement: ``round_robin`` was best at 1% and 5% and within 0.1 point of the best at
+    10% and 20%. Probes retrained on the top 1/5/10/20% of 2688 MiniLM neurons for UD
+    EWT UPOS (17 tags; ranked on dev, tested on test) reached 73.1/87.1/91.6/93.8% with
+    ``round_robin``, 66.4/86.3/91.6/93.9% with ``pairwise_sum``, 68.2/86.9/91.4/93.6% with
+    ``best_rank`` and 65.3/86.9/91.2/93.7% with ``max``. Per-class probeless scores favour
+    the same few wide-ranging neurons (there, the 17 tags' best neurons are only 5
+    distinct ones); ``round_robin`` makes every tag take its next neuron not yet taken in
+    every round, which the other merges do not.
+
+    With two classes every merge ranks as the pair sum ``|mu_0 - mu_1|``, which is then
+    ``scores_``; ``merge`` has no effect.
 
     Neurons are ranked by descending score (ties go to the lower index). The class means
     take one pass over ``X`` in row chunks, and the pairwise sums one sort per neuron
     (``O(C * D log C)``, no ``(C, C, D)`` array), so ``X`` may be a memmap larger than
-    memory. There is no training and no hyperparameter.
+    memory. There is no training.
+
+    Parameters
+    ----------
+    merge : {"round_robin", "pairwise_sum", "best_rank", "max", "mean"}, default="round_robin"
+        How per-class scores combine into ``scores_`` and ``ranking_`` when there are more
+        than 2 classes.
 
     Attributes
     ----------
@@ -115,11 +150,15 @@ class ProbelessRanker(NeuronRanker):
     ([2.0, 2.0, 0.0], [0, 1, 2])
     """
 
-    def __init__(self):
-        pass
+    def __init__(self, *, merge: str = "round_robin"):
+        self.merge = merge
 
     def _score(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        check_merge(self.merge, owner=type(self).__name__, options=_MERGES)
         classes, codes = np.unique(y, return_inverse=True)
         self.class_means_, _ = class_means(X, codes.ravel(), len(classes))
         self.class_scores_ = pairwise_abs_differences(self.class_means_)
-        return self.class_scores_.sum(axis=0) / 2
+        if self.merge == "pairwise_sum" or len(classes) == 2:
+            # Each unordered pair appears in the per-class scores of both its classes.
+            return self.class_scores_.sum(axis=0) / 2
+        return merge_class_scores(self.class_scores_, self.merge)

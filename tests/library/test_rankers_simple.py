@@ -44,7 +44,7 @@ def test_methods_are_registered(name, cls):
 # ------------------------------------------------------------------ probeless
 def test_probeless_scores_by_hand():
     X = TOY.copy()
-    ranker = ProbelessRanker().fit(X, LABELS)
+    ranker = ProbelessRanker(merge="pairwise_sum").fit(X, LABELS)
     # Column 0: |1-4| + |1-1| + |4-1| = 6; column 1: 0 + 2 + 2 = 4; column 2: constant.
     np.testing.assert_allclose(ranker.scores_, [6.0, 4.0, 0.0], atol=1e-12)
     np.testing.assert_array_equal(ranker.ranking_, [0, 1, 2])
@@ -55,11 +55,47 @@ def test_probeless_scores_by_hand():
     np.testing.assert_array_equal(X, TOY)
 
 
+# One token per class, so the rows are the class means (DET, NOUN, VERB). Per-class scores
+# sum_{c != t} |mu_t - mu_c|, and each class's ranking:
+#   DET  [30, 18, 30, 12]   0, 2, 1, 3
+#   NOUN [20, 18, 15, 24]   3, 0, 1, 2
+#   VERB [30, 36, 15, 12]   1, 0, 2, 3
+# Neuron 0 spreads all three classes; neurons 1, 2 and 3 each single out one class.
+MERGE_X = np.array([[0.0, 0.0, 15.0, 0.0], [10.0, 0.0, 0.0, 12.0], [20.0, 18.0, 0.0, 0.0]])
+MERGE_LABELS = np.array(["DET", "NOUN", "VERB"])
+
+
+@pytest.mark.parametrize(
+    "merge, scores",
+    [
+        # Pair sums |0-10| + |0-20| + |10-20| = 40, 18 + 18 = 36, 15 + 15 = 30, 12 + 12 = 24.
+        ("pairwise_sum", [40, 36, 30, 24]),
+        ("mean", [80 / 3, 24, 20, 16]),  # ranks as the pair sum: the column sums are twice it
+        ("max", [30, 36, 30, 24]),  # 1, then the tie 0 and 2 by index, then 3
+        # Round 1, turns by candidate score: VERB takes 1 (36), DET takes 0 (30), NOUN takes
+        # 3 (24). Round 2: DET takes 2. Order 1, 0, 3, 2; scores 4 - position.
+        ("round_robin", [3, 4, 1, 2]),
+        # Best ranks: 1 -> 0 (VERB, 36), 0 -> 0 (DET, 30), 3 -> 0 (NOUN, 24), 2 -> 1.
+        ("best_rank", [3, 4, 1, 2]),
+    ],
+)
+def test_probeless_merges_by_hand(merge, scores):
+    ranker = ProbelessRanker(merge=merge).fit(MERGE_X, MERGE_LABELS)
+    np.testing.assert_allclose(ranker.class_scores_, [[30, 18, 30, 12], [20, 18, 15, 24], [30, 36, 15, 12]])
+    np.testing.assert_allclose(ranker.scores_, scores, atol=1e-12)
+    np.testing.assert_array_equal(ranker.ranking_, np.argsort(-np.asarray(scores), kind="stable"))
+
+
+def test_probeless_default_merge_is_round_robin():
+    ranker = ProbelessRanker().fit(MERGE_X, MERGE_LABELS)
+    np.testing.assert_array_equal(ranker.ranking_, [1, 0, 3, 2])
+
+
 def test_probeless_matches_brute_force_pairs():
     rng = np.random.default_rng(3)
     y = rng.integers(0, 9, size=500)
     X = rng.normal(size=(500, 30)).astype(np.float32)
-    ranker = ProbelessRanker().fit(X, y)
+    ranker = ProbelessRanker(merge="pairwise_sum").fit(X, y)
     means = np.stack([X[y == c].astype(np.float64).mean(axis=0) for c in range(9)])
     pairwise = np.abs(means[:, None, :] - means[None, :, :])  # (C, C, D)
     np.testing.assert_allclose(ranker.class_means_, means, atol=1e-6)
@@ -67,10 +103,30 @@ def test_probeless_matches_brute_force_pairs():
     np.testing.assert_allclose(ranker.scores_, np.triu(pairwise.transpose(2, 0, 1), k=1).sum(axis=(1, 2)), atol=1e-5)
 
 
+@pytest.mark.parametrize("merge", ["pairwise_sum", "max", "mean", "round_robin", "best_rank"])
+def test_probeless_binary_ignores_merge(merge):
+    X = np.array([[1.0, 0.0, 2.0], [3.0, 0.0, 2.0], [0.0, 1.0, 2.0], [0.0, 3.0, 2.0]])
+    ranker = ProbelessRanker(merge=merge).fit(X, [0, 0, 1, 1])
+    np.testing.assert_allclose(ranker.scores_, [2.0, 2.0, 0.0])  # |mu_0 - mu_1|
+
+
+@pytest.mark.parametrize(
+    "cls, options",
+    [
+        (ProbelessRanker, "'pairwise_sum', 'max', 'mean', 'round_robin', 'best_rank'"),
+        (MeanSelectRanker, "'max', 'mean', 'round_robin', 'best_rank'"),
+    ],
+)
+def test_mean_rankers_reject_unknown_merge(cls, options):
+    message = rf"^The 'merge' parameter of {cls.__name__} must be one of \[{options}\]\. Got 'sum' instead\.$"
+    with pytest.raises(ValueError, match=message):
+        cls(merge="sum").fit(TOY, LABELS)
+
+
 # ------------------------------------------------------------------ mean select
 def test_mean_select_scores_by_hand():
     X = TOY.copy()
-    ranker = MeanSelectRanker().fit(X, LABELS)
+    ranker = MeanSelectRanker(merge="max").fit(X, LABELS)
     # Column 0 (range 4): DET 1 vs rest 2.5, NOUN 4 vs 1, VERB 1 vs 2.5.
     # Column 1 (range 4): DET 1 vs 2, NOUN 1 vs 2, VERB 3 vs 1. Column 2 is constant.
     expected = np.array([[-1.5 / 4, -1 / 4, 0], [3 / 4, -1 / 4, 0], [-1.5 / 4, 2 / 4, 0]])
@@ -79,6 +135,55 @@ def test_mean_select_scores_by_hand():
     np.testing.assert_array_equal(ranker.ranking_, [0, 1, 2])
     assert _ranks(ranker) == {"DET": [0, 1, 2], "NOUN": [0, 1, 2], "VERB": [1, 0, 2]}
     np.testing.assert_array_equal(X, TOY)
+
+
+# Tokens DET, DET, NOUN, VERB, VERB. s_c = (class mean - rest mean) / range, e.g. neuron 0
+# (range 8): DET (8 - 10/3) / 8, NOUN (0 - 26/4) / 8, VERB (5 - 16/3) / 8. Rankings by |s_c|:
+#   DET  [ 14/24, 5/24, 11/48,  1/14]   0, 2, 1, 3
+#   NOUN [13/16,  5/16, 17/32,  4/7 ]   0, 3, 2, 1
+#   VERB [  1/24, 5/12,  1/8,  13/42]   1, 3, 2, 0
+SELECT_X = np.array(
+    [[8.0, 7.0, 7.0, 2.0], [8.0, 4.0, 2.0, 7.0], [0.0, 6.0, 9.0, 8.0], [7.0, 5.0, 1.0, 6.0], [3.0, 3.0, 9.0, 1.0]]
+)
+SELECT_LABELS = np.array(["DET", "DET", "NOUN", "VERB", "VERB"])
+
+
+@pytest.mark.parametrize(
+    "merge, order",
+    [
+        # Maxima 13/16, 5/12, 17/32, 4/7: VERB's best neuron (1) comes last.
+        ("max", [0, 3, 2, 1]),
+        # Sums 1.4375, 0.9375, 0.885, 0.952.
+        ("mean", [0, 3, 1, 2]),
+        # Round 1, turns by candidate: NOUN takes 0 (13/16), DET's 0 is gone so it takes 2,
+        # VERB takes 1; then 3.
+        ("round_robin", [0, 2, 1, 3]),
+        # Best ranks: 0 -> 0 (13/16), 1 -> 0 (5/12), 3 -> 1 (NOUN, 4/7), 2 -> 1 (DET, 11/48).
+        ("best_rank", [0, 1, 3, 2]),
+    ],
+)
+def test_mean_select_merges_by_hand(merge, order):
+    ranker = MeanSelectRanker(merge=merge).fit(SELECT_X, SELECT_LABELS)
+    expected = [[14 / 24, 5 / 24, -11 / 48, -1 / 14], [-13 / 16, 5 / 16, 17 / 32, 4 / 7], [-1 / 24, -5 / 12, -1 / 8, -13 / 42]]
+    np.testing.assert_allclose(ranker.class_scores_, expected, rtol=1e-6)
+    np.testing.assert_array_equal(ranker.ranking_, order)
+    if merge in ("round_robin", "best_rank"):
+        np.testing.assert_array_equal(ranker.scores_[order], [4, 3, 2, 1])
+
+
+def test_mean_select_default_merge_is_best_rank():
+    # The signed scores would give another order (0, 3, 2, 1): the merge must use |s_c|.
+    np.testing.assert_array_equal(MeanSelectRanker().fit(SELECT_X, SELECT_LABELS).ranking_, [0, 1, 3, 2])
+
+
+@pytest.mark.parametrize("merge", ["max", "mean", "round_robin", "best_rank"])
+def test_mean_select_binary_ignores_merge(merge):
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, size=300)
+    X = rng.normal(size=(300, 12))
+    ranker = MeanSelectRanker(merge=merge).fit(X, y)
+    neurox = (X[y == 1].mean(axis=0) - X[y == 0].mean(axis=0)) / (X.max(axis=0) - X.min(axis=0) + 1e-7)
+    np.testing.assert_allclose(ranker.scores_, np.abs(neurox), rtol=1e-9)
 
 
 def test_mean_select_binary_is_neurox_formula():
@@ -106,7 +211,7 @@ IOU_X = np.array(
 
 def test_iou_scores_by_hand_with_threshold():
     X = IOU_X.copy()
-    ranker = IoURanker(threshold=0.05).fit(X, LABELS)
+    ranker = IoURanker(threshold=0.05, merge="max").fit(X, LABELS)
     # Column 0 becomes (0.9, 0, 0.5, 0.5, 0.2, 0). AP = mean over positives of
     # #positives >= v / #tokens >= v:
     #   DET (0.9, 0): (1/1 + 2/6) / 2; NOUN (0.5, 0.5 tied): (2/3 + 2/3) / 2;
@@ -128,9 +233,39 @@ def test_iou_threshold_zero_keeps_small_activations():
     assert ranker.class_scores_[2, 0] == pytest.approx(7 / 24, abs=1e-12)
 
 
-def test_iou_mean_merge_by_hand():
-    ranker = IoURanker(merge="mean").fit(IOU_X, LABELS)
-    np.testing.assert_allclose(ranker.scores_, [39 / 72, 101 / 180], atol=1e-12)
+@pytest.mark.parametrize(
+    "merge, scores",
+    [
+        ("max", [2 / 3, 1.0]),
+        ("mean", [39 / 72, 101 / 180]),
+        # VERB's candidate (1, AP 1) goes first, then DET takes 0: scores 2 - position.
+        ("round_robin", [1.0, 2.0]),
+        # Both neurons have best rank 0; neuron 1's AP there (1) beats neuron 0's (2/3).
+        ("best_rank", [1.0, 2.0]),
+    ],
+)
+def test_iou_merges_by_hand(merge, scores):
+    ranker = IoURanker(merge=merge).fit(IOU_X, LABELS)
+    np.testing.assert_allclose(ranker.scores_, scores, atol=1e-12)
+
+
+def test_iou_round_robin_covers_a_class_that_max_crowds_out():
+    # Neurons 0 and 1 detect DET perfectly, 2 and 3 NOUN perfectly; neuron 4 detects VERB
+    # well but not perfectly (a DET token ties VERB's lower activation).
+    X = np.array(
+        [
+            [1.0, 1.0, 0.0, 0.0, 0.0],
+            [1.0, 1.0, 0.0, 0.0, 0.5],
+            [0.0, 0.0, 1.0, 1.0, 0.0],
+            [0.0, 0.0, 1.0, 1.0, 0.0],
+            [0.0, 0.0, 0.0, 0.0, 1.0],
+            [0.0, 0.0, 0.0, 0.0, 0.5],
+        ]
+    )
+    # VERB's AP on neuron 4: (1/1 + 2/3) / 2 = 5/6.
+    assert IoURanker(threshold=0, merge="max").fit(X, LABELS).ranking_[:3].tolist() == [0, 1, 2]
+    # Round 1: DET takes 0, NOUN takes 2 (APs 1), VERB takes 4 (5/6).
+    assert IoURanker(threshold=0).fit(X, LABELS).ranking_[:3].tolist() == [0, 2, 4]
 
 
 def test_iou_binary_is_neurox_average_precision():
@@ -173,7 +308,13 @@ def test_iou_integer_activations_match_sklearn():
     [
         ({"threshold": -0.1}, r"^The 'threshold' parameter of IoURanker must be a float >= 0\. Got -0\.1 instead\.$"),
         ({"threshold": "0.05"}, r"^The 'threshold' parameter of IoURanker must be a float >= 0\. Got '0\.05' instead\.$"),
-        ({"merge": "sum"}, r"^The 'merge' parameter of IoURanker must be one of \['max', 'mean'\]\. Got 'sum' instead\.$"),
+        (
+            {"merge": "sum"},
+            (
+                r"^The 'merge' parameter of IoURanker must be one of "
+                r"\['max', 'mean', 'round_robin', 'best_rank'\]\. Got 'sum' instead\.$"
+            ),
+        ),
     ],
 )
 def test_iou_rejects_bad_parameters(params, message):

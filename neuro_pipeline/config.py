@@ -353,6 +353,9 @@ def _check_ranking(cfg: PipelineConfig) -> None:
                               + f"; valid methods: {sorted(RANKERS)}.")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", spec.name):
             raise ConfigError(f"{src}: {where}.name must be letters, digits, '_', '.' or '-', got {spec.name!r}.")
+        if spec.name == "neuron_vote":
+            raise ConfigError(f"{src}: {where}.name 'neuron_vote' is reserved for the consensus ranking of "
+                              "all methods; choose another name.")
         if names.count(spec.name) > 1:
             raise ConfigError(f"{src}: two rankings are named {spec.name!r}; give each variant of a method "
                               "its own 'name'.")

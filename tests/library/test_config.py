@@ -42,6 +42,19 @@ def test_yaml_overrides_and_relative_paths(tmp_path):
     ({"model": {"path": "/no/such/model"}}, r"model.path is not a directory: /no/such/model"),
     ({"evaluation": {"fractions": [0, 0.5]}}, r"evaluation.fractions must be a non-empty list of numbers in \(0, 1\]"),
     ({"name": "a b"}, r"name must be letters, digits"),
+    ({"ranking": {"methods": ["iou_probe"]}},
+     r"ranking.methods\[0\]: unknown ranking method 'iou_probe' \(did you mean 'linear_probe'\?\); valid methods: \['gaussian', 'iou'"),
+    ({"ranking": {"methods": [{"method": "linear_probe", "params": {"penalti": "lasso"}}]}},
+     r"ranking.methods\[0\].params: unknown parameter 'penalti' for linear_probe \(did you mean 'penalty'\?\); valid parameters: \["),
+    ({"ranking": {"methods": [{"method": "linear_probe", "params": {"penalty": "l1"}}]}},
+     r"ranking.methods\[0\].params: The 'penalty' parameter of LinearProbeRanker must be one of"),
+    ({"ranking": {"methods": ["probeless", "probeless"]}}, r"two rankings are named 'probeless'"),
+    ({"ranking": {"methods": [{"method": "iou", "name": "neuron_vote"}]}}, r"'neuron_vote' is reserved"),
+    ({"ranking": {"method": "iou", "methods": ["iou"]}}, r"either ranking.methods \(a list\) or ranking.method"),
+    ({"ranking": {"methods": []}}, r"ranking.methods must be a non-empty list"),
+    ({"ranking": {"metods": ["iou"]}}, r"unknown setting 'ranking.metods' \(did you mean 'ranking.methods'\?\)"),
+    ({"ranking": {"agreement_n": [0]}}, r"ranking.agreement_n must be a non-empty list of integers >= 1"),
+    ({"ranking": {"redundancy_threshold": 2}}, r"ranking.redundancy_threshold must be a number in \[0, 1\]"),
 ])
 def test_config_errors(raw, message):
     with pytest.raises(ConfigError, match=message):
@@ -64,3 +77,14 @@ def test_worked_example_config_is_valid():
     cfg = load_config(root / "examples" / "ewt-upos.yaml")
     assert cfg.path(cfg.corpus.train).name == "en_ewt-ud-dev.conllu"
     assert cfg.store_path == root / ".neuro" / "pipeline.duckdb"
+
+
+def test_ranking_methods_names_and_the_single_method_shorthand():
+    cfg = config_from_dict({"ranking": {"methods": [
+        "probeless", {"method": "linear_probe", "name": "lasso", "params": {"penalty": "lasso"}}]}})
+    assert [(m.name, m.method, m.params) for m in cfg.ranking.methods] == [
+        ("probeless", "probeless", {}), ("lasso", "linear_probe", {"penalty": "lasso"})]
+    single = config_from_dict({"ranking": {"method": "iou", "params": {"threshold": 0.1}}})
+    assert [(m.name, m.method, m.params) for m in single.ranking.methods] == [("iou", "iou", {"threshold": 0.1})]
+    default = config_from_dict({})
+    assert [m.name for m in default.ranking.methods] == ["linear_probe", "probeless", "iou", "mean_select"]

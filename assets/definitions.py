@@ -30,7 +30,7 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
     """The code location for one analysis configuration (default: ``$NEURO_PIPELINE_CONFIG``)."""
     path = config_path if config_path is not None else os.environ.get(CONFIG_ENV, "")
     cfg = load_config(path or None)
-    rankings = [ranking_asset(m.name, m.method) for m in cfg.ranking.methods]
+    rankings = [ranking_asset(m.name, m.method, m.diversify) for m in cfg.ranking.methods]
     agreement, report = analysis_assets(rankings)
     stages = [annotated_corpus, token_activations, *rankings, neuron_redundancy, agreement, report]
     observe_inputs_job = dg.define_asset_job(

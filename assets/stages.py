@@ -43,11 +43,23 @@ def token_activations(context: dg.AssetExecutionContext, pipeline: PipelineResou
                                     f"{summary.activation_set}-{np_pipeline.corpus_version(cfg)}"))
 
 
-def ranking_asset(name: str, method: str) -> dg.AssetsDefinition:
-    """The ranking asset of one configured method: ``neuron_rankings/<name>``."""
+@dg.asset(group_name=GROUP, code_version="1", pool=POOL, deps=[token_activations, analysis_settings],
+          kinds={"duckdb"})
+def neuron_redundancy(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+    """Correlation clusters of each layer's neurons and one independent neuron per cluster (Dalvi et al. 2020): tables `redundancy_layers`, `redundancy_neurons`."""
+    cfg = pipeline.load()
+    summary = np_pipeline.materialize_redundancy(cfg, pipeline.store(cfg))
+    return dg.MaterializeResult(metadata=redundancy_metadata(summary))
+
+
+def ranking_asset(name: str, method: str, diversify: bool = False) -> dg.AssetsDefinition:
+    """The ranking asset of one configured method: ``neuron_rankings/<name>``; a diversified
+    ranking also reads the correlation clusters of ``neuron_redundancy``."""
+
+    deps = [token_activations, analysis_settings, *([neuron_redundancy] if diversify else [])]
 
     @dg.asset(name=name, key_prefix=["neuron_rankings"], group_name=GROUP, code_version="2", pool=POOL,
-              deps=[token_activations, analysis_settings], kinds={"pytorch", "duckdb"},
+              deps=deps, kinds={"pytorch", "duckdb"},
               description=(f"Neurons ordered by relevance to the task by `{method}`, globally and per class, "
                            "with the top words of the best neurons: tables `rankings`, `class_rankings`, "
                            "`ranking_runs`, `top_words`."))
@@ -57,10 +69,6 @@ def ranking_asset(name: str, method: str) -> dg.AssetsDefinition:
         return dg.MaterializeResult(metadata=ranking_metadata(summary))
 
     return _ranking
-
-
-def ranking_assets(names_and_methods: list[tuple[str, str]]) -> list[dg.AssetsDefinition]:
-    return [ranking_asset(name, method) for name, method in names_and_methods]
 
 
 def analysis_assets(rankings: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
@@ -83,15 +91,6 @@ def analysis_assets(rankings: list[dg.AssetsDefinition]) -> list[dg.AssetsDefini
         return dg.MaterializeResult(metadata=report_metadata(summary))
 
     return [method_agreement, evaluation_report]
-
-
-@dg.asset(group_name=GROUP, code_version="1", pool=POOL, deps=[token_activations, analysis_settings],
-          kinds={"duckdb"})
-def neuron_redundancy(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
-    """Correlation clusters of each layer's neurons and one independent neuron per cluster (Dalvi et al. 2020): tables `redundancy_layers`, `redundancy_neurons`."""
-    cfg = pipeline.load()
-    summary = np_pipeline.materialize_redundancy(cfg, pipeline.store(cfg))
-    return dg.MaterializeResult(metadata=redundancy_metadata(summary))
 
 
 def _progress_logger(context: dg.AssetExecutionContext):

@@ -25,6 +25,7 @@ Example ``pipeline.yaml``::
           name: lasso
           params: {penalty: lasso}
         - probeless
+        - {method: iou, name: iou_diverse, diversify: true}
     evaluation:
       fractions: [0.01, 0.05, 0.10, 0.20]
 """
@@ -105,6 +106,9 @@ class MethodConfig:
     method: str
     name: str = ""
     params: dict[str, Any] = field(default_factory=dict)
+    #: Reorder the ranking so the best neuron of every correlation cluster comes before
+    #: any near-copy (neuro_pipeline.analysis.diversify_ranking; uses neuron_redundancy).
+    diversify: bool = False
 
     def __post_init__(self):
         if not self.name:
@@ -324,13 +328,17 @@ def _ranking_section(raw: dict[str, Any], source: str) -> RankingConfig:
             if not isinstance(item, dict):
                 raise ConfigError(f"{source}: {where} must be a method name or a mapping with 'method', "
                                   f"got {item!r}.")
-            _reject_unknown(item, {"method", "name", "params"}, source, where=f"{where}.")
+            _reject_unknown(item, {"method", "name", "params", "diversify"}, source, where=f"{where}.")
             if "method" not in item:
                 raise ConfigError(f"{source}: {where} has no 'method'.")
             params = item.get("params") or {}
             if not isinstance(params, dict):
                 raise ConfigError(f"{source}: {where}.params must be a mapping, got {params!r}.")
-            specs.append(MethodConfig(method=str(item["method"]), name=str(item.get("name") or ""), params=params))
+            diversify = item.get("diversify", False)
+            if not isinstance(diversify, bool):
+                raise ConfigError(f"{source}: {where}.diversify must be true or false, got {diversify!r}.")
+            specs.append(MethodConfig(method=str(item["method"]), name=str(item.get("name") or ""), params=params,
+                                      diversify=diversify))
         raw["methods"] = tuple(specs)
     for key in ("agreement_n",):
         if key in raw:

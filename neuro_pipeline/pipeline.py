@@ -329,6 +329,9 @@ def materialize_ranking(cfg: PipelineConfig, store: Store, name: str) -> Ranking
     else:
         ranker.fit(train.X, train.labels)
     seconds = time.perf_counter() - start
+    fitted = fitted_summary(ranker)
+    if spec.diversify:
+        _diversify(cfg, store, aset, ranker, fitted)
     hsz = aset.hidden_size
     key = {"analysis": cfg.name, "activation_set": aset.activation_set, "task": cfg.task, "method": name}
     table = ranking_table(ranker).with_columns(
@@ -346,7 +349,6 @@ def materialize_ranking(cfg: PipelineConfig, store: Store, name: str) -> Ranking
     class_table = class_table.with_columns(
         (pl.col("neuron") // hsz).cast(pl.Int32).alias("layer"), (pl.col("neuron") % hsz).cast(pl.Int32).alias("unit"),
         pl.lit(params_hash).alias("params_hash"), *[pl.lit(v).alias(k) for k, v in key.items()])
-    fitted = fitted_summary(ranker)
     run = pl.DataFrame([{**key, "params_hash": params_hash,
                          "params": to_json({"method": spec.method, **ranker.get_params()}),
                          "fitted": to_json(fitted), "n_train": int(train.X.shape[0]), "seconds": seconds}])
@@ -366,6 +368,26 @@ def materialize_ranking(cfg: PipelineConfig, store: Store, name: str) -> Ranking
                    for (n,), grp in words.filter(pl.col("source") == "global")
                    .group_by("neuron", maintain_order=True)},
     )
+
+
+def _diversify(cfg: PipelineConfig, store: Store, aset: ActivationSet, ranker: Any, fitted: dict[str, Any]) -> None:
+    """Reorder the ranker's global ranking by the stored correlation clusters (one neuron per
+    cluster first); scores become ``n_neurons - position`` so that they sort into the new order."""
+    from neuro_pipeline.analysis import diversify_ranking
+
+    clusters = store.query(
+        "SELECT neuron, cluster FROM redundancy_neurons WHERE analysis = ? AND activation_set = ? ORDER BY neuron",
+        [cfg.name, aset.activation_set])
+    if clusters.height != aset.n_neurons:
+        raise ValueError(f"ranking with diversify: true needs the correlation clusters of activation set "
+                         f"{aset.activation_set}; materialize neuron_redundancy first.")
+    order = diversify_ranking(ranker.ranking_[:ranker.n_ranked_], clusters["cluster"].to_numpy())
+    order = np.concatenate([order, ranker.ranking_[ranker.n_ranked_:]])
+    scores = np.full(len(order), -np.inf)
+    scores[order[:ranker.n_ranked_]] = len(order) - np.arange(ranker.n_ranked_, dtype=np.float64)
+    ranker._set_scores(scores)
+    fitted["diversified"] = True
+    fitted["n_clusters"] = int(clusters["cluster"].n_unique())
 
 
 #: Best neurons of each class whose top words are stored (besides the global top neurons).
@@ -697,9 +719,9 @@ def run_analysis(cfg: PipelineConfig, *, progress: Progress | None = None) -> di
     store = Store(cfg.store_path)
     corpus = materialize_corpus(cfg, store)
     acts = materialize_activations(cfg, store, progress=progress)
+    redundancy = materialize_redundancy(cfg, store)
     rankings = materialize_rankings(cfg, store)
     agreement = materialize_agreement(cfg, store)
-    redundancy = materialize_redundancy(cfg, store)
     report = materialize_report(cfg, store)
     return {"corpus": asdict(corpus), "activations": asdict(acts), "rankings": [asdict(r) for r in rankings],
             "agreement": asdict(agreement), "redundancy": asdict(redundancy), "report": asdict(report)}

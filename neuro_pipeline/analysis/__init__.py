@@ -16,6 +16,7 @@ from neuro_pipeline.analysis.corpus_search import top_words, top_words_table
 from neuro_pipeline.analysis.redundancy import (
     constant_neurons,
     correlation_clusters,
+    diversify_ranking,
     independent_neurons,
     neuron_clusters_by_layer,
     redundancy_by_layer,
@@ -25,6 +26,7 @@ from neuro_pipeline.analysis.redundancy import (
 __all__ = [
     "constant_neurons",
     "correlation_clusters",
+    "diversify_ranking",
     "independent_neurons",
     "neuron_clusters_by_layer",
     "neuron_vote",

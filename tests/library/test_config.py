@@ -52,6 +52,7 @@ def test_yaml_overrides_and_relative_paths(tmp_path):
     ({"ranking": {"methods": [{"method": "iou", "name": "neuron_vote"}]}}, r"'neuron_vote' is reserved"),
     ({"ranking": {"method": "iou", "methods": ["iou"]}}, r"either ranking.methods \(a list\) or ranking.method"),
     ({"ranking": {"methods": []}}, r"ranking.methods must be a non-empty list"),
+    ({"ranking": {"methods": [{"method": "iou", "diversify": "yes"}]}}, r"ranking.methods\[0\].diversify must be true or false"),
     ({"ranking": {"metods": ["iou"]}}, r"unknown setting 'ranking.metods' \(did you mean 'ranking.methods'\?\)"),
     ({"ranking": {"agreement_n": [0]}}, r"ranking.agreement_n must be a non-empty list of integers >= 1"),
     ({"ranking": {"redundancy_threshold": 2}}, r"ranking.redundancy_threshold must be a number in \[0, 1\]"),

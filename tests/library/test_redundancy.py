@@ -228,3 +228,18 @@ def test_all_layer_clustering_joins_neurons_across_layers():
 def test_rejects_bad_input(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_diversify_ranking_takes_one_neuron_per_cluster_first():
+    from neuro_pipeline.analysis import diversify_ranking
+
+    # clusters: {0, 1, 5} and {2, 3}, neuron 4 alone.
+    clusters = [0, 0, 1, 1, 2, 0]
+    # By hand: 1 (cluster 0), 5 skipped, 3 (cluster 1), 0 skipped, 4 (cluster 2), 2 skipped.
+    assert diversify_ranking([1, 5, 3, 0, 4, 2], clusters).tolist() == [1, 3, 4, 5, 0, 2]
+    # A prefix of a ranking stays a prefix-length result.
+    assert diversify_ranking([5, 1, 2], clusters).tolist() == [5, 2, 1]
+    with pytest.raises(ValueError, match="distinct neuron indices"):
+        diversify_ranking([1, 1], clusters)
+    with pytest.raises(ValueError, match=r"outside 0..5"):
+        diversify_ranking([6], clusters)

@@ -47,11 +47,16 @@ def test_lineage_runs_from_the_inputs_through_every_ranking_to_the_report():
 
 def test_one_ranking_asset_per_configured_method(tmp_path):
     (tmp_path / "p.yaml").write_text(
-        "ranking:\n  methods: [probeless, {method: linear_probe, name: lasso, params: {penalty: lasso}}]\n",
+        "ranking:\n  methods: [probeless, {method: linear_probe, name: lasso, params: {penalty: lasso}},\n"
+        "            {method: iou, name: iou_diverse, diversify: true}]\n",
         encoding="utf-8")
     graph = build_definitions(str(tmp_path / "p.yaml")).resolve_asset_graph()
     rankings = {k.path[-1] for k in graph.get_all_asset_keys() if k.path[0] == "neuron_rankings"}
-    assert rankings == {"probeless", "lasso"}
+    assert rankings == {"probeless", "lasso", "iou_diverse"}
+    # Only a diversified ranking reads the correlation clusters.
+    redundancy = dg.AssetKey("neuron_redundancy")
+    assert redundancy in graph.get(dg.AssetKey(["neuron_rankings", "iou_diverse"])).parent_keys
+    assert redundancy not in graph.get(dg.AssetKey(["neuron_rankings", "probeless"])).parent_keys
 
 
 def test_dagster_definitions_validate_cli():

@@ -170,7 +170,8 @@ def test_two_variants_of_one_method_and_the_gaussian_probe(analysis_dir):
         "ranking:\n  methods:\n"
         "    - {method: linear_probe, name: lasso, params: {penalty: lasso, l1: 0.01}}\n"
         "    - {method: linear_probe, name: ridge, params: {penalty: ridge, l2: 0.01}}\n"
-        "    - {method: gaussian, params: {max_neurons: 4}}\n"), encoding="utf-8")
+        "    - {method: gaussian, params: {max_neurons: 4}}\n"
+        "    - {method: iou, name: iou_diverse, diversify: true}\n"), encoding="utf-8")
     with dg.instance_for_test() as instance:
         result = _run_all(str(config), instance)
         assert result.success
@@ -183,4 +184,10 @@ def test_two_variants_of_one_method_and_the_gaussian_probe(analysis_dir):
     assert gaussian["rank"].count() == gaussian["score"].count() == 96
     assert "max_neurons" in store.query("SELECT params FROM ranking_runs WHERE method = 'gaussian'")["params"][0]
     bottoms = store.query("SELECT DISTINCT method FROM metrics WHERE selection = 'bottom'")["method"].to_list()
-    assert sorted(bottoms) == ["gaussian", "lasso", "ridge"]
+    assert sorted(bottoms) == ["gaussian", "iou_diverse", "lasso", "ridge"]
+    # Diversified: the best neuron of every correlation cluster before any second member.
+    diverse = store.query(
+        "SELECT r.rank, c.cluster FROM rankings r JOIN redundancy_neurons c USING (analysis, activation_set, neuron) "
+        "WHERE r.method = 'iou_diverse' ORDER BY r.rank")
+    n_clusters = diverse["cluster"].n_unique()
+    assert diverse["cluster"].head(n_clusters).n_unique() == n_clusters < 96

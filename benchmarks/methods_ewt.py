@@ -12,8 +12,10 @@ JSON line::
         --train-groups /tmp/ewt_acts/dev_groups.npy \\
         --test-acts /tmp/ewt_acts/test_last_X.npy --test-labels /tmp/ewt_acts/test_y.npy
 
-The default method list is every registered method with its defaults plus the LCA variants
-and NeuroX's probeless score; ``--methods name=method:{json params};...`` replaces it.
+The default method list is every registered method with its defaults, the LCA variants,
+NeuroX's probeless score, and the univariate methods diversified over the correlation
+clusters of the neurons (``"diversify": true`` in the params, as ``diversify: true`` in
+``pipeline.yaml``); ``--methods name=method:{json params};...`` replaces it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from neuro_pipeline.analysis import topn_overlap, vote_agreement
+from neuro_pipeline.analysis import correlation_clusters, diversify_ranking, topn_overlap, vote_agreement
 from neuro_pipeline.evaluation import evaluate_selections
 from neuro_pipeline.ranking import get_ranker
 from neuro_pipeline.report import markdown_table
@@ -43,6 +45,10 @@ DEFAULT_METHODS = {
     "iou": ("iou", {}),
     "mean_select": ("mean_select", {}),
     "gaussian": ("gaussian", {"max_neurons": 50}),
+    # diversify_ranking over the correlation clusters (pipeline: `diversify: true`)
+    "probeless_diverse": ("probeless", {"diversify": True}),
+    "iou_diverse": ("iou", {"diversify": True}),
+    "mean_select_diverse": ("mean_select", {"diversify": True}),
 }
 
 
@@ -88,13 +94,21 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     random_rows = evaluate_selections(X, y, X_test, y_test, np.arange(X.shape[1]), selections=("random",), **common)
     random_seconds = time.perf_counter() - start
+    clusters = None
     for name, (method, params) in methods.items():
+        params = dict(params)
+        diversify = params.pop("diversify", False)
         ranker = get_ranker(method, **params)
         start = time.perf_counter()
         if groups is not None and "groups" in inspect.signature(ranker.fit).parameters:
             ranker.fit(X_mem, y, groups=groups)
         else:
             ranker.fit(X_mem, y)
+        if diversify:
+            if clusters is None:
+                clusters = correlation_clusters(X_mem)
+            ranked = diversify_ranking(ranker.ranking_[: ranker.n_ranked_], clusters)
+            ranker.ranking_ = np.concatenate([ranked, ranker.ranking_[ranker.n_ranked_:]])
         fits[name] = time.perf_counter() - start
         rankings[name] = ranker.ranking_[: ranker.n_ranked_]
         start = time.perf_counter()

@@ -190,3 +190,17 @@ def test_probe_input_errors(small):
         probe.mutual_information(X[:2], np.array([7, 0]))
     with pytest.raises(ValueError, match=r"The 'reg' parameter of GaussianProbe must be a finite float > 0\. Got 0 "):
         GaussianProbe(reg=0).fit(X, y)
+
+
+def test_one_neuron_by_hand():
+    """Class a at 0 and 2, class b at 4 and 8, one neuron (D = 1). By hand: mu0 is the
+    class mean, so Lambda_n = Lambda0 + scatter = (sample variance) + scatter:
+    a: (2 + 2) / (n + 2D + 4 = 8) = 0.5;  b: (8 + 8) / 8 = 2.
+    At x = 3: log N(3; 6, 2) - log N(3; 1, 0.5) = (-ln(4 pi)/2 - 9/4) - (-ln(pi)/2 - 4)
+    = 1.75 - ln 2, so P(b | 3) = 1 / (1 + exp(ln 2 - 1.75)) = 0.742089 (equal priors)."""
+    X = np.array([[0.0], [2.0], [4.0], [8.0]])
+    probe = GaussianProbe().fit(X, ["a", "a", "b", "b"])
+    np.testing.assert_allclose(probe.means_, [[1.0], [6.0]])
+    np.testing.assert_allclose(probe.covariances_[:, 0, 0], [0.5, 2.0], rtol=1e-5)
+    np.testing.assert_allclose(probe.predict_proba(np.array([[3.0]]))[0], [1 - 0.742089, 0.742089], atol=1e-6)
+    assert probe.predict(np.array([[3.0], [1.5]])).tolist() == ["b", "a"]

@@ -37,7 +37,8 @@ def annotated_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResour
 def token_activations(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     """Every layer's activation for every corpus word, per model version, content-addressed by sentence: table `activations`."""
     cfg = pipeline.load()
-    summary = np_pipeline.materialize_activations(cfg, pipeline.store(cfg), progress=_progress_logger(context))
+    summary = np_pipeline.materialize_activations(
+        cfg, pipeline.store(cfg), progress=_progress_logger(context, "extraction", "sentences"))
     return dg.MaterializeResult(metadata=activation_metadata(summary),
                                 data_version=dg.DataVersion(
                                     f"{summary.activation_set}-{np_pipeline.corpus_version(cfg)}"))
@@ -87,18 +88,21 @@ def analysis_assets(rankings: list[dg.AssetsDefinition]) -> list[dg.AssetsDefini
     def evaluation_report(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
         """Probe accuracy with all neurons and with each method's top, random and bottom neurons, per class, and the HTML report: table `metrics`."""
         cfg = pipeline.load()
-        summary = np_pipeline.materialize_report(cfg, pipeline.store(cfg))
+        summary = np_pipeline.materialize_report(
+            cfg, pipeline.store(cfg), progress=_progress_logger(context, "evaluation", "probes"))
         return dg.MaterializeResult(metadata=report_metadata(summary))
 
     return [method_agreement, evaluation_report]
 
 
-def _progress_logger(context: dg.AssetExecutionContext):
+def _progress_logger(context: dg.AssetExecutionContext, what: str, unit: str):
+    """A progress callback that logs ``progress <what>: <done>/<total> <unit>`` about every 5%;
+    ``neuro-pipeline run`` turns these lines into a progress bar."""
     state = {"next": 0.0}
 
     def progress(done: int, total: int) -> None:
-        if total and done / total >= state["next"]:
-            context.log.info(f"extracted {done}/{total} sentences")
-            state["next"] += 0.1
+        if total and (done / total >= state["next"] or done == total):
+            context.log.info(f"progress {what}: {done}/{total} {unit}")
+            state["next"] = done / total + 0.05
     return progress
 

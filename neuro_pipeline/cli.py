@@ -28,7 +28,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_ENV = "NEURO_PIPELINE_CONFIG"
 _EVENT = re.compile(r" - (?:STEP_\w+|ASSET_CHECK_EVALUATION|RUN_\w+) - (.*)$")
 _SHOWN = ("STEP_SUCCESS", "STEP_FAILURE", "ASSET_CHECK_EVALUATION", "RUN_SUCCESS",
-          "RUN_FAILURE", "extracted ", "Error", "error:")
+          "RUN_FAILURE", "Error", "error:")
+_PROGRESS = re.compile(r"progress ([\w .-]+): (\d+)/(\d+) (\w+)")
 
 
 def _home(args: argparse.Namespace) -> Path:
@@ -64,11 +65,54 @@ def _dagster_job(job: str, env: dict[str, str], log_file) -> int:
     proc = subprocess.Popen(cmd, env=env, cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, bufsize=1)
     assert proc.stdout is not None
+    bar = ProgressBar(sys.stdout)
     for line in proc.stdout:
         log_file.write(line)
-        if any(tag in line for tag in _SHOWN):
+        match = _PROGRESS.search(line)
+        if match:
+            bar.update(match.group(1), int(match.group(2)), int(match.group(3)), match.group(4))
+        elif any(tag in line for tag in _SHOWN):
+            bar.close()
             print("  " + _short(line), flush=True)
+    bar.close()
     return proc.wait()
+
+
+class ProgressBar:
+    """One progress bar per long step, drawn from the ``progress <what>: <done>/<total>``
+    lines the assets log. On a terminal it redraws one line; otherwise (logs, CI) it prints
+    a line at every quarter, so a captured log stays short."""
+
+    def __init__(self, out, width: int = 30):
+        self.out = out
+        self.width = width
+        self.tty = hasattr(out, "isatty") and out.isatty()
+        self.active: str | None = None
+        self.next_quarter = 0.0
+        self.start = 0.0
+
+    def update(self, what: str, done: int, total: int, unit: str) -> None:
+        if what != self.active:
+            self.close()
+            self.active, self.next_quarter, self.start = what, 0.0, time.perf_counter()
+        share = done / total if total else 1.0
+        filled = int(round(self.width * share))
+        text = (f"  {what:<11} [{'#' * filled}{'.' * (self.width - filled)}] {100 * share:5.1f}% "
+                f"{done}/{total} {unit}  {time.perf_counter() - self.start:.0f} s")
+        if self.tty:
+            self.out.write("\r" + text)
+            self.out.flush()
+        elif share >= self.next_quarter:
+            print(text, file=self.out, flush=True)
+            self.next_quarter = share + 0.25
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self.active is not None and self.tty:
+            self.out.write("\n")
+            self.out.flush()
+        self.active = None
 
 
 def _short(line: str) -> str:

@@ -186,6 +186,8 @@ def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Prog
         if buffered_words >= flush_words:
             store.write_activations(aset.activation_set, buffer)
             buffer, buffered_words = [], 0
+    if progress is not None and words:
+        progress(len(words), len(words))
     rejected = [(hashes[i], len(words[i])) for i in stats.rejected_sentence_indices]
     store.write_activations(aset.activation_set, buffer, rejected)
     seconds = time.perf_counter() - start
@@ -617,23 +619,35 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
     eval_split = _eval_split_name(store, cfg)
     train = load_split(cfg, store, aset, "train")
     test = load_split(cfg, store, aset, eval_split)
+    n_fractions = len(cfg.evaluation.fractions)
+    total = 1 + n_fractions * (cfg.evaluation.n_random + 2 * len(stored))
+    done = [0]
+
+    def tick() -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(min(done[0], total), total)
+
     lca = next((r for r in stored if r.method == "linear_probe" and "l1" in r.fitted), None)
     full_params = ({"l1": lca.fitted["l1"], "l2": lca.fitted["l2"]} if lca is not None
                    else dict(DEFAULT_SELECTION_PROBE_PARAMS))
     probe = LinearProbe(**full_params).fit(train.X, train.labels)
     full = evaluate_probe(probe, test.X, test.labels)
+    tick()
     labels, counts = np.unique(train.labels, return_counts=True)
     majority = str(labels[np.argmax(counts)])
     baseline = float(np.mean(test.labels == majority))
     common = dict(fractions=cfg.evaluation.fractions, n_random=cfg.evaluation.n_random, seed=cfg.evaluation.seed)
     random_rows = evaluate_selections(train.X, train.labels, test.X, test.labels, stored[0].order,
-                                      selections=("random",), **common)
+                                      selections=("random",), on_probe=tick, **common)
     per_method = []
     for r in stored:
         rows = evaluate_selections(train.X, train.labels, test.X, test.labels, r.order,
-                                   selections=("top", "bottom"), n_ranked=r.n_ranked, **common)
+                                   selections=("top", "bottom"), n_ranked=r.n_ranked, on_probe=tick, **common)
         per_method.append(pl.concat([rows, random_rows]).with_columns(pl.lit(r.name).alias("method")))
     selections = pl.concat(per_method)
+    if progress is not None:
+        progress(total, total)  # skipped selections (partial rankings) never ticked
     key = {"analysis": cfg.name, "activation_set": aset.activation_set, "task": cfg.task}
     metrics = pl.concat([metrics_table(full, sel.drop("method"), baseline).with_columns(pl.lit(r.name).alias("method"))
                          for r, sel in zip(stored, per_method)])

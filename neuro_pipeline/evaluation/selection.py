@@ -109,6 +109,7 @@ def evaluate_selections(
     probe_params: Mapping | None = None,
     selections: Sequence[str] = _SELECTIONS,
     n_ranked: int | None = None,
+    on_probe=None,
 ) -> pl.DataFrame:
     """Test accuracy of probes retrained on the top, random and bottom neurons of a ranking.
 
@@ -145,6 +146,8 @@ def evaluate_selections(
         such as the Gaussian probe rank a prefix; ``NeuronRanker.n_ranked_``). Top
         selections larger than that, and bottom selections of a partial ranking (its tail
         is in index order, not "least relevant"), are skipped and logged. Default: all.
+    on_probe : callable, optional
+        Called with no arguments after each retrained probe (for progress bars).
 
     Returns
     -------
@@ -234,6 +237,8 @@ def evaluate_selections(
                 }
             )
             logger.info("selection %s", rows[-1])
+            if on_probe is not None:
+                on_probe()
     return pl.DataFrame(
         rows,
         schema={

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -61,6 +62,31 @@ def test_run_prints_summary(ran):
     assert (analysis_dir / "reports" / "tiny").is_dir()
     assert "neuro-pipeline ui" in out
     assert (home / "dagster_home" / "dagster.yaml").is_file()
+    # Progress bars of the long steps (plain lines when stdout is not a terminal).
+    assert re.search(r"extraction +\[#+\] 100\.0% (\d+)/\1 sentences", out), out
+    assert re.search(r"evaluation +\[#+\] 100\.0% (\d+)/\1 probes", out), out
+
+
+def test_progress_bar_redraws_on_a_terminal_and_prints_quarters_otherwise():
+    import io
+
+    from neuro_pipeline.cli import ProgressBar
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty = Tty()
+    bar = ProgressBar(tty, width=4)
+    for done in range(5):
+        bar.update("extraction", done, 4, "batches")
+    assert tty.getvalue().count("\r") == 5 and tty.getvalue().endswith("4/4 batches  0 s\n")
+    log = io.StringIO()
+    bar = ProgressBar(log, width=4)
+    for done in range(101):
+        bar.update("evaluation", done, 100, "probes")
+    lines = log.getvalue().splitlines()
+    assert [line.split("%")[0].split()[-1] for line in lines] == ["0.0", "25.0", "50.0", "75.0", "100.0"]
 
 
 def test_ui_shows_lineage_checks_and_the_cli_runs(ran):

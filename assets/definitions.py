@@ -31,8 +31,9 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
     path = config_path if config_path is not None else os.environ.get(CONFIG_ENV, "")
     cfg = load_config(path or None)
     rankings = [ranking_asset(m.name, m.method, m.diversify) for m in cfg.ranking.methods]
-    agreement, report = analysis_assets(rankings)
-    stages = [annotated_corpus, token_activations, *rankings, neuron_redundancy, agreement, report]
+    agreement, selectivity, ablation, class_neurons, report = analysis_assets(rankings)
+    stages = [annotated_corpus, token_activations, *rankings, neuron_redundancy, agreement, selectivity, ablation,
+              class_neurons, report]
     observe_inputs_job = dg.define_asset_job(
         "observe_inputs_job", selection=dg.AssetSelection.assets(*[s.key for s in SOURCES]),
         description="Observe the model, corpus and settings: records their content-hash data versions.")

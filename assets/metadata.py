@@ -98,6 +98,40 @@ def redundancy_metadata(s) -> dict:
     }
 
 
+def selectivity_metadata(s) -> dict:
+    md: dict = {"k": s.k, "seconds": s.seconds}
+    for r in s.rows:
+        md[f"selectivity_{r['method']}"] = float(r["selectivity"])
+    md["selectivity"] = _md_table(["neurons", "k", "task", "control", "selectivity"],
+                                  [[r["method"], r["k"], f"{r['task_accuracy']:.4f}", f"{r['control_accuracy']:.4f}",
+                                    f"{r['selectivity']:.4f}"] for r in s.rows])
+    md["layers"] = _md_table(["layer", "accuracy", "control", "selectivity"],
+                             [[r["layer"], f"{r['accuracy']:.4f}", f"{r['control_accuracy']:.4f}",
+                               f"{r['selectivity']:.4f}"] for r in s.layers])
+    return md
+
+
+def ablation_metadata(s) -> dict:
+    rows = [r for r in s.rows if r["mode"] != "full"]
+    agg: dict = {}
+    for r in rows:
+        agg.setdefault((r["method"], r["k"], r["mode"], r["zero_value"] or "", r["selection"]), []).append(r["accuracy"])
+    return {"methods": ", ".join(s.methods), "seconds": s.seconds,
+            "ablation": _md_table(["method", "k", "mode", "fill", "selection", "accuracy"],
+                                  [[m, k, mode, fill, sel, f"{sum(v) / len(v):.4f}"]
+                                   for (m, k, mode, fill, sel), v in agg.items()])}
+
+
+def class_neurons_metadata(s) -> dict:
+    return {"method": s.method, "seconds": s.seconds,
+            "minimal_neurons": _md_table(["label", "neurons", "F1 reached", "target", "full F1"],
+                                         [[r["label"], r["n_neurons"] if r["n_neurons"] is not None else "not reached",
+                                           f"{r['reached_f1']:.3f}" if r["reached_f1"] is not None else "–",
+                                           f"{r['target_f1']:.3f}" if r["target_f1"] is not None else "–",
+                                           f"{r['full_f1']:.3f}" if r["full_f1"] is not None else "–"]
+                                          for r in s.minimal])}
+
+
 def report_metadata(s) -> dict:
     md: dict = {
         "accuracy": float(s.accuracy),
@@ -112,4 +146,9 @@ def report_metadata(s) -> dict:
     for r in s.selections:
         who = "random" if r["selection"] == "random" else f"{r['method']}_{r['selection']}"
         md[f"accuracy_{who}_{100 * r['fraction']:g}pct"] = float(r["accuracy"])
+    for r in s.extra.get("selectivity", []):
+        md[f"selectivity_{r['method']}"] = float(r["selectivity"])
+    for r in s.per_class:
+        if r.get("f1") is not None:
+            md[f"f1_{r['label']}"] = float(r["f1"])
     return md

@@ -8,12 +8,15 @@ import dagster as dg
 from neuro_pipeline import pipeline as np_pipeline
 
 from .metadata import (
+    ablation_metadata,
     activation_metadata,
     agreement_metadata,
+    class_neurons_metadata,
     corpus_metadata,
     ranking_metadata,
     redundancy_metadata,
     report_metadata,
+    selectivity_metadata,
 )
 from .resources import PipelineResource
 from .sources import analysis_settings, corpus_files, model_checkpoint
@@ -83,8 +86,35 @@ def analysis_assets(rankings: list[dg.AssetsDefinition]) -> list[dg.AssetsDefini
         summary = np_pipeline.materialize_agreement(cfg, pipeline.store(cfg))
         return dg.MaterializeResult(metadata=agreement_metadata(summary))
 
-    @dg.asset(group_name=GROUP, code_version="2", pool=POOL,
-              deps=[*rankings, method_agreement, neuron_redundancy, analysis_settings], kinds={"duckdb", "html"})
+    @dg.asset(group_name=GROUP, code_version="1", pool=POOL, deps=[*rankings, analysis_settings],
+              kinds={"pytorch", "duckdb"})
+    def probe_selectivity(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+        """Control-task selectivity (Hewitt & Liang 2019) of all neurons, of each method's top neurons and of each layer: tables `selectivity`, `layer_probes`."""
+        cfg = pipeline.load()
+        summary = np_pipeline.materialize_selectivity(
+            cfg, pipeline.store(cfg), progress=_progress_logger(context, "selectivity", "probes"))
+        return dg.MaterializeResult(metadata=selectivity_metadata(summary))
+
+    @dg.asset(group_name=GROUP, code_version="1", pool=POOL, deps=[*rankings, analysis_settings],
+              kinds={"pytorch", "duckdb"})
+    def probe_ablation(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+        """Ablation at the probe: keep or remove the top, random and bottom neurons, retrained or zeroed in the full probe: table `ablation`."""
+        cfg = pipeline.load()
+        summary = np_pipeline.materialize_ablation(
+            cfg, pipeline.store(cfg), progress=_progress_logger(context, "ablation", "rankings"))
+        return dg.MaterializeResult(metadata=ablation_metadata(summary))
+
+    @dg.asset(group_name=GROUP, code_version="1", pool=POOL, deps=[*rankings, analysis_settings],
+              kinds={"pytorch", "duckdb"})
+    def class_neurons(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+        """Where each class's top neurons are (layers) and the fewest neurons that detect each class: tables `layer_distribution`, `minimal_neurons`."""
+        cfg = pipeline.load()
+        summary = np_pipeline.materialize_class_neurons(cfg, pipeline.store(cfg))
+        return dg.MaterializeResult(metadata=class_neurons_metadata(summary))
+
+    @dg.asset(group_name=GROUP, code_version="3", pool=POOL,
+              deps=[*rankings, method_agreement, neuron_redundancy, probe_selectivity, probe_ablation, class_neurons,
+                    analysis_settings], kinds={"duckdb", "html"})
     def evaluation_report(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
         """Probe accuracy with all neurons and with each method's top, random and bottom neurons, per class, and the HTML report: table `metrics`."""
         cfg = pipeline.load()
@@ -92,7 +122,7 @@ def analysis_assets(rankings: list[dg.AssetsDefinition]) -> list[dg.AssetsDefini
             cfg, pipeline.store(cfg), progress=_progress_logger(context, "evaluation", "probes"))
         return dg.MaterializeResult(metadata=report_metadata(summary))
 
-    return [method_agreement, evaluation_report]
+    return [method_agreement, probe_selectivity, probe_ablation, class_neurons, evaluation_report]
 
 
 def _progress_logger(context: dg.AssetExecutionContext, what: str, unit: str):

@@ -147,6 +147,19 @@ class EvaluationConfig:
     fractions: tuple[float, ...] = (0.01, 0.05, 0.10, 0.20)
     n_random: int = 3
     seed: int = 0
+    #: Control task (Hewitt & Liang 2019): selectivity of all neurons and of each method's
+    #: top ``selectivity_fraction``, and of a probe per layer; ``control_seed`` draws the labels.
+    selectivity_fraction: float = 0.10
+    control_seed: int = 0
+    #: Ablation at the probe (NeuroX's report: keep / remove top, random, bottom neurons,
+    #: with and without retraining) for these rankings (default: the first method).
+    ablation_methods: tuple[str, ...] = ()
+    ablation_fractions: tuple[float, ...] = (0.10, 0.15, 0.20)
+    ablation_ks: tuple[int, ...] = ()
+    #: Per class, the fewest top neurons whose probe reaches this share of the full probe's F1.
+    minimal_share: float = 0.9
+    #: Sentences shown in the activation heatmap of each class's strongest neuron.
+    heatmap_sentences: int = 3
 
 
 @dataclass(frozen=True)
@@ -247,8 +260,8 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "<dict>", base_dir: s
                 continue
             cls = sections[key]
             _reject_unknown(value, {f.name for f in dataclasses.fields(cls)}, source, where=f"{key}.")
-            if key == "evaluation" and "fractions" in value:
-                value = {**value, "fractions": tuple(value["fractions"])}
+            if key == "evaluation":
+                value = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
             kwargs[key] = cls(**value)
         else:
             kwargs[key] = value
@@ -271,6 +284,21 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
         raise ConfigError(f"{src}: evaluation.fractions must be a non-empty list of numbers in (0, 1], got {list(fr)}.")
     if cfg.evaluation.n_random < 1:
         raise ConfigError(f"{src}: evaluation.n_random must be >= 1, got {cfg.evaluation.n_random}.")
+    ev = cfg.evaluation
+    for key in ("selectivity_fraction", "minimal_share"):
+        value = getattr(ev, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise ConfigError(f"{src}: evaluation.{key} must be a number in (0, 1], got {value!r}.")
+    if not ev.ablation_fractions and not ev.ablation_ks:
+        raise ConfigError(f"{src}: evaluation.ablation_fractions and evaluation.ablation_ks are both empty; "
+                          "give at least one size.")
+    if any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1 for f in ev.ablation_fractions):
+        raise ConfigError(f"{src}: evaluation.ablation_fractions must be numbers in (0, 1], "
+                          f"got {list(ev.ablation_fractions)}.")
+    if any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ev.ablation_ks):
+        raise ConfigError(f"{src}: evaluation.ablation_ks must be integers >= 1, got {list(ev.ablation_ks)}.")
+    if isinstance(ev.heatmap_sentences, bool) or not isinstance(ev.heatmap_sentences, int) or ev.heatmap_sentences < 0:
+        raise ConfigError(f"{src}: evaluation.heatmap_sentences must be an integer >= 0, got {ev.heatmap_sentences!r}.")
     c = cfg.corpus
     if c.format == "demo":
         given = [k for k in ("train", "dev", "test") if getattr(c, k)]
@@ -301,6 +329,11 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
     if cfg.model.path != EMBEDDED_MODEL and not cfg.model_dir.is_dir():
         raise ConfigError(f"{src}: model.path is not a directory: {cfg.model.path} (resolved to {cfg.model_dir}).")
     _check_ranking(cfg)
+    names = [m.name for m in cfg.ranking.methods]
+    for name in cfg.evaluation.ablation_methods:
+        if name not in names:
+            raise ConfigError(f"{src}: evaluation.ablation_methods names {name!r}, which is not a configured "
+                              f"ranking; configured: {names}.")
     return cfg
 
 

@@ -577,6 +577,147 @@ def materialize_redundancy(cfg: PipelineConfig, store: Store) -> RedundancySumma
         n_constant=int(sum(r["n_constant"] for r in rows)), seconds=round(time.perf_counter() - start, 3))
 
 
+# ------------------------------------------------------------------ selectivity
+@dataclass
+class SelectivitySummary:
+    activation_set: str
+    task: str
+    k: int
+    rows: list[dict[str, Any]]
+    layers: list[dict[str, Any]]
+    seconds: float
+
+
+def _train_test(cfg: PipelineConfig, store: Store, aset: ActivationSet) -> tuple[Split, Split, str]:
+    eval_split = _eval_split_name(store, cfg)
+    return load_split(cfg, store, aset, "train"), load_split(cfg, store, aset, eval_split), eval_split
+
+
+def materialize_selectivity(cfg: PipelineConfig, store: Store, *, progress: Progress | None = None) -> SelectivitySummary:
+    """Control task (Hewitt & Liang 2019): task accuracy, control accuracy and selectivity
+    of a probe on all neurons, on each method's top ``evaluation.selectivity_fraction``,
+    and on each layer alone: tables ``selectivity`` and ``layer_probes``."""
+    import math
+
+    from neuro_pipeline.evaluation.control import control_labels, evaluate_selectivity
+    from neuro_pipeline.evaluation.layers import layerwise_probing
+
+    start = time.perf_counter()
+    aset = current_activation_set(cfg, store)
+    stored = [ranking_of(cfg, store, aset, name) for name in ranking_names(cfg)]
+    train, test, _ = _train_test(cfg, store, aset)
+    seed = cfg.evaluation.control_seed
+    k = math.ceil(cfg.evaluation.selectivity_fraction * aset.n_neurons)
+    selections = {"all": np.arange(aset.n_neurons)}
+    selections.update({r.name: r.order[:min(k, r.n_ranked)] for r in stored})
+    total = len(selections) + 1
+    rows = []
+    for i, (name, columns) in enumerate(selections.items()):
+        rows.append(evaluate_selectivity(train.X, train.words, train.labels, test.X, test.words, test.labels,
+                                         {name: columns}, seed=seed))
+        if progress is not None:
+            progress(i + 1, total)
+    table = pl.concat(rows).rename({"selection": "method"})
+    control_train = control_labels(train.words, train.labels, train.words, seed=seed)
+    control_test = control_labels(train.words, train.labels, test.words, seed=seed)
+    layers = layerwise_probing(train.X, train.labels, test.X, test.labels, n_layers=aset.n_layers,
+                               hidden_size=aset.hidden_size, control_train=control_train, control_test=control_test)
+    if progress is not None:
+        progress(total, total)
+    key = {"analysis": cfg.name, "activation_set": aset.activation_set, "task": cfg.task}
+    store.replace_tables({
+        "selectivity": table.with_columns(pl.lit(seed).alias("control_seed"), *[pl.lit(v).alias(c) for c, v in key.items()]),
+        "layer_probes": layers.with_columns(pl.lit(seed).alias("control_seed"), *[pl.lit(v).alias(c) for c, v in key.items()]),
+    }, key)
+    return SelectivitySummary(activation_set=aset.activation_set, task=cfg.task, k=k, rows=table.to_dicts(),
+                              layers=layers.to_dicts(), seconds=round(time.perf_counter() - start, 3))
+
+
+# --------------------------------------------------------------------- ablation
+@dataclass
+class AblationSummary:
+    activation_set: str
+    task: str
+    methods: list[str]
+    rows: list[dict[str, Any]]
+    seconds: float
+
+
+def materialize_ablation(cfg: PipelineConfig, store: Store, *, progress: Progress | None = None) -> AblationSummary:
+    """Ablation at the probe, as NeuroX reports it: keep or remove the top / random / bottom
+    neurons, retraining the probe or zeroing the rest in the full probe, for the rankings in
+    ``evaluation.ablation_methods`` (default: the first method): table ``ablation``."""
+    from neuro_pipeline.evaluation.ablation import ablate
+
+    start = time.perf_counter()
+    aset = current_activation_set(cfg, store)
+    names = list(cfg.evaluation.ablation_methods) or ranking_names(cfg)[:1]
+    train, test, _ = _train_test(cfg, store, aset)
+    frames = []
+    for i, name in enumerate(names):
+        r = ranking_of(cfg, store, aset, name)
+        frames.append(ablate(train.X, train.labels, test.X, test.labels, r.order,
+                             fractions=cfg.evaluation.ablation_fractions, ks=cfg.evaluation.ablation_ks,
+                             n_random=cfg.evaluation.n_random, seed=cfg.evaluation.seed, n_ranked=r.n_ranked,
+                             zero_value=("mean", "zero")).with_columns(pl.lit(name).alias("method")))
+        if progress is not None:
+            progress(i + 1, len(names))
+    table = pl.concat(frames)
+    key = {"analysis": cfg.name, "activation_set": aset.activation_set, "task": cfg.task}
+    store.replace_rows("ablation", table.with_columns(*[pl.lit(v).alias(c) for c, v in key.items()]), key)
+    return AblationSummary(activation_set=aset.activation_set, task=cfg.task, methods=names,
+                           rows=table.to_dicts(), seconds=round(time.perf_counter() - start, 3))
+
+
+# ------------------------------------------------------------- class neurons
+@dataclass
+class ClassNeuronsSummary:
+    activation_set: str
+    task: str
+    method: str
+    distribution: list[dict[str, Any]]
+    minimal: list[dict[str, Any]]
+    seconds: float
+
+
+def materialize_class_neurons(cfg: PipelineConfig, store: Store, *, progress: Progress | None = None) -> ClassNeuronsSummary:
+    """Where the neurons are: the layers of each class's top 10 neurons for every method with
+    per-class rankings (table ``layer_distribution``), and per class the fewest of the first
+    such method's neurons whose probe reaches ``evaluation.minimal_share`` of the full
+    probe's F1 (table ``minimal_neurons``)."""
+    from neuro_pipeline.evaluation.layers import layer_distribution, minimal_neuron_sets
+
+    start = time.perf_counter()
+    aset = current_activation_set(cfg, store)
+    key = {"analysis": cfg.name, "activation_set": aset.activation_set, "task": cfg.task}
+    class_rankings = store.query(
+        "SELECT method, label, list(neuron ORDER BY rank) AS neurons FROM class_rankings WHERE analysis = ? "
+        "AND activation_set = ? AND task = ? GROUP BY method, label ORDER BY method, label", list(key.values()))
+    by_method: dict[str, dict[str, np.ndarray]] = {}
+    for row in class_rankings.iter_rows(named=True):
+        by_method.setdefault(row["method"], {})[row["label"]] = np.asarray(row["neurons"])
+    names = [n for n in ranking_names(cfg) if n in by_method]
+    distribution = pl.concat([
+        layer_distribution(by_method[n], hidden_size=aset.hidden_size, n_layers=aset.n_layers)
+        .with_columns(pl.lit(n).alias("method")) for n in names]) if names else pl.DataFrame()
+    minimal = pl.DataFrame()
+    method = names[0] if names else ""
+    if names:
+        train, test, _ = _train_test(cfg, store, aset)
+        minimal = minimal_neuron_sets(train.X, train.labels, test.X, test.labels, by_method[method],
+                                      target_share=cfg.evaluation.minimal_share).with_columns(
+            pl.lit(method).alias("method"))
+    if progress is not None:
+        progress(1, 1)
+    store.replace_tables({
+        "layer_distribution": distribution.with_columns(*[pl.lit(v).alias(c) for c, v in key.items()]),
+        "minimal_neurons": minimal.with_columns(*[pl.lit(v).alias(c) for c, v in key.items()]),
+    }, key)
+    return ClassNeuronsSummary(activation_set=aset.activation_set, task=cfg.task, method=method,
+                               distribution=distribution.to_dicts(), minimal=minimal.to_dicts(),
+                               seconds=round(time.perf_counter() - start, 3))
+
+
 # ------------------------------------------------------------------- evaluation
 @dataclass
 class ReportSummary:
@@ -652,7 +793,15 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
     metrics = pl.concat([metrics_table(full, sel.drop("method"), baseline).with_columns(pl.lit(r.name).alias("method"))
                          for r, sel in zip(stored, per_method)])
     store.replace_rows("metrics", metrics.with_columns(*[pl.lit(v).alias(k) for k, v in key.items()]), key)
-    per_class = [{"label": lab, **vals} for lab, vals in full["per_class"].items()]
+    from neuro_pipeline.evaluation.metrics import class_metrics, confusion_table
+
+    predicted = probe.predict(test.X)
+    labels_all = sorted(set(map(str, np.unique(train.labels))) | set(map(str, np.unique(test.labels))))
+    cm = class_metrics(test.labels.astype(str), predicted.astype(str), labels=labels_all)
+    confusion = confusion_table(test.labels.astype(str), predicted.astype(str), labels=labels_all)
+    store.replace_tables({"class_metrics": cm.with_columns(*[pl.lit(v).alias(c) for c, v in key.items()]),
+                          "confusion": confusion.with_columns(*[pl.lit(v).alias(c) for c, v in key.items()])}, key)
+    per_class = cm.to_dicts()
     q = list(key.values())
     class_top = store.query(
         "SELECT method, label, neuron, rank FROM class_rankings WHERE analysis = ? AND activation_set = ? "
@@ -666,8 +815,25 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
     redundancy = store.query(
         "SELECT * EXCLUDE (analysis, activation_set) FROM redundancy_layers WHERE analysis = ? "
         "AND activation_set = ? ORDER BY layer", q[:2])
+    selectivity = store.query(
+        "SELECT method, k, task_accuracy, control_accuracy, selectivity FROM selectivity WHERE analysis = ? "
+        "AND activation_set = ? AND task = ?", q)
+    layer_probes = store.query(
+        "SELECT layer, n_neurons, accuracy, control_accuracy, selectivity FROM layer_probes WHERE analysis = ? "
+        "AND activation_set = ? AND task = ? ORDER BY layer", q)
+    ablation = store.query(
+        "SELECT method, mode, selection, fraction, k, avg(accuracy) AS accuracy, stddev_samp(accuracy) AS std, "
+        "zero_value FROM ablation WHERE analysis = ? AND activation_set = ? AND task = ? "
+        "GROUP BY ALL ORDER BY method, k, mode, selection, zero_value", q)
+    distribution = store.query(
+        "SELECT method, label, layer, n_neurons, share FROM layer_distribution WHERE analysis = ? "
+        "AND activation_set = ? AND task = ? ORDER BY method, label, layer", q)
+    minimal = store.query(
+        "SELECT method, label, n_neurons, reached_f1, target_f1, full_f1 FROM minimal_neurons WHERE analysis = ? "
+        "AND activation_set = ? AND task = ? ORDER BY label", q)
     hsz = aset.hidden_size
     top_words = {(r["method"], int(r["neuron"])): r["words"] for r in words.iter_rows(named=True)}
+    heatmaps = _class_heatmaps(cfg, test, class_top, stored[0].name, hsz, top_words)
     out_dir = cfg.reports_dir / cfg.name / short_version(aset.model_version)
     summary = ReportSummary(
         activation_set=aset.activation_set, model_version=aset.model_version, task=cfg.task,
@@ -685,6 +851,10 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
                "top_neurons": {r.name: [(neuron_name(int(n), hsz), top_words.get((r.name, int(n)), []))
                                         for n in r.order[:min(5, r.n_ranked)]] for r in stored},
                "agreement": agreement.to_dicts(), "redundancy": redundancy.to_dicts(),
+               "selectivity": selectivity.to_dicts(), "layer_probes": layer_probes.to_dicts(),
+               "ablation": ablation.to_dicts(), "layer_distribution": distribution.to_dicts(),
+               "minimal_neurons": minimal.to_dicts(), "confusion": confusion.to_dicts(),
+               "heatmaps": heatmaps,
                "n_skipped_rejected": train.n_skipped_rejected + test.n_skipped_rejected,
                "selection_probe": ", ".join(f"{k}={v:g}" for k, v in DEFAULT_SELECTION_PROBE_PARAMS.items())},
     )
@@ -694,6 +864,33 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
         **key, "model_version": aset.model_version,
         "html_path": summary.html_path, "markdown_path": summary.markdown_path}]), key)
     return summary
+
+
+def _class_heatmaps(cfg: PipelineConfig, test: Split, class_top: pl.DataFrame, method: str, hsz: int,
+                    top_words: dict) -> list[dict[str, Any]]:
+    """For the strongest neuron of each class (by ``method``), its activations over the first
+    ``evaluation.heatmap_sentences`` test sentences that contain the class, as SVG."""
+    from neuro_pipeline.report.heatmap import neuron_heatmaps_svg
+
+    n_sentences = cfg.evaluation.heatmap_sentences
+    if not n_sentences or class_top.is_empty():
+        return []
+    keys = test.keys.with_columns(pl.Series("label", test.labels.astype(str)), pl.int_range(pl.len()).alias("row"))
+    out = []
+    best = class_top.filter((pl.col("method") == method) & (pl.col("rank") == 1))
+    for label, neuron in best.select("label", "neuron").iter_rows():
+        ids = keys.filter(pl.col("label") == label)["sentence_id"].unique(maintain_order=True).head(n_sentences)
+        sentences, values = [], []
+        for sid in ids.to_list():
+            rows = keys.filter(pl.col("sentence_id") == sid).sort("position")["row"].to_numpy()
+            sentences.append([str(w) for w in test.words[rows]])
+            values.append(np.asarray(test.X[rows, int(neuron)], dtype=np.float64))
+        if sentences:
+            name = neuron_name(int(neuron), hsz)
+            out.append({"label": label, "neuron": name,
+                        "svg": neuron_heatmaps_svg(sentences, values, neuron_name=f"{name} ({label})",
+                                                   top_words=top_words.get((method, int(neuron))))})
+    return out
 
 
 def metrics_table(full: dict[str, Any], selections: pl.DataFrame, baseline: float) -> pl.DataFrame:
@@ -736,9 +933,13 @@ def run_analysis(cfg: PipelineConfig, *, progress: Progress | None = None) -> di
     redundancy = materialize_redundancy(cfg, store)
     rankings = materialize_rankings(cfg, store)
     agreement = materialize_agreement(cfg, store)
+    selectivity = materialize_selectivity(cfg, store)
+    ablation = materialize_ablation(cfg, store)
+    class_neurons = materialize_class_neurons(cfg, store)
     report = materialize_report(cfg, store)
     return {"corpus": asdict(corpus), "activations": asdict(acts), "rankings": [asdict(r) for r in rankings],
-            "agreement": asdict(agreement), "redundancy": asdict(redundancy), "report": asdict(report)}
+            "agreement": asdict(agreement), "redundancy": asdict(redundancy), "selectivity": asdict(selectivity),
+            "ablation": asdict(ablation), "class_neurons": asdict(class_neurons), "report": asdict(report)}
 
 
 def latest_summary(cfg: PipelineConfig) -> dict[str, Any]:

@@ -67,6 +67,54 @@ def _top_neuron_rows(summary: Any) -> list[list[str]]:
             for method, neurons in summary.extra.get("top_neurons", {}).items() for name, words in neurons]
 
 
+def _num(x: float | None, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def selectivity_rows(summary: Any) -> list[list[str]]:
+    """Task accuracy, control accuracy and selectivity (points) of all neurons and each method's top k."""
+    return [[r["method"], str(r["k"]), _pct(r["task_accuracy"]), _pct(r["control_accuracy"]),
+             f"{100 * r['selectivity']:.1f}"] for r in summary.extra.get("selectivity", [])]
+
+
+_SELECTIVITY_HEADER = ["neurons", "k", "task", "control task", "selectivity (points)"]
+
+
+def layer_rows(summary: Any) -> list[list[str]]:
+    return [[str(r["layer"]), _pct(r["accuracy"]), _pct(r.get("control_accuracy")),
+             "–" if r.get("selectivity") is None else f"{100 * r['selectivity']:.1f}"]
+            for r in summary.extra.get("layer_probes", [])]
+
+
+_LAYER_HEADER = ["layer", "accuracy", "control task", "selectivity (points)"]
+
+
+def ablation_rows(summary: Any) -> list[list[str]]:
+    """Ablation at the probe: per method and size, the accuracy when the selection is kept
+    or removed, retrained or zeroed (mean-filled) in the full probe; random = mean of draws."""
+    table: dict[tuple, dict[tuple, float]] = {}
+    for r in summary.extra.get("ablation", []):
+        if r["mode"] == "full" or (r["zero_value"] not in (None, "mean")):
+            continue
+        table.setdefault((r["method"], r["k"], r["selection"]), {})[r["mode"]] = r["accuracy"]
+    modes = ("keep_retrain", "keep_zero", "remove_retrain", "remove_zero")
+    order = {"top": 0, "random": 1, "bottom": 2}
+    return [[m, str(k), sel, *[_pct(v.get(mode)) for mode in modes]]
+            for (m, k, sel), v in sorted(table.items(), key=lambda kv: (kv[0][0], kv[0][1], order.get(kv[0][2], 3)))]
+
+
+_ABLATION_HEADER = ["method", "k", "neurons", "keep, retrained", "keep, rest zeroed", "remove, retrained",
+                    "remove, zeroed"]
+
+
+def minimal_rows(summary: Any) -> list[list[str]]:
+    return [[r["label"], "not reached" if r["n_neurons"] is None else str(r["n_neurons"]), _num(r["reached_f1"]),
+             _num(r["target_f1"]), _num(r["full_f1"])] for r in summary.extra.get("minimal_neurons", [])]
+
+
+_MINIMAL_HEADER = ["label", "fewest neurons", "F1 reached", "target F1", "full-probe F1"]
+
+
 def report_markdown(summary: Any) -> str:
     """The report as Markdown (also used as Dagster metadata)."""
     x = summary.extra
@@ -82,6 +130,10 @@ def report_markdown(summary: Any) -> str:
         f"- **Full-probe accuracy {_pct(summary.accuracy)}** (majority-class baseline {_pct(summary.majority_baseline)}), "
         f"probe {_fitted_text(x['full_probe'])}",
     ]
+    full_sel = next((r for r in x.get("selectivity", []) if r["method"] == "all"), None)
+    if full_sel is not None:
+        head.append(f"- **Selectivity {100 * full_sel['selectivity']:.1f} points** (control task "
+                    f"{_pct(full_sel['control_accuracy'])}, Hewitt & Liang 2019)")
     if summary.n_test_unseen_label:
         head.append(f"- {summary.n_test_unseen_label} test words carry a label never seen in training; "
                     "they count as errors.")
@@ -90,10 +142,18 @@ def report_markdown(summary: Any) -> str:
                     "length limit and extraction.long_sentences is 'reject'.")
     sel = markdown_table(["method", "neurons", "k", "top", "random", "bottom"], selection_table_rows(summary))
     per_class = markdown_table(
-        ["label", "support", "accuracy", f"top neurons by {first} (layer:unit)"],
-        [[r["label"], str(int(r.get("support", 0))), _pct(r.get("accuracy")),
+        ["label", "support", "accuracy", "F1", f"top neurons by {first} (layer:unit)"],
+        [[r["label"], str(int(r.get("support", 0))), _pct(r.get("accuracy")), _num(r.get("f1")),
           ", ".join(x["top_per_class"].get((first, r["label"]), []))] for r in summary.per_class])
     parts = head + ["", "## Probe accuracy with selected neurons (retrained)", "", sel, ""]
+    if selectivity_rows(summary):
+        parts += ["## Selectivity (control task)", "", markdown_table(_SELECTIVITY_HEADER, selectivity_rows(summary)), ""]
+    if layer_rows(summary):
+        parts += ["## One probe per layer", "", markdown_table(_LAYER_HEADER, layer_rows(summary)), ""]
+    if ablation_rows(summary):
+        parts += ["## Ablation at the probe", "", markdown_table(_ABLATION_HEADER, ablation_rows(summary)), ""]
+    if minimal_rows(summary):
+        parts += ["## Fewest neurons per class", "", markdown_table(_MINIMAL_HEADER, minimal_rows(summary)), ""]
     header, rows = agreement_rows(summary)
     if rows:
         parts += ["## Agreement between methods (Jaccard overlap of the top-n neurons)", "",
@@ -159,6 +219,71 @@ def accuracy_curve_svg(summary: Any) -> str:
     return svg[svg.index("<svg"):]
 
 
+def layer_plot_svg(summary: Any) -> str:
+    """Accuracy of a probe per layer on the task and on the control task, as inline SVG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = summary.extra.get("layer_probes", [])
+    fig, ax = plt.subplots(figsize=(7.2, 3.2), dpi=100)
+    layers = [r["layer"] for r in rows]
+    ax.plot(layers, [r["accuracy"] for r in rows], marker="o", color=_METHOD_COLORS[0], label="task")
+    if rows and rows[0].get("control_accuracy") is not None:
+        ax.plot(layers, [r["control_accuracy"] for r in rows], marker="s", color=_RANDOM_COLOR, label="control task")
+        ax.bar(layers, [r["selectivity"] for r in rows], color=_METHOD_COLORS[2], alpha=0.35, label="selectivity")
+    ax.set_xticks(layers, [f"{i}" + (" (emb.)" if i == 0 else "") for i in layers])
+    ax.set_xlabel("layer")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    fig.tight_layout()
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None})
+    plt.close(fig)
+    svg = buf.getvalue()
+    return svg[svg.index("<svg"):]
+
+
+def _shaded_table(header: list[str], rows: list[tuple[str, list[float]]], *, fmt, total=None) -> str:
+    """A table whose numeric cells are shaded by value (0 → white, max → blue)."""
+    e = html.escape
+    top = max((v for _, vals in rows for v in vals), default=0) or 1
+    head = "".join(f"<th>{e(str(h))}</th>" for h in header)
+    body = []
+    for name, vals in rows:
+        cells = "".join(
+            f"<td style='background:rgba(27,108,168,{0.75 * v / top:.2f})'>{e(fmt(v))}</td>" for v in vals)
+        body.append(f"<tr><td>{e(name)}</td>{cells}</tr>")
+    return f"<table class='grid'><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _distribution_table(summary: Any) -> str:
+    rows = [r for r in summary.extra.get("layer_distribution", []) if r["method"] == summary.methods[0]]
+    if not rows:
+        return ""
+    layers = sorted({r["layer"] for r in rows})
+    by_label: dict[str, dict[int, int]] = {}
+    for r in rows:
+        by_label.setdefault(r["label"], {})[r["layer"]] = r["n_neurons"]
+    return _shaded_table(["label", *[f"L{i}" for i in layers]],
+                         [(lab, [float(v.get(i, 0)) for i in layers]) for lab, v in by_label.items()],
+                         fmt=lambda v: str(int(v)))
+
+
+def _confusion_table(summary: Any) -> str:
+    rows = summary.extra.get("confusion", [])
+    if not rows:
+        return ""
+    labels = list(dict.fromkeys(r["true_label"] for r in rows))
+    counts = {(r["true_label"], r["predicted_label"]): r["count"] for r in rows}
+    return _shaded_table(["true \\ predicted", *labels],
+                         [(t, [float(counts.get((t, p), 0)) for p in labels]) for t in labels],
+                         fmt=lambda v: str(int(v)) if v else "")
+
+
 def _html_table(header: list[str], rows: list[list[object]]) -> str:
     e = html.escape
     head = "".join(f"<th>{e(str(h))}</th>" for h in header)
@@ -173,6 +298,7 @@ table{border-collapse:collapse;font-size:.92em}td,th{border:1px solid #ddd;paddi
 th{background:#f4f4f4}td:first-child,th:first-child,td.names{text-align:left}
 .kpi{display:flex;gap:1.5em;margin:1em 0}.kpi div{background:#f4f8fb;padding:.6em 1em;border-radius:6px}
 .kpi b{display:block;font-size:1.4em}code{background:#f4f4f4;padding:0 .2em}
+table.grid td{min-width:2.2em;font-size:.85em}.heatmap{margin:.6em 0 1.2em}nav a{margin-right:.8em}
 """
 
 
@@ -182,8 +308,8 @@ def report_html(summary: Any) -> str:
     e = html.escape
     first = summary.methods[0]
     classes = _html_table(
-        ["label", "support", "accuracy", f"top neurons by {first} (layer:unit)"],
-        [[r["label"], int(r.get("support", 0)), _pct(r.get("accuracy")),
+        ["label", "support", "accuracy", "precision", "F1", f"top neurons by {first} (layer:unit)"],
+        [[r["label"], int(r.get("support", 0)), _pct(r.get("accuracy")), _num(r.get("precision")), _num(r.get("f1")),
           ", ".join(x["top_per_class"].get((first, r["label"]), []))] for r in summary.per_class])
     tops = [r for r in summary.selections if r["selection"] == "top"]
     smallest = min((r["k"] for r in tops), default=None)
@@ -199,6 +325,31 @@ def report_html(summary: Any) -> str:
     redundancy = ("<h2>Redundancy</h2><p>Neurons clustered per layer by correlation (average linkage, "
                   "distance 1 − |r|); one independent neuron per cluster (Dalvi et al. 2020).</p>"
                   + _html_table(_REDUNDANCY_HEADER, red_rows)) if red_rows else ""
+    full_sel = next((r for r in x.get("selectivity", []) if r["method"] == "all"), None)
+    sel_kpi = (f"<div><b>{100 * full_sel['selectivity']:.1f}</b>selectivity, points "
+               f"(control task {_pct(full_sel['control_accuracy'])})</div>") if full_sel else ""
+    selectivity = ("<h2 id='selectivity'>Selectivity (control task)</h2><p>Each word type gets a random label drawn "
+                   "from the task's label distribution (Hewitt & Liang 2019); selectivity = task accuracy − control "
+                   "accuracy. A probe that memorises word identity scores well on both and has low selectivity.</p>"
+                   + _html_table(_SELECTIVITY_HEADER, selectivity_rows(summary))) if selectivity_rows(summary) else ""
+    layers = ("<h2 id='layers'>One probe per layer</h2>" + layer_plot_svg(summary)
+              + _html_table(_LAYER_HEADER, layer_rows(summary))) if layer_rows(summary) else ""
+    distribution = _distribution_table(summary)
+    distribution = (f"<h2 id='where'>Where the top neurons are</h2><p>Layer of each class's top 10 neurons "
+                    f"({e(first)}).</p>" + distribution) if distribution else ""
+    ablation = ("<h2 id='ablation'>Ablation at the probe</h2><p>Accuracy when a method's top, random or bottom "
+                "neurons are kept or removed: retrained on what is left, or zeroed in the full probe (set to their "
+                "training mean, so they contribute nothing).</p>"
+                + _html_table(_ABLATION_HEADER, ablation_rows(summary))) if ablation_rows(summary) else ""
+    minimal = ("<h2 id='minimal'>Fewest neurons per class</h2><p>The shortest prefix of each class's ranking "
+               f"({e(first)}) whose one-vs-rest probe reaches the target share of the full probe's F1.</p>"
+               + _html_table(_MINIMAL_HEADER, minimal_rows(summary))) if minimal_rows(summary) else ""
+    heatmaps = "".join(f"<div class='heatmap'>{h['svg']}</div>" for h in x.get("heatmaps", []))
+    heatmaps = ("<h2 id='heatmaps'>Strongest neuron of each class over real sentences</h2><p>Activation of each "
+                f"class's best neuron ({e(first)}) on test sentences that contain the class; blue positive, red "
+                "negative.</p>" + heatmaps) if heatmaps else ""
+    confusion = _confusion_table(summary)
+    confusion = ("<h2 id='confusion'>Confusion matrix of the full probe</h2>" + confusion) if confusion else ""
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>Neuron analysis: {e(summary.task)}</title><style>{_CSS}</style></head><body>
 <h1>Neuron analysis: {e(summary.task)} <small>({e(', '.join(summary.methods))})</small></h1>
@@ -208,6 +359,7 @@ Corpus version <code>{e(x['corpus_version'])}</code>; config {e(str(x['config_so
 Probe trained on {summary.n_train:,} words and evaluated on {summary.n_test:,} words ({e(summary.eval_split)}).</p>
 <div class="kpi"><div><b>{_pct(summary.accuracy)}</b>full-probe accuracy</div>
 <div><b>{_pct(summary.majority_baseline)}</b>majority-class baseline</div>
+{sel_kpi}
 <div><b>{_pct(best['accuracy']) if best else '–'}</b>top {best['k'] if best else ''} neurons only
 ({e(best['method']) if best else ''})</div></div>
 <h2>Probe accuracy with selected neurons</h2>
@@ -216,11 +368,18 @@ over draws (± one standard deviation) and shared by all methods.
 Full probe: {e(_fitted_text(x['full_probe']))}.</p>
 {accuracy_curve_svg(summary)}
 {_html_table(["method", "neurons", "k", "top", "random", "bottom"], selection_table_rows(summary))}
+{selectivity}
+{layers}
+{distribution}
+{ablation}
 {agreement}
 {top_words}
+{heatmaps}
+{minimal}
 {redundancy}
-<h2>Per class</h2>
+<h2 id='per-class'>Per class</h2>
 {classes}
+{confusion}
 <p><small>Layer 0 is the embedding layer. Generated by neuro-pipeline.</small></p>
 </body></html>
 """

@@ -19,6 +19,13 @@ Tables (keys first):
 ``redundancy_layers`` analysis, activation_set, layer → threshold, n_neurons, n_constant, n_clusters, n_independent, …
 ``redundancy_neurons`` analysis, activation_set, neuron → layer, unit, cluster, is_constant, is_representative
 ``metrics``           analysis, activation_set, task, method, scope, label, selection, fraction, draw, metric → value
+``selectivity``       analysis, activation_set, task, method (or 'all') → k, task/control accuracy, selectivity
+``layer_probes``      analysis, activation_set, task, layer → n_neurons, accuracy, control_accuracy, selectivity
+``ablation``          analysis, activation_set, task, method, mode, selection, k, draw, zero_value → accuracy
+``layer_distribution`` analysis, activation_set, task, method, label, layer → n_neurons, share
+``minimal_neurons``   analysis, activation_set, task, method, label → n_neurons, F1s, neurons
+``class_metrics``     analysis, activation_set, task, label → support, accuracy, precision, f1
+``confusion``         analysis, activation_set, task, true_label, predicted_label → count
 ``reports``           analysis, activation_set, task → model_version, html_path, markdown_path
 
 Activations are content-addressed: an *activation set* is one (model version, aggregation,
@@ -97,6 +104,33 @@ CREATE TABLE IF NOT EXISTS metrics (
     analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, task VARCHAR NOT NULL,
     method VARCHAR NOT NULL, scope VARCHAR NOT NULL, label VARCHAR, selection VARCHAR NOT NULL,
     fraction DOUBLE, k INTEGER, draw INTEGER, metric VARCHAR NOT NULL, value DOUBLE);
+CREATE TABLE IF NOT EXISTS selectivity (
+    analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, task VARCHAR NOT NULL,
+    method VARCHAR NOT NULL, k INTEGER NOT NULL, task_accuracy DOUBLE, control_accuracy DOUBLE,
+    selectivity DOUBLE, control_seed INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS layer_probes (
+    analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, task VARCHAR NOT NULL,
+    layer INTEGER NOT NULL, n_neurons INTEGER NOT NULL, accuracy DOUBLE, control_accuracy DOUBLE,
+    selectivity DOUBLE, control_seed INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS ablation (
+    analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, task VARCHAR NOT NULL,
+    method VARCHAR NOT NULL, mode VARCHAR NOT NULL, selection VARCHAR NOT NULL, fraction DOUBLE,
+    k INTEGER NOT NULL, draw INTEGER, accuracy DOUBLE, zero_value VARCHAR);
+CREATE TABLE IF NOT EXISTS layer_distribution (
+    analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, task VARCHAR NOT NULL,
+    method VARCHAR NOT NULL, label VARCHAR NOT NULL, layer INTEGER NOT NULL, n_neurons INTEGER NOT NULL,
+    share DOUBLE);
+CREATE TABLE IF NOT EXISTS minimal_neurons (
+    analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, task VARCHAR NOT NULL,
+    method VARCHAR NOT NULL, label VARCHAR NOT NULL, n_neurons INTEGER, reached_f1 DOUBLE,
+    target_f1 DOUBLE, full_f1 DOUBLE, neurons INTEGER[]);
+CREATE TABLE IF NOT EXISTS class_metrics (
+    analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, task VARCHAR NOT NULL,
+    label VARCHAR NOT NULL, support INTEGER NOT NULL, n_predicted INTEGER NOT NULL, accuracy DOUBLE,
+    precision DOUBLE, f1 DOUBLE);
+CREATE TABLE IF NOT EXISTS confusion (
+    analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, task VARCHAR NOT NULL,
+    true_label VARCHAR NOT NULL, predicted_label VARCHAR NOT NULL, count INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS reports (
     analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, task VARCHAR NOT NULL,
     model_version VARCHAR NOT NULL, html_path VARCHAR NOT NULL, markdown_path VARCHAR NOT NULL,
@@ -370,7 +404,8 @@ class Store:
 
 
 _WRITABLE = {"rankings", "class_rankings", "ranking_runs", "top_words", "agreement", "redundancy_layers",
-             "redundancy_neurons", "metrics", "reports"}
+             "redundancy_neurons", "metrics", "selectivity", "layer_probes", "ablation", "layer_distribution",
+             "minimal_neurons", "class_metrics", "confusion", "reports"}
 
 
 def to_json(obj: object) -> str:

@@ -14,7 +14,8 @@ from neuro_pipeline.config import DEFAULT_METHODS
 ROOT = Path(__file__).resolve().parents[2]
 RANKINGS = [dg.AssetKey(["neuron_rankings", m]) for m in DEFAULT_METHODS]
 STAGES = [dg.AssetKey(n) for n in ("annotated_corpus", "token_activations", "neuron_redundancy",
-                                   "method_agreement", "evaluation_report")] + RANKINGS
+                                   "method_agreement", "probe_selectivity", "probe_ablation", "class_neurons",
+                                   "evaluation_report")] + RANKINGS
 
 
 def test_definitions_load():
@@ -27,7 +28,8 @@ def test_every_stage_has_description_code_version_and_blocking_check():
         node = graph.get(key)
         assert node.description, key
         assert node.code_version, key
-        if key.path[-1] in ("neuron_redundancy", "method_agreement"):
+        if key.path[-1] in ("neuron_redundancy", "method_agreement", "probe_selectivity", "probe_ablation",
+                            "class_neurons"):
             continue  # derived analyses; their inputs are checked upstream
         checks = [c for c in graph.asset_check_keys if c.asset_key == key]
         assert checks, f"{key} has no asset check"

@@ -11,7 +11,8 @@ from assets.definitions import build_definitions
 from neuro_pipeline.config import DEFAULT_METHODS, load_config
 from neuro_pipeline.store import Store
 
-STAGES = {"annotated_corpus", "token_activations", "neuron_redundancy", "method_agreement", "evaluation_report"}
+STAGES = {"annotated_corpus", "token_activations", "neuron_redundancy", "method_agreement", "probe_selectivity",
+          "probe_ablation", "class_neurons", "evaluation_report"}
 
 
 def _run_all(config: str, instance) -> dg.ExecuteInProcessResult:

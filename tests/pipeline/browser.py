@@ -1,0 +1,136 @@
+"""Headless Chromium for end-to-end tests: dump a page's DOM after its scripts ran, or take
+a screenshot, and read headings and tables back out of the DOM.
+
+Install the browser with ``apt-get install -y chromium`` (Debian/Ubuntu). The flags are
+the ones DESIGN.md records: no sandbox (tests run as root in containers), no GPU, and no
+background traffic (component updates, sync, QUIC), so the only requests the browser
+makes are the page's own. Each call gets a fresh profile directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--hide-scrollbars")
+INSTALL_HINT = "install it with `apt-get install -y chromium`"
+
+
+def find_chromium() -> str | None:
+    """The path of an installed Chromium or Chrome, or None."""
+    return next((path for name in CHROMIUM_NAMES if (path := shutil.which(name))), None)
+
+
+def _run(url: str, args: list[str], *, window_size: tuple[int, int], budget_ms: int | None,
+         timeout: float) -> subprocess.CompletedProcess:
+    exe = find_chromium()
+    if exe is None:
+        raise FileNotFoundError(f"No Chromium found (looked for {', '.join(CHROMIUM_NAMES)}); {INSTALL_HINT}.")
+    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+        cmd = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={window_size[0]},{window_size[1]}"]
+        if budget_ms is not None:
+            # Virtual time runs the page's timers and fetches until the budget is used up,
+            # so a JavaScript app has rendered before the DOM or the pixels are taken.
+            cmd.append(f"--virtual-time-budget={budget_ms}")
+        proc = subprocess.run([*cmd, *args, url], capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"chromium exited with {proc.returncode} on {url}:\n{proc.stderr[-2000:]}")
+    return proc
+
+
+def dump_dom(url: str, *, window_size: tuple[int, int] = (1600, 1000), budget_ms: int | None = None,
+             timeout: float = 90) -> str:
+    """The serialised DOM of ``url`` after loading (and ``budget_ms`` of virtual time)."""
+    return _run(url, ["--dump-dom"], window_size=window_size, budget_ms=budget_ms, timeout=timeout).stdout
+
+
+def screenshot(url: str, path: Path, *, window_size: tuple[int, int] = (1600, 1000), budget_ms: int | None = None,
+               timeout: float = 90) -> Path:
+    """A PNG of the first ``window_size`` pixels of ``url``, written to ``path``."""
+    path = Path(path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    proc = _run(url, [f"--screenshot={path}"], window_size=window_size, budget_ms=budget_ms, timeout=timeout)
+    if not path.is_file() or path.stat().st_size == 0:
+        raise RuntimeError(f"chromium wrote no screenshot of {url} to {path}:\n{proc.stderr[-2000:]}")
+    return path
+
+
+@dataclass
+class Section:
+    """An ``<h2>`` heading with the text and tables that follow it up to the next one."""
+
+    heading: str
+    text: list[str] = field(default_factory=list)
+    tables: list[list[list[str]]] = field(default_factory=list)  # table → rows → cell texts
+    n_svg: int = 0
+
+
+class _Sections(HTMLParser):
+    """Splits a page into :class:`Section` s; what precedes the first ``<h2>`` is section ``""``."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.sections = [Section("")]
+        self._heading: list[str] | None = None
+        self._table_depth = 0
+        self._cell: list[str] | None = None
+        self._svg_depth = 0
+        self._hidden: str | None = None  # inside <style>, <script> or <title>
+
+    def handle_starttag(self, tag: str, attrs) -> None:
+        if tag in ("style", "script", "title") and self._svg_depth == 0:
+            self._hidden = tag
+        elif tag == "svg":
+            if self._svg_depth == 0:
+                self.sections[-1].n_svg += 1
+            self._svg_depth += 1
+        elif tag == "h2":
+            self._heading = []
+        elif tag == "table":
+            self._table_depth += 1
+            if self._table_depth == 1:
+                self.sections[-1].tables.append([])
+        elif tag == "tr" and self._table_depth == 1:
+            self.sections[-1].tables[-1].append([])
+        elif tag in ("td", "th") and self._table_depth == 1:
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == self._hidden:
+            self._hidden = None
+        elif tag == "svg":
+            self._svg_depth = max(self._svg_depth - 1, 0)
+        elif tag == "h2" and self._heading is not None:
+            self.sections.append(Section(" ".join("".join(self._heading).split())))
+            self._heading = None
+        elif tag == "table":
+            self._table_depth = max(self._table_depth - 1, 0)
+        elif tag in ("td", "th") and self._cell is not None:
+            self.sections[-1].tables[-1][-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._hidden is not None:
+            return
+        if self._heading is not None:
+            self._heading.append(data)
+        elif self._cell is not None:
+            self._cell.append(data)
+        elif self._svg_depth == 0 and data.strip():
+            self.sections[-1].text.append(" ".join(data.split()))
+
+
+def page_sections(dom: str) -> list[Section]:
+    """The page cut at its ``<h2>`` headings (the first entry holds what comes before them)."""
+    parser = _Sections()
+    parser.feed(dom)
+    parser.close()
+    return parser.sections

@@ -1,0 +1,219 @@
+"""End to end in a real headless Chromium: the HTML report and the Dagster UI as a user sees them.
+
+One test runs ``neuro-pipeline run`` on the tiny analysis (conftest: random BERT, CoNLL-U),
+then
+
+1. loads the HTML report (its path read from the ``reports`` table) with ``--dump-dom``
+   and checks that every section in :data:`EXPECTED_SECTIONS` is there with real numbers,
+   and takes a screenshot of it;
+2. starts ``neuro-pipeline ui`` on 127.0.0.1, checks through GraphQL that
+   ``evaluation_report`` was materialized with numeric metadata matching the report and
+   that every asset check passed, and loads the global lineage and the asset group's
+   lineage page in the browser (scripts run for up to 15 s of virtual time), checking the
+   rendered DOM names the assets and taking screenshots.
+
+Screenshots go to ``$NEURO_SCREENSHOTS`` when set, otherwise to the test's tmp folder:
+``NEURO_SCREENSHOTS=/tmp/neuro_screenshots pytest tests/pipeline/test_browser.py``.
+
+Needs Chromium: ``apt-get install -y chromium`` (Debian/Ubuntu). Without it the test is
+skipped, saying so. It takes about 1.5 minutes on 2 cores, most of it the pipeline run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.pipeline.browser import INSTALL_HINT, dump_dom, find_chromium, page_sections, screenshot
+
+CLI = [sys.executable, "-m", "neuro_pipeline.cli"]
+
+_PERCENT = r"\d{1,3}(?:\.\d+)?%"
+_ACCURACY = _PERCENT + r"(?: ± \d+(?:\.\d+)?)?"  # random draws add "± std"
+_COUNT = r"\d[\d,]*"
+_NEURON = r"L\d+:\d+"  # layer:unit
+
+# The <h2> sections the report must have (a heading matches when it starts with the text
+# given here). Each maps column-name patterns of the section's first table to the pattern
+# every cell of those columns must match; "–" (not computed) is allowed but not in every
+# row. Extend this when the report grows a section.
+EXPECTED_SECTIONS: dict[str, dict[str, str]] = {
+    "Probe accuracy with selected neurons": {"neurons": _PERCENT, "k": _COUNT, "top|random|bottom": _ACCURACY},
+    "Agreement between methods": {r"top \d+": r"[01]\.\d\d"},
+    "Strongest neurons and their top words": {"neuron": _NEURON, "top words": r"\S.*"},
+    "Redundancy": {"layer|neurons|constant|clusters|independent|largest cluster": _COUNT},
+    "Per class": {"support": _COUNT, "accuracy": _PERCENT},
+}
+_BROKEN = re.compile(r"\b(nan|NaN|None|inf|undefined|null)\b")
+
+REPORT_WINDOW = (1280, 2400)
+LINEAGE_WINDOW = (1600, 1400)
+JS_BUDGET_MS = 15000
+
+pytestmark = pytest.mark.skipif(find_chromium() is None, reason=f"needs headless Chromium; {INSTALL_HINT}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _graphql(port: int, query: str) -> dict:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        body = json.loads(resp.read())
+    assert not body.get("errors"), body["errors"]
+    return body["data"]
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("NEURO_SCREENSHOTS") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def ui_process():
+    """Starts ``neuro-pipeline ui`` lazily (``start(argv, cwd) -> port``) and stops its process group."""
+    procs: list[subprocess.Popen] = []
+
+    def start(args: list[str], cwd: Path) -> int:
+        port = _free_port()
+        procs.append(subprocess.Popen([*CLI, "ui", *args, "--port", str(port)], cwd=cwd, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, start_new_session=True))
+        return port
+
+    yield start
+    for proc in procs:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("neuro-pipeline ui did not stop on SIGTERM within 30 s")
+
+
+def _wait_for_ui(port: int, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
+            return
+        except OSError:
+            if time.time() > deadline:
+                pytest.fail(f"the Dagster UI did not answer /server_info within {timeout:.0f} s")
+            time.sleep(1)
+
+
+def _report_path(store: Path) -> Path:
+    with duckdb.connect(str(store), read_only=True) as con:
+        rows = con.sql("SELECT html_path FROM reports ORDER BY created_at DESC LIMIT 1").fetchall()
+    assert rows, f"no row in the reports table of {store}"
+    return Path(rows[0][0])
+
+
+def check_report_dom(dom: str) -> None:
+    """Every expected section is present, and its table's columns hold real numbers."""
+    sections = page_sections(dom)
+    headings = [s.heading for s in sections[1:]]
+    for expected, columns in EXPECTED_SECTIONS.items():
+        found = [s for s in sections[1:] if s.heading.startswith(expected)]
+        assert found, f"section {expected!r} missing from the report; its h2 headings are {headings}"
+        section = found[0]
+        assert section.tables, f"section {section.heading!r} has no table"
+        header, *rows = section.tables[0]
+        assert rows, f"the table of {section.heading!r} has a header only: {header}"
+        assert all(len(r) == len(header) for r in rows), f"ragged table in {section.heading!r}"
+        bad = [c for r in rows for c in r if _BROKEN.search(c)]
+        assert not bad, f"the table of {section.heading!r} shows {bad[:5]}"
+        for column_pattern, value_pattern in columns.items():
+            matched = [i for i, h in enumerate(header) if re.fullmatch(column_pattern, h)]
+            assert matched, f"no column {column_pattern!r} in {section.heading!r}: {header}"
+            for i in matched:
+                values = [r[i] for r in rows]
+                wrong = [v for v in values if v != "–" and not re.fullmatch(value_pattern, v)]
+                assert not wrong, f"{section.heading!r}, column {header[i]!r}: {wrong[:5]} do not match {value_pattern!r}"
+                assert any(v != "–" for v in values), f"{section.heading!r}, column {header[i]!r} is empty"
+                if value_pattern in (_PERCENT, _ACCURACY):
+                    assert all(0 <= float(v.split("%")[0]) <= 100 for v in values if v != "–")
+    selection = next(s for s in sections if s.heading.startswith("Probe accuracy with selected neurons"))
+    assert selection.n_svg >= 1, "the accuracy plot (inline SVG) is missing"
+
+
+def test_report_and_dagster_ui_in_headless_chromium(analysis_dir, screenshots, ui_process):
+    started = time.perf_counter()
+    config = analysis_dir / "pipeline.yaml"
+    home = analysis_dir / "home"
+    run = subprocess.run([*CLI, "run", "-c", str(config), "--home", str(home)], cwd=analysis_dir,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    # The UI boots (about 20 s) while the browser checks the report.
+    port = ui_process(["-c", str(config), "--home", str(home)], analysis_dir)
+
+    # 1. The report, as rendered by the browser.
+    report = _report_path(analysis_dir / "store" / "pipeline.duckdb")
+    assert report.is_file() and str(report) in run.stdout
+    dom = dump_dom(report.as_uri(), window_size=REPORT_WINDOW)
+    check_report_dom(dom)
+    assert not re.search(r"""(?:src|href)=["']?(?:https?:)?//""", dom), "the report loads something from the network"
+    screenshot(report.as_uri(), screenshots / "report.png", window_size=REPORT_WINDOW)
+
+    # 2. The Dagster UI: GraphQL first, then the lineage pages in the browser.
+    _wait_for_ui(port)
+    assert _graphql(port, "mutation { setNuxSeen }")["setNuxSeen"]  # no first-use pop-up in the screenshots
+    nodes = _graphql(port, """{ assetNodes { assetKey { path } groupName repository { location { name } }
+        assetChecksOrError { ... on AssetChecks { checks { name
+            executionForLatestMaterialization { status evaluation { success } } } } } } }""")["assetNodes"]
+    by_name = {n["assetKey"]["path"][-1]: n for n in nodes}
+    assert {"token_activations", "evaluation_report"} <= set(by_name)
+    for node in nodes:
+        for check in (node["assetChecksOrError"] or {}).get("checks", []):
+            latest = check["executionForLatestMaterialization"]
+            assert latest and latest["status"] == "SUCCEEDED" and latest["evaluation"]["success"], \
+                f"check {check['name']} of {node['assetKey']['path']}: {latest}"
+    assert by_name["evaluation_report"]["assetChecksOrError"]["checks"], "evaluation_report has no asset check"
+
+    materialization = _graphql(port, """{ assetOrError(assetKey: {path: ["evaluation_report"]}) { ... on Asset {
+        assetMaterializations(limit: 1) { metadataEntries { label
+            ... on FloatMetadataEntry { floatValue } ... on IntMetadataEntry { intValue }
+            ... on PathMetadataEntry { path } } } } } }""")["assetOrError"]["assetMaterializations"]
+    assert len(materialization) == 1
+    meta = {e["label"]: next((e[k] for k in ("floatValue", "intValue", "path") if k in e), None)
+            for e in materialization[0]["metadataEntries"]}
+    assert 0 <= meta["majority_baseline"] < meta["accuracy"] <= 1
+    assert meta["n_test_words"] > 0
+    assert Path(meta["report_html"]) == report
+    # The number in Dagster is the number in the report the user opens.
+    assert f"{100 * meta['accuracy']:.1f}%" in " ".join(page_sections(dom)[0].text)
+
+    node = by_name["evaluation_report"]
+    location, group = node["repository"]["location"]["name"], node["groupName"]
+    group_names = sorted({n["groupName"] for n in nodes})
+    base = f"http://127.0.0.1:{port}"
+    lineage = dump_dom(f"{base}/asset-groups", budget_ms=JS_BUDGET_MS)
+    assert "Global asset lineage" in lineage and all(g in lineage for g in group_names), \
+        f"global lineage page lacks the groups {group_names}"
+    screenshot(f"{base}/asset-groups", screenshots / "lineage_global.png", budget_ms=JS_BUDGET_MS)
+    group_url = f"{base}/locations/{location}/asset-groups/{group}/lineage"
+    group_dom = dump_dom(group_url, window_size=LINEAGE_WINDOW, budget_ms=JS_BUDGET_MS)
+    missing = [name for name, n in by_name.items() if n["groupName"] == group and name not in group_dom]
+    assert not missing, f"the lineage page of group {group!r} does not show {missing}"
+    screenshot(group_url, screenshots / "lineage_group.png", window_size=LINEAGE_WINDOW, budget_ms=JS_BUDGET_MS)
+
+    for name in ("report.png", "lineage_global.png", "lineage_group.png"):
+        assert (screenshots / name).stat().st_size > 10_000, f"{name} looks blank"
+    print(f"screenshots in {screenshots}; {time.perf_counter() - started:.0f} s")

@@ -192,3 +192,49 @@ def test_two_variants_of_one_method_and_the_gaussian_probe(analysis_dir):
         "WHERE r.method = 'iou_diverse' ORDER BY r.rank")
     n_clusters = diverse["cluster"].n_unique()
     assert diverse["cluster"].head(n_clusters).n_unique() == n_clusters < 96
+
+
+def test_report_numbers_come_from_the_tables_and_match_a_direct_computation(analysis_dir):
+    """One source of truth: the numbers on the page are the stored ones, and those equal a
+    computation done here directly from the stored activations."""
+    import numpy as np
+
+    from neuro_pipeline.evaluation.control import control_labels
+    from neuro_pipeline.evaluation.selection import DEFAULT_SELECTION_PROBE_PARAMS
+    from neuro_pipeline.pipeline import current_activation_set, load_split, ranking_of
+    from neuro_pipeline.probe import LinearProbe
+
+    config = analysis_dir / "pipeline.yaml"
+    with dg.instance_for_test() as instance:
+        assert _run_all(str(config), instance).success
+    cfg = load_config(config)
+    store = Store(cfg.store_path)
+    aset = current_activation_set(cfg, store)
+    train, test = load_split(cfg, store, aset, "train"), load_split(cfg, store, aset, "test")
+    fitted = ranking_of(cfg, store, aset, "linear_probe").fitted
+    probe = LinearProbe(l1=fitted["l1"], l2=fitted["l2"]).fit(train.X, train.labels)
+    accuracy = probe.score(test.X, test.labels)
+    stored = store.query("SELECT DISTINCT value FROM metrics WHERE selection = 'all' AND scope = 'overall'")
+    assert stored["value"].to_list() == [accuracy]
+    # The confusion matrix and per-class supports agree with the tokens and the accuracy.
+    confusion = store.query("SELECT true_label, predicted_label, count FROM confusion")
+    assert confusion["count"].sum() == len(test.labels)
+    correct = confusion.filter(pl.col("true_label") == pl.col("predicted_label"))["count"].sum()
+    assert correct / len(test.labels) == accuracy
+    supports = dict(store.query("SELECT label, support FROM class_metrics").iter_rows())
+    labels, counts = np.unique(test.labels, return_counts=True)
+    assert {lab: supports[lab] for lab in labels} == dict(zip(labels.tolist(), counts.tolist()))
+    # Layer 1 alone, task and control, recomputed.
+    cols = slice(aset.hidden_size, 2 * aset.hidden_size)
+    layer = LinearProbe(**DEFAULT_SELECTION_PROBE_PARAMS).fit(np.ascontiguousarray(train.X[:, cols]), train.labels)
+    layer_acc = layer.score(np.ascontiguousarray(test.X[:, cols]), test.labels)
+    ctrl_train = control_labels(train.words, train.labels, train.words, seed=cfg.evaluation.control_seed)
+    ctrl_test = control_labels(train.words, train.labels, test.words, seed=cfg.evaluation.control_seed)
+    ctrl = LinearProbe(**DEFAULT_SELECTION_PROBE_PARAMS).fit(np.ascontiguousarray(train.X[:, cols]), ctrl_train)
+    ctrl_acc = ctrl.score(np.ascontiguousarray(test.X[:, cols]), ctrl_test)
+    row = store.query("SELECT accuracy, control_accuracy, selectivity FROM layer_probes WHERE layer = 1").row(0)
+    np.testing.assert_allclose(row, (layer_acc, ctrl_acc, layer_acc - ctrl_acc), atol=1e-12)
+    # The page shows those stored numbers.
+    html = open(store.query("SELECT html_path FROM reports")["html_path"][0], encoding="utf-8").read()
+    assert f"<b>{100 * accuracy:.1f}%</b>full-probe accuracy" in html
+    assert f"<td>1</td><td>{100 * layer_acc:.1f}%</td><td>{100 * ctrl_acc:.1f}%</td>" in html

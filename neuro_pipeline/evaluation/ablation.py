@@ -231,13 +231,15 @@ def ablate(
                     else:
                         accuracy = majority_accuracy
                     rows.append(_row(mode, name, fraction, k, draw, accuracy, None))
+                    logger.info("ablate: %s (%.1f s)", rows[-1], time.perf_counter() - start)
                 else:
                     filled = ~kept if keep else kept
                     for fill_name in zero_values:
                         logits = _filled_logits(X_test, full_logits, W_eff, offset, filled, fills[fill_name])
                         accuracy = _accuracy(full.classes_, logits, y_test)
                         rows.append(_row(mode, name, fraction, k, draw, accuracy, fill_name))
-                logger.info("ablate: %s (%.1f s)", rows[-1], time.perf_counter() - start)
+                        logger.info("ablate: %s (%.1f s)", rows[-1], time.perf_counter() - start)
+                        start = time.perf_counter()
     return pl.DataFrame(rows, schema=_SCHEMA)
 
 

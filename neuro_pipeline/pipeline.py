@@ -659,7 +659,8 @@ def materialize_ablation(cfg: PipelineConfig, store: Store, *, progress: Progres
         frames.append(ablate(train.X, train.labels, test.X, test.labels, r.order,
                              fractions=cfg.evaluation.ablation_fractions, ks=cfg.evaluation.ablation_ks,
                              n_random=cfg.evaluation.n_random, seed=cfg.evaluation.seed, n_ranked=r.n_ranked,
-                             zero_value=("mean", "zero")).with_columns(pl.lit(name).alias("method")))
+                             zero_value=("mean", "zero"), modes=cfg.evaluation.ablation_modes)
+                      .with_columns(pl.lit(name).alias("method")))
         if progress is not None:
             progress(i + 1, len(names))
     table = pl.concat(frames)

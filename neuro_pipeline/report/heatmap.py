@@ -28,6 +28,7 @@ _CHAR_WIDTH = 0.6  # advance of one monospace character, in em
 _PAD = 3  # horizontal padding inside a word box, px
 _GAP = 4  # space between word boxes, px
 _MARGIN = 6  # around the whole picture, px
+_SENTENCE_GAP = 1.0  # between stacked sentences, in em (more than between lines of one sentence)
 
 
 def activation_color(value: float, scale: float) -> str:
@@ -163,8 +164,8 @@ def neuron_heatmaps_svg(sentences: list[list[str]], activations: list[np.ndarray
                                                            font_size)
         parts += block
         width = max(width, block_width)
-        y += block_height + font_size * 0.5
-    return _svg(parts, width + 2 * _MARGIN, y - font_size * 0.5 + _MARGIN, font_size,
+        y += block_height + _SENTENCE_GAP * font_size
+    return _svg(parts, width + 2 * _MARGIN, y - _SENTENCE_GAP * font_size + _MARGIN, font_size,
                 label=f"activations of neuron {neuron_name}")
 
 

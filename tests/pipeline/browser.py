@@ -46,20 +46,37 @@ def _run(url: str, args: list[str], *, window_size: tuple[int, int], budget_ms: 
 
 
 def dump_dom(url: str, *, window_size: tuple[int, int] = (1600, 1000), budget_ms: int | None = None,
-             timeout: float = 90) -> str:
-    """The serialised DOM of ``url`` after loading (and ``budget_ms`` of virtual time)."""
-    return _run(url, ["--dump-dom"], window_size=window_size, budget_ms=budget_ms, timeout=timeout).stdout
+             screenshot_to: Path | None = None, timeout: float = 90) -> str:
+    """The serialised DOM of ``url`` after loading (and ``budget_ms`` of virtual time).
+
+    With ``screenshot_to``, the same browser run also writes a PNG of the first
+    ``window_size`` pixels there, so the picture and the DOM show the same state.
+    """
+    args = ["--dump-dom"]
+    if screenshot_to is not None:
+        screenshot_to = Path(screenshot_to).resolve()
+        screenshot_to.parent.mkdir(parents=True, exist_ok=True)
+        screenshot_to.unlink(missing_ok=True)
+        args.append(f"--screenshot={screenshot_to}")
+    proc = _run(url, args, window_size=window_size, budget_ms=budget_ms, timeout=timeout)
+    if screenshot_to is not None and (not screenshot_to.is_file() or screenshot_to.stat().st_size == 0):
+        raise RuntimeError(f"chromium wrote no screenshot of {url} to {screenshot_to}:\n{proc.stderr[-2000:]}")
+    return proc.stdout
 
 
-def screenshot(url: str, path: Path, *, window_size: tuple[int, int] = (1600, 1000), budget_ms: int | None = None,
-               timeout: float = 90) -> Path:
-    """A PNG of the first ``window_size`` pixels of ``url``, written to ``path``."""
+def full_page_screenshot(url: str, path: Path, *, width: int = 1280, max_height: int = 16000,
+                         timeout: float = 90) -> Path:
+    """A PNG of the whole page (up to ``max_height`` px): taken in a tall window, then cut
+    below the last non-white row. Headless ``--screenshot`` only captures the window."""
+    from PIL import Image, ImageChops
+
     path = Path(path).resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    proc = _run(url, [f"--screenshot={path}"], window_size=window_size, budget_ms=budget_ms, timeout=timeout)
-    if not path.is_file() or path.stat().st_size == 0:
-        raise RuntimeError(f"chromium wrote no screenshot of {url} to {path}:\n{proc.stderr[-2000:]}")
+    dump_dom(url, window_size=(width, max_height), screenshot_to=path, timeout=timeout)
+    with Image.open(path) as image:
+        rgb = image.convert("RGB")
+    box = ImageChops.difference(rgb, Image.new("RGB", rgb.size, (255, 255, 255))).getbbox()
+    if box is not None:
+        rgb.crop((0, 0, width, min(box[3] + 24, rgb.height))).save(path)
     return path
 
 

@@ -5,12 +5,17 @@ then
 
 1. loads the HTML report (its path read from the ``reports`` table) with ``--dump-dom``
    and checks that every section in :data:`EXPECTED_SECTIONS` is there with real numbers,
-   and takes a screenshot of it;
-2. starts ``neuro-pipeline ui`` on 127.0.0.1, checks through GraphQL that
-   ``evaluation_report`` was materialized with numeric metadata matching the report and
-   that every asset check passed, and loads the global lineage and the asset group's
-   lineage page in the browser (scripts run for up to 15 s of virtual time), checking the
-   rendered DOM names the assets and taking screenshots.
+   and takes screenshots of it: ``report.png`` (the first 1280×2400 px) and
+   ``report_full.png`` (the whole page);
+2. starts ``neuro-pipeline ui`` on 127.0.0.1 and checks through GraphQL that every asset
+   check passed and that ``evaluation_report`` was materialized with numeric metadata
+   that matches the report;
+3. loads three Dagster pages in the browser (its scripts get 15 s of virtual time), takes
+   a screenshot of each and checks the rendered DOM: the global lineage
+   (``/asset-groups``, the groups), the group's lineage (``/locations/<loc>/asset-groups/
+   <group>/lineage``, full asset cards) and the lineage of ``evaluation_report`` in both
+   directions (``/assets/evaluation_report?view=lineage&lineageScope=neighbors``), which
+   must name every asset connected to the report.
 
 Screenshots go to ``$NEURO_SCREENSHOTS`` when set, otherwise to the test's tmp folder:
 ``NEURO_SCREENSHOTS=/tmp/neuro_screenshots pytest tests/pipeline/test_browser.py``.
@@ -35,7 +40,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.pipeline.browser import INSTALL_HINT, dump_dom, find_chromium, page_sections, screenshot
+from tests.pipeline.browser import INSTALL_HINT, dump_dom, find_chromium, full_page_screenshot, page_sections
 
 CLI = [sys.executable, "-m", "neuro_pipeline.cli"]
 
@@ -58,8 +63,8 @@ EXPECTED_SECTIONS: dict[str, dict[str, str]] = {
 _BROKEN = re.compile(r"\b(nan|NaN|None|inf|undefined|null)\b")
 
 REPORT_WINDOW = (1280, 2400)
-LINEAGE_WINDOW = (1600, 1400)
-JS_BUDGET_MS = 15000
+UI_WINDOW = (1600, 1400)
+JS_BUDGET_MS = 15000  # virtual time for the Dagster UI's scripts to fetch and lay out the graph
 
 needs_chromium = pytest.mark.skipif(find_chromium() is None, reason=f"needs headless Chromium; {INSTALL_HINT}")
 
@@ -124,6 +129,21 @@ def _report_path(store: Path) -> Path:
         rows = con.sql("SELECT html_path FROM reports ORDER BY created_at DESC LIMIT 1").fetchall()
     assert rows, f"no row in the reports table of {store}"
     return Path(rows[0][0])
+
+
+def _connected(nodes: list[dict], start: list[str]) -> set[tuple[str, ...]]:
+    """Asset keys upstream or downstream of ``start`` (transitively), ``start`` included."""
+    edges = {tuple(n["assetKey"]["path"]): ([tuple(k["path"]) for k in n["dependencyKeys"]],
+                                            [tuple(k["path"]) for k in n["dependedByKeys"]]) for n in nodes}
+    found = {tuple(start)}
+    for direction in (0, 1):
+        todo = [tuple(start)]
+        while todo:
+            for key in edges.get(todo.pop(), ([], []))[direction]:
+                if key not in found:
+                    found.add(key)
+                    todo.append(key)
+    return found
 
 
 def check_report_dom(dom: str) -> None:
@@ -207,15 +227,16 @@ def test_report_and_dagster_ui_in_headless_chromium(analysis_dir, screenshots, u
     # 1. The report, as rendered by the browser.
     report = _report_path(analysis_dir / "store" / "pipeline.duckdb")
     assert report.is_file() and str(report) in run.stdout
-    dom = dump_dom(report.as_uri(), window_size=REPORT_WINDOW)
+    dom = dump_dom(report.as_uri(), window_size=REPORT_WINDOW, screenshot_to=screenshots / "report.png")
     check_report_dom(dom)
     assert not re.search(r"""(?:src|href)=["']?(?:https?:)?//""", dom), "the report loads something from the network"
-    screenshot(report.as_uri(), screenshots / "report.png", window_size=REPORT_WINDOW)
+    full_page_screenshot(report.as_uri(), screenshots / "report_full.png", width=REPORT_WINDOW[0])
 
     # 2. The Dagster UI: GraphQL first, then the lineage pages in the browser.
     _wait_for_ui(port)
     assert _graphql(port, "mutation { setNuxSeen }")["setNuxSeen"]  # no first-use pop-up in the screenshots
     nodes = _graphql(port, """{ assetNodes { assetKey { path } groupName repository { location { name } }
+        dependencyKeys { path } dependedByKeys { path }
         assetChecksOrError { ... on AssetChecks { checks { name
             executionForLatestMaterialization { status evaluation { success } } } } } } }""")["assetNodes"]
     by_name = {n["assetKey"]["path"][-1]: n for n in nodes}
@@ -245,16 +266,25 @@ def test_report_and_dagster_ui_in_headless_chromium(analysis_dir, screenshots, u
     location, group = node["repository"]["location"]["name"], node["groupName"]
     group_names = sorted({n["groupName"] for n in nodes})
     base = f"http://127.0.0.1:{port}"
-    lineage = dump_dom(f"{base}/asset-groups", budget_ms=JS_BUDGET_MS)
-    assert "Global asset lineage" in lineage and all(g in lineage for g in group_names), \
-        f"global lineage page lacks the groups {group_names}"
-    screenshot(f"{base}/asset-groups", screenshots / "lineage_global.png", budget_ms=JS_BUDGET_MS)
-    group_url = f"{base}/locations/{location}/asset-groups/{group}/lineage"
-    group_dom = dump_dom(group_url, window_size=LINEAGE_WINDOW, budget_ms=JS_BUDGET_MS)
-    missing = [name for name, n in by_name.items() if n["groupName"] == group and name not in group_dom]
-    assert not missing, f"the lineage page of group {group!r} does not show {missing}"
-    screenshot(group_url, screenshots / "lineage_group.png", window_size=LINEAGE_WINDOW, budget_ms=JS_BUDGET_MS)
+    page = dump_dom(f"{base}/asset-groups", window_size=UI_WINDOW, budget_ms=JS_BUDGET_MS,
+                    screenshot_to=screenshots / "lineage_global.png")
+    assert "Global asset lineage" in page and all(g in page for g in group_names), \
+        f"the global lineage page does not show the groups {group_names}"
+    # The group's graph draws full asset cards at a readable zoom and renders only the
+    # cards inside the viewport, so only "some of the group" can be asserted here.
+    page = dump_dom(f"{base}/locations/{location}/asset-groups/{group}/lineage", window_size=UI_WINDOW,
+                    budget_ms=JS_BUDGET_MS, screenshot_to=screenshots / "lineage_group.png")
+    assert any(name in page for name, n in by_name.items() if n["groupName"] == group), \
+        f"the lineage graph of group {group!r} shows none of its assets"
+    # The report's lineage, all the way up and down, is zoomed to fit: every asset it
+    # depends on or that depends on it is named in the page.
+    connected = _connected(nodes, ["evaluation_report"])
+    page = dump_dom(f"{base}/assets/evaluation_report?view=lineage&lineageScope=neighbors&lineageDepth={len(nodes)}",
+                    window_size=UI_WINDOW, budget_ms=JS_BUDGET_MS, screenshot_to=screenshots / "lineage_report.png")
+    missing = sorted(path[-1] for path in connected if path[-1] not in page)
+    assert not missing, f"the lineage of evaluation_report does not show {missing}"
+    assert {("token_activations",), ("annotated_corpus",)} <= connected
 
-    for name in ("report.png", "lineage_global.png", "lineage_group.png"):
+    for name in ("report.png", "report_full.png", "lineage_global.png", "lineage_group.png", "lineage_report.png"):
         assert (screenshots / name).stat().st_size > 10_000, f"{name} looks blank"
     print(f"screenshots in {screenshots}; {time.perf_counter() - started:.0f} s")

@@ -280,11 +280,11 @@ def _legend(scale: float, x0: float, y0: float, font_size: float, key: str) -> t
     labels = [(-scale, "start"), (0.0, "middle"), (scale, "end")]
     text_y = y0 + bar_height + font_size * 1.1
     parts = [
-        f'<g class="legend"><linearGradient id="{gid}" x1="0" x2="1" y1="0" y2="0">'
-        f'<stop offset="0" stop-color="{NEGATIVE_COLOR}"/><stop offset="0.5" stop-color="#ffffff"/>'
-        f'<stop offset="1" stop-color="{POSITIVE_COLOR}"/></linearGradient>'
-        f'<rect x="{_num(x0)}" y="{_num(y0)}" width="{_num(bar_width)}" height="{_num(bar_height)}" '
-        f'fill="url(#{gid})" stroke="#999999" stroke-width="0.5"/>',
+        (f'<g class="legend"><linearGradient id="{gid}" x1="0" x2="1" y1="0" y2="0">'
+         f'<stop offset="0" stop-color="{NEGATIVE_COLOR}"/><stop offset="0.5" stop-color="#ffffff"/>'
+         f'<stop offset="1" stop-color="{POSITIVE_COLOR}"/></linearGradient>'
+         f'<rect x="{_num(x0)}" y="{_num(y0)}" width="{_num(bar_width)}" height="{_num(bar_height)}" '
+         f'fill="url(#{gid})" stroke="#999999" stroke-width="0.5"/>'),
     ]
     for i, (value, anchor) in enumerate(labels):
         text = "0" if value == 0 else f"{value:+.3g}"

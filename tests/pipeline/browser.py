@@ -39,7 +39,7 @@ def _run(url: str, args: list[str], *, window_size: tuple[int, int], budget_ms: 
             # Virtual time runs the page's timers and fetches until the budget is used up,
             # so a JavaScript app has rendered before the DOM or the pixels are taken.
             cmd.append(f"--virtual-time-budget={budget_ms}")
-        proc = subprocess.run([*cmd, *args, url], capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run([*cmd, *args, url], capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"chromium exited with {proc.returncode} on {url}:\n{proc.stderr[-2000:]}")
     return proc

@@ -57,4 +57,18 @@ def report_check(report: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
     return _check
 
 
+def derived_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
+    """The blocking quality check of a derived evaluation asset (its tables' value ranges)."""
+    name = asset.key.path[-1]
+
+    @dg.asset_check(asset=asset, name=f"{name}_quality", blocking=True, description=(
+        "great-expectations: the asset's table has rows, accuracies in [0, 1], selectivity in [-1, 1], "
+        "overlaps in [0, 1]."))
+    def _check(pipeline: PipelineResource) -> dg.AssetCheckResult:
+        cfg = pipeline.load()
+        return _result(np_pipeline.check_derived(cfg, pipeline.store(cfg), name))
+
+    return _check
+
+
 INPUT_CHECKS = [annotated_corpus_quality, token_activations_quality]

@@ -20,7 +20,7 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 from neuro_pipeline.config import load_config  # noqa: E402
 
-from .checks import INPUT_CHECKS, ranking_check, report_check  # noqa: E402
+from .checks import INPUT_CHECKS, derived_check, ranking_check, report_check  # noqa: E402
 from .resources import CONFIG_ENV, make_resources  # noqa: E402
 from .sources import SOURCES  # noqa: E402
 from .stages import analysis_assets, annotated_corpus, neuron_redundancy, ranking_asset, token_activations  # noqa: E402
@@ -45,6 +45,7 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=[*SOURCES, *stages],
         asset_checks=[*INPUT_CHECKS, *[ranking_check(a, m.name) for a, m in zip(rankings, cfg.ranking.methods)],
+                      *[derived_check(a) for a in (neuron_redundancy, agreement, selectivity, ablation, class_neurons)],
                       report_check(report)],
         jobs=[observe_inputs_job, analysis_job],
         resources=make_resources(path),

@@ -611,6 +611,8 @@ def materialize_selectivity(cfg: PipelineConfig, store: Store, *, progress: Prog
     selections = {"all": np.arange(aset.n_neurons)}
     selections.update({r.name: r.order[:min(k, r.n_ranked)] for r in stored})
     total = len(selections) + 1
+    if progress is not None:
+        progress(0, total)
     rows = []
     for i, (name, columns) in enumerate(selections.items()):
         rows.append(evaluate_selectivity(train.X, train.words, train.labels, test.X, test.words, test.labels,
@@ -653,6 +655,8 @@ def materialize_ablation(cfg: PipelineConfig, store: Store, *, progress: Progres
     aset = current_activation_set(cfg, store)
     names = list(cfg.evaluation.ablation_methods) or ranking_names(cfg)[:1]
     train, test, _ = _train_test(cfg, store, aset)
+    if progress is not None:
+        progress(0, len(names))
     frames = []
     for i, name in enumerate(names):
         r = ranking_of(cfg, store, aset, name)
@@ -769,6 +773,9 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
         done[0] += 1
         if progress is not None:
             progress(min(done[0], total), total)
+
+    if progress is not None:
+        progress(0, total)
 
     lca = next((r for r in stored if r.method == "linear_probe" and "l1" in r.fitted), None)
     full_params = ({"l1": lca.fitted["l1"], "l2": lca.fitted["l2"]} if lca is not None
@@ -1024,3 +1031,34 @@ def check_report(cfg: PipelineConfig, store: Store):
     baseline = metrics.filter(pl.col("selection") == "majority_baseline")["value"]
     return validate_metrics(metrics.filter(pl.col("selection") != "majority_baseline"),
                             majority_baseline=float(baseline[0]) if len(baseline) else 0.0)
+
+
+def check_derived(cfg: PipelineConfig, store: Store, asset: str):
+    """great-expectations suite over the table(s) a derived evaluation asset wrote: rows
+    exist, accuracies in [0, 1], selectivity in [-1, 1], overlaps in [0, 1]."""
+    from neuro_pipeline.quality import validate_table
+
+    aset = current_activation_set(cfg, store)
+    key = [cfg.name, aset.activation_set]
+    where = "WHERE analysis = ? AND activation_set = ?"
+    unit, signed = (0.0, 1.0), (-1.0, 1.0)
+    if asset == "probe_selectivity":
+        frame = store.query(f"SELECT task_accuracy, control_accuracy, selectivity FROM selectivity {where}", key)
+        return validate_table(asset, frame, ranges={"task_accuracy": unit, "control_accuracy": unit,
+                                                    "selectivity": signed},
+                              not_null=("task_accuracy", "control_accuracy", "selectivity"))
+    if asset == "probe_ablation":
+        frame = store.query(f"SELECT accuracy, k FROM ablation {where}", key)
+        return validate_table(asset, frame, ranges={"accuracy": unit}, not_null=("accuracy", "k"))
+    if asset == "class_neurons":
+        frame = store.query(f"SELECT share FROM layer_distribution {where}", key)
+        return validate_table(asset, frame, min_rows=0, ranges={"share": unit})
+    if asset == "method_agreement":
+        frame = store.query(f"SELECT jaccard FROM agreement {where}", key)
+        return validate_table(asset, frame, min_rows=0 if len(cfg.ranking.methods) < 2 else 1,
+                              ranges={"jaccard": unit}, not_null=("jaccard",))
+    if asset == "neuron_redundancy":
+        frame = store.query(f"SELECT n_neurons, n_independent FROM redundancy_layers {where}", key)
+        return validate_table(asset, frame, ranges={"n_independent": (0, aset.hidden_size)},
+                              not_null=("n_independent",))
+    raise ValueError(f"no quality suite for asset {asset!r}")

@@ -184,3 +184,19 @@ def validate_metrics(metrics: pl.DataFrame, *, majority_baseline: float) -> Qual
 
 __all__ = ["QualityReport", "validate_activation_summary", "validate_metrics", "validate_rankings",
            "validate_tokens"]
+
+
+def validate_table(name: str, frame: pl.DataFrame, *, min_rows: int = 1,
+                   ranges: dict[str, tuple[float, float]] | None = None,
+                   not_null: tuple[str, ...] = ()) -> QualityReport:
+    """Suite for a derived result table: at least ``min_rows`` rows, the ``not_null``
+    columns filled, and each column of ``ranges`` within its (low, high) bounds (nulls,
+    where allowed, are skipped by the bounds check; NaN counts as null and so fails
+    ``not_null``)."""
+    import great_expectations as gx
+
+    exps: list[Any] = [gx.expectations.ExpectTableRowCountToBeBetween(min_value=min_rows)]
+    exps += [gx.expectations.ExpectColumnValuesToNotBeNull(column=c) for c in not_null]
+    exps += [gx.expectations.ExpectColumnValuesToBeBetween(column=c, min_value=lo, max_value=hi)
+             for c, (lo, hi) in (ranges or {}).items()]
+    return _run_suite(name, frame, exps)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -194,23 +195,24 @@ def accuracy_curve_svg(summary: Any) -> str:
         ax.fill_between(ks, lo, hi, color=_RANDOM_COLOR, alpha=0.2, linewidth=0)
     for i, method in enumerate(summary.methods):
         color = _METHOD_COLORS[i % len(_METHOD_COLORS)]
-        for selection, style, marker in (("top", "-", "o"), ("bottom", "--", "v")):
+        for selection, style, marker, alpha in (("top", "-", "o", 1.0), ("bottom", "--", "v", 0.45)):
             rows = sorted((r for r in summary.selections if r["method"] == method and r["selection"] == selection),
                           key=lambda r: r["k"])
             if rows:
+                # One legend entry per method (its top line); bottom lines are the faded dashes.
                 ax.plot([r["k"] for r in rows], [r["accuracy"] for r in rows], linestyle=style, marker=marker,
-                        color=color, label=f"{method} {selection}")
+                        color=color, alpha=alpha, label=method if selection == "top" else f"_{method} bottom")
     ax.axhline(summary.accuracy, color="black", linestyle="--", linewidth=1, label="all neurons")
     ax.axhline(summary.majority_baseline, color="black", linestyle=":", linewidth=1, label="majority class")
     ax.set_xscale("log")
     ticks = sorted({r["k"] for r in summary.selections})
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xticks(ticks, [str(k) for k in ticks])
-    ax.set_xlabel("neurons kept (retrained probe)")
+    ax.set_xlabel("neurons kept (retrained probe); solid: top, dashed: bottom")
     ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.04)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9, frameon=False)
     fig.tight_layout()
     buf = io.StringIO()
     fig.savefig(buf, format="svg", metadata={"Date": None})
@@ -230,15 +232,26 @@ def layer_plot_svg(summary: Any) -> str:
     fig, ax = plt.subplots(figsize=(7.2, 3.2), dpi=100)
     layers = [r["layer"] for r in rows]
     ax.plot(layers, [r["accuracy"] for r in rows], marker="o", color=_METHOD_COLORS[0], label="task")
+    handles = []
     if rows and rows[0].get("control_accuracy") is not None:
         ax.plot(layers, [r["control_accuracy"] for r in rows], marker="s", color=_RANDOM_COLOR, label="control task")
-        ax.bar(layers, [r["selectivity"] for r in rows], color=_METHOD_COLORS[2], alpha=0.35, label="selectivity")
+        ax2 = ax.twinx()
+        ax2.bar(layers, [100 * r["selectivity"] for r in rows], color=_METHOD_COLORS[2], alpha=0.3,
+                label="selectivity (points, right axis)")
+        ax2.set_ylabel("selectivity (points)")
+        ax2.set_ylim(0, max(1.0, 1.15 * max(100 * r["selectivity"] for r in rows)))
+        ax.set_zorder(ax2.get_zorder() + 1)
+        ax.patch.set_visible(False)
+        handles = ax2.get_legend_handles_labels()
     ax.set_xticks(layers, [f"{i}" + (" (emb.)" if i == 0 else "") for i in layers])
     ax.set_xlabel("layer")
     ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.04)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    h, lab = ax.get_legend_handles_labels()
+    if handles:
+        h, lab = h + handles[0], lab + handles[1]
+    ax.legend(h, lab, loc="center left", bbox_to_anchor=(1.12, 0.5), fontsize=9, frameon=False)
     fig.tight_layout()
     buf = io.StringIO()
     fig.savefig(buf, format="svg", metadata={"Date": None})
@@ -284,10 +297,19 @@ def _confusion_table(summary: Any) -> str:
                          fmt=lambda v: str(int(v)) if v else "")
 
 
+_NUMERIC = re.compile(r"^[-+]?[\d.,]+%?( ± [\d.]+)?$|^–$")
+
+
 def _html_table(header: list[str], rows: list[list[object]]) -> str:
+    """A table; numbers are right-aligned, text (names, word lists) left-aligned."""
     e = html.escape
+
+    def cell(c: object) -> str:
+        text = str(c)
+        return f"<td>{e(text)}</td>" if _NUMERIC.match(text) else f"<td class='names'>{e(text)}</td>"
+
     head = "".join(f"<th>{e(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(cell(c) for c in r) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -298,7 +320,9 @@ table{border-collapse:collapse;font-size:.92em}td,th{border:1px solid #ddd;paddi
 th{background:#f4f4f4}td:first-child,th:first-child,td.names{text-align:left}
 .kpi{display:flex;gap:1.5em;margin:1em 0}.kpi div{background:#f4f8fb;padding:.6em 1em;border-radius:6px}
 .kpi b{display:block;font-size:1.4em}code{background:#f4f4f4;padding:0 .2em}
-table.grid td{min-width:2.2em;font-size:.85em}.heatmap{margin:.6em 0 1.2em}nav a{margin-right:.8em}
+table.grid td{min-width:2.2em}table.grid td:first-child{font-size:.92em}
+.heatmaps{display:grid;grid-template-columns:repeat(auto-fill,minmax(440px,1fr));gap:.4em 1.2em}
+.heatmaps svg{max-width:100%;height:auto}.note{color:#555;font-size:.9em}
 """
 
 
@@ -309,7 +333,7 @@ def report_html(summary: Any) -> str:
     first = summary.methods[0]
     classes = _html_table(
         ["label", "support", "accuracy", "precision", "F1", f"top neurons by {first} (layer:unit)"],
-        [[r["label"], int(r.get("support", 0)), _pct(r.get("accuracy")), _num(r.get("precision")), _num(r.get("f1")),
+        [[r["label"], int(r.get("support", 0)), _pct(r.get("accuracy")), _pct(r.get("precision")), _pct(r.get("f1")),
           ", ".join(x["top_per_class"].get((first, r["label"]), []))] for r in summary.per_class])
     tops = [r for r in summary.selections if r["selection"] == "top"]
     smallest = min((r["k"] for r in tops), default=None)
@@ -326,8 +350,8 @@ def report_html(summary: Any) -> str:
                   "distance 1 − |r|); one independent neuron per cluster (Dalvi et al. 2020).</p>"
                   + _html_table(_REDUNDANCY_HEADER, red_rows)) if red_rows else ""
     full_sel = next((r for r in x.get("selectivity", []) if r["method"] == "all"), None)
-    sel_kpi = (f"<div><b>{100 * full_sel['selectivity']:.1f}</b>selectivity, points "
-               f"(control task {_pct(full_sel['control_accuracy'])})</div>") if full_sel else ""
+    sel_kpi = (f"<div><b>{100 * full_sel['selectivity']:+.1f} points</b>selectivity: task − control-task "
+               f"accuracy ({_pct(full_sel['control_accuracy'])})</div>") if full_sel else ""
     selectivity = ("<h2 id='selectivity'>Selectivity (control task)</h2><p>Each word type gets a random label drawn "
                    "from the task's label distribution (Hewitt & Liang 2019); selectivity = task accuracy − control "
                    "accuracy. A probe that memorises word identity scores well on both and has low selectivity.</p>"
@@ -345,14 +369,16 @@ def report_html(summary: Any) -> str:
                f"({e(first)}) whose one-vs-rest probe reaches the target share of the full probe's F1.</p>"
                + _html_table(_MINIMAL_HEADER, minimal_rows(summary))) if minimal_rows(summary) else ""
     heatmaps = "".join(f"<div class='heatmap'>{h['svg']}</div>" for h in x.get("heatmaps", []))
-    heatmaps = ("<h2 id='heatmaps'>Strongest neuron of each class over real sentences</h2><p>Activation of each "
-                f"class's best neuron ({e(first)}) on test sentences that contain the class; blue positive, red "
-                "negative.</p>" + heatmaps) if heatmaps else ""
+    heatmaps = ("<h2 id='heatmaps'>Strongest neuron of each class over real sentences</h2><p>Raw activation of "
+                f"each class's best neuron ({e(first)}) on test sentences that contain the class: blue positive, "
+                "red negative. A neuron can encode a class by firing negatively on it, so the class's words may be "
+                "red.</p><div class='heatmaps'>" + heatmaps + "</div>") if heatmaps else ""
     confusion = _confusion_table(summary)
     confusion = ("<h2 id='confusion'>Confusion matrix of the full probe</h2>" + confusion) if confusion else ""
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>Neuron analysis: {e(summary.task)}</title><style>{_CSS}</style></head><body>
 <h1>Neuron analysis: {e(summary.task)} <small>({e(', '.join(summary.methods))})</small></h1>
+<p class="note">Neurons are named <code>L&lt;layer&gt;:&lt;unit&gt;</code>; layer 0 is the embedding layer.</p>
 <p>Model <code>{e(x['model_dir'])}</code> version <code>{e(summary.model_version[:12])}</code>:
 {x['n_layers']} layers × {x['hidden_size']} units, aggregation <code>{e(x['aggregation'])}</code>, {e(x['dtype'])}.
 Corpus version <code>{e(x['corpus_version'])}</code>; config {e(str(x['config_source']))}.

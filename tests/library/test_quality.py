@@ -34,3 +34,15 @@ def test_duplicates_missing_neurons_and_bad_scores_fail():
     assert not inf.success
     score_without_rank = validate_rankings(_ranking([2, 0, 1], [3.0, 2.0, 1.0], [1, 2, None]), n_neurons=3)
     assert not score_without_rank.success
+
+
+def test_validate_table_checks_rows_ranges_and_nulls():
+    from neuro_pipeline.quality import validate_table
+
+    good = pl.DataFrame({"accuracy": [0.5, 1.0], "selectivity": [-0.2, 0.3]})
+    assert validate_table("t", good, ranges={"accuracy": (0, 1), "selectivity": (-1, 1)},
+                          not_null=("accuracy",)).success
+    assert not validate_table("t", good.head(0), ranges={"accuracy": (0, 1)}).success  # no rows
+    assert not validate_table("t", pl.DataFrame({"accuracy": [1.5]}), ranges={"accuracy": (0, 1)}).success
+    assert not validate_table("t", pl.DataFrame({"accuracy": [None, 0.5]}), not_null=("accuracy",)).success
+    assert not validate_table("t", pl.DataFrame({"accuracy": [float("nan")]}), not_null=("accuracy",)).success

@@ -97,7 +97,7 @@ def test_html_is_self_contained_with_plot(tmp_path):
     html = html_path.read_text(encoding="utf-8")
     assert md_path.read_text(encoding="utf-8").startswith("# Neuron analysis: upos")
     assert "78.0%" in html and "l1=0, l2=0.001" in html
-    assert "gaussian bottom" not in html and "linear_probe bottom" in html  # legend entries of the plot
+    assert "solid: top, dashed: bottom" in html and "<!-- linear_probe -->" in html  # axis label, legend entry
     assert html.count("<svg") == 3  # accuracy curves, layer plot, one heatmap
     for section in ("selectivity", "layers", "where", "ablation", "heatmaps", "minimal", "per-class", "confusion"):
         assert f"id='{section}'" in html, section

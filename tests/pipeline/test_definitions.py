@@ -28,9 +28,6 @@ def test_every_stage_has_description_code_version_and_blocking_check():
         node = graph.get(key)
         assert node.description, key
         assert node.code_version, key
-        if key.path[-1] in ("neuron_redundancy", "method_agreement", "probe_selectivity", "probe_ablation",
-                            "class_neurons"):
-            continue  # derived analyses; their inputs are checked upstream
         checks = [c for c in graph.asset_check_keys if c.asset_key == key]
         assert checks, f"{key} has no asset check"
         for check in checks:

@@ -32,7 +32,10 @@ def test_whole_graph_materializes_and_checks_pass(analysis_dir):
         assert checks == {("annotated_corpus", "annotated_corpus_quality"): True,
                           ("token_activations", "token_activations_quality"): True,
                           ("evaluation_report", "evaluation_report_quality"): True,
-                          **{(m, "ranking_quality"): True for m in DEFAULT_METHODS}}
+                          **{(m, "ranking_quality"): True for m in DEFAULT_METHODS},
+                          **{(a, f"{a}_quality"): True for a in ("neuron_redundancy", "method_agreement",
+                                                                 "probe_selectivity", "probe_ablation",
+                                                                 "class_neurons")}}
         report_md = [e for e in result.get_asset_materialization_events()
                      if e.asset_key.path[-1] == "evaluation_report"][0].materialization.metadata
         assert 0.0 <= report_md["accuracy"].value <= 1.0

@@ -879,6 +879,7 @@ def _class_heatmaps(cfg: PipelineConfig, test: Split, class_top: pl.DataFrame, m
     """For the strongest neuron of each class (by ``method``), its activations over the first
     ``evaluation.heatmap_sentences`` test sentences that contain the class, as SVG."""
     from neuro_pipeline.report.heatmap import neuron_heatmaps_svg
+    from neuro_pipeline.report.render import short_word
 
     n_sentences = cfg.evaluation.heatmap_sentences
     if not n_sentences or class_top.is_empty():
@@ -897,7 +898,8 @@ def _class_heatmaps(cfg: PipelineConfig, test: Split, class_top: pl.DataFrame, m
             name = neuron_name(int(neuron), hsz)
             out.append({"label": label, "neuron": name,
                         "svg": neuron_heatmaps_svg(sentences, values, neuron_name=f"{name} ({label})",
-                                                   top_words=top_words.get((method, int(neuron))))})
+                                                   top_words=[short_word(w, 16) for w in
+                                                              top_words.get((method, int(neuron)), [])[:8]] or None)})
     return out
 
 

@@ -63,8 +63,13 @@ def _redundancy_rows(summary: Any) -> list[list[object]]:
 _REDUNDANCY_HEADER = ["layer", "neurons", "constant", "clusters", "independent", "largest cluster"]
 
 
+def short_word(word: str, limit: int = 24) -> str:
+    """A corpus token cut to ``limit`` characters (URLs and rulers in web text are long)."""
+    return word if len(word) <= limit else word[: limit - 1] + "…"
+
+
 def _top_neuron_rows(summary: Any) -> list[list[str]]:
-    return [[method, name, ", ".join(words) or "–"]
+    return [[method, name, ", ".join(short_word(w) for w in words) or "–"]
             for method, neurons in summary.extra.get("top_neurons", {}).items() for name, words in neurons]
 
 
@@ -318,6 +323,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:980px;mar
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:.92em}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
 th{background:#f4f4f4}td:first-child,th:first-child,td.names{text-align:left}
+td.names{overflow-wrap:anywhere;max-width:36em}
 .kpi{display:flex;gap:1.5em;margin:1em 0}.kpi div{background:#f4f8fb;padding:.6em 1em;border-radius:6px}
 .kpi b{display:block;font-size:1.4em}code{background:#f4f4f4;padding:0 .2em}
 table.grid td{min-width:2.2em}table.grid td:first-child{font-size:.92em}

@@ -103,14 +103,24 @@ def ablation_rows(summary: Any) -> list[list[str]]:
         if r["mode"] == "full" or (r["zero_value"] not in (None, "mean")):
             continue
         table.setdefault((r["method"], r["k"], r["selection"]), {})[r["mode"]] = r["accuracy"]
-    modes = ("keep_retrain", "keep_zero", "remove_retrain", "remove_zero")
+    modes = _ablation_modes(summary)
     order = {"top": 0, "random": 1, "bottom": 2}
     return [[m, str(k), sel, *[_pct(v.get(mode)) for mode in modes]]
             for (m, k, sel), v in sorted(table.items(), key=lambda kv: (kv[0][0], kv[0][1], order.get(kv[0][2], 3)))]
 
 
-_ABLATION_HEADER = ["method", "k", "neurons", "keep, retrained", "keep, rest zeroed", "remove, retrained",
-                    "remove, zeroed"]
+_ABLATION_MODES = {"keep_retrain": "keep, retrained", "keep_zero": "keep, rest zeroed",
+                   "remove_retrain": "remove, retrained", "remove_zero": "remove, zeroed"}
+
+
+def _ablation_modes(summary: Any) -> list[str]:
+    """The ablation modes that were run, in a fixed order (remove_retrain is off by default)."""
+    present = {r["mode"] for r in summary.extra.get("ablation", [])}
+    return [m for m in _ABLATION_MODES if m in present]
+
+
+def _ablation_header(summary: Any) -> list[str]:
+    return ["method", "k", "neurons", *[_ABLATION_MODES[m] for m in _ablation_modes(summary)]]
 
 
 def minimal_rows(summary: Any) -> list[list[str]]:
@@ -157,7 +167,7 @@ def report_markdown(summary: Any) -> str:
     if layer_rows(summary):
         parts += ["## One probe per layer", "", markdown_table(_LAYER_HEADER, layer_rows(summary)), ""]
     if ablation_rows(summary):
-        parts += ["## Ablation at the probe", "", markdown_table(_ABLATION_HEADER, ablation_rows(summary)), ""]
+        parts += ["## Ablation at the probe", "", markdown_table(_ablation_header(summary), ablation_rows(summary)), ""]
     if minimal_rows(summary):
         parts += ["## Fewest neurons per class", "", markdown_table(_MINIMAL_HEADER, minimal_rows(summary)), ""]
     header, rows = agreement_rows(summary)
@@ -370,7 +380,7 @@ def report_html(summary: Any) -> str:
     ablation = ("<h2 id='ablation'>Ablation at the probe</h2><p>Accuracy when a method's top, random or bottom "
                 "neurons are kept or removed: retrained on what is left, or zeroed in the full probe (set to their "
                 "training mean, so they contribute nothing).</p>"
-                + _html_table(_ABLATION_HEADER, ablation_rows(summary))) if ablation_rows(summary) else ""
+                + _html_table(_ablation_header(summary), ablation_rows(summary))) if ablation_rows(summary) else ""
     minimal = ("<h2 id='minimal'>Fewest neurons per class</h2><p>The shortest prefix of each class's ranking "
                f"({e(first)}) whose one-vs-rest probe reaches the target share of the full probe's F1.</p>"
                + _html_table(_MINIMAL_HEADER, minimal_rows(summary))) if minimal_rows(summary) else ""

@@ -83,7 +83,9 @@ def test_markdown_has_headline_selections_and_classes(tmp_path):
     assert "| linear_probe | 269 | 93.6% | 50.0% | 43.6 |" in md
     assert "| 1 | 90.0% | 60.0% | 30.0 |" in md
     # Ablation rows show the mean-filled zeroing; the full row is the reference, not a row.
-    assert "| linear_probe | 269 | top | 93.6% | 61.0% | – | – |" in md
+    # Only the modes that ran get a column (remove_retrain is off by default).
+    assert "| method | k | neurons | keep, retrained | keep, rest zeroed |" in md
+    assert "| linear_probe | 269 | top | 93.6% | 61.0% |" in md
     assert "| X | not reached | 0.100 | 0.500 | 0.550 |" in md
     assert "| gaussian | linear_probe | 0.18 |" in md
     assert "| linear_probe | L2:266 | cat, dog |" in md and "| gaussian | L6:1 | – |" in md

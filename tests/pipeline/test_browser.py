@@ -59,6 +59,12 @@ EXPECTED_SECTIONS: dict[str, dict[str, str]] = {
     "Strongest neurons and their top words": {"neuron": _NEURON, "top words": r"\S.*"},
     "Redundancy": {"layer|neurons|constant|clusters|independent|largest cluster": _COUNT},
     "Per class": {"support": _COUNT, "accuracy": _PERCENT},
+    "Selectivity (control task)": {"k": _COUNT, "task|control task": _PERCENT, r"selectivity \(points\)": r"-?\d+\.\d"},
+    "One probe per layer": {"layer": _COUNT, "accuracy|control task": _PERCENT},
+    "Where the top neurons are": {"L\d+": _COUNT},
+    "Ablation at the probe": {"k": _COUNT, "keep, retrained|keep, rest zeroed|remove, zeroed": _PERCENT},
+    "Fewest neurons per class": {"target F1|full-probe F1": r"[01]\.\d{3}"},
+    "Confusion matrix of the full probe": {},
 }
 _BROKEN = re.compile(r"\b(nan|NaN|None|inf|undefined|null)\b")
 
@@ -204,7 +210,19 @@ _GOOD_REPORT = """<html><body><h1>Neuron analysis</h1><div><b>93.1%</b>full-prob
 <h2>Redundancy</h2><table><tr><th>layer</th><th>neurons</th><th>constant</th><th>clusters</th><th>independent</th>
 <th>largest cluster</th></tr><tr><td>0</td><td>32</td><td>0</td><td>23</td><td>4</td><td>3</td></tr></table>
 <h2>Per class</h2><table><tr><th>label</th><th>support</th><th>accuracy</th></tr>
-<tr><td>NOUN</td><td>1,204</td><td>100.0%</td></tr></table></body></html>"""
+<tr><td>NOUN</td><td>1,204</td><td>100.0%</td></tr></table>
+<h2>Selectivity (control task)</h2><table><tr><th>neurons</th><th>k</th><th>task</th><th>control task</th>
+<th>selectivity (points)</th></tr><tr><td>all</td><td>96</td><td>90.0%</td><td>70.0%</td><td>20.0</td></tr></table>
+<h2>One probe per layer</h2><table><tr><th>layer</th><th>accuracy</th><th>control task</th></tr>
+<tr><td>0</td><td>80.0%</td><td>60.0%</td></tr></table>
+<h2>Where the top neurons are</h2><table><tr><th>label</th><th>L0</th><th>L1</th></tr>
+<tr><td>NOUN</td><td>3</td><td>7</td></tr></table>
+<h2>Ablation at the probe</h2><table><tr><th>method</th><th>k</th><th>neurons</th><th>keep, retrained</th></tr>
+<tr><td>iou</td><td>10</td><td>top</td><td>88.0%</td></tr></table>
+<h2>Fewest neurons per class</h2><table><tr><th>label</th><th>fewest neurons</th><th>target F1</th>
+<th>full-probe F1</th></tr><tr><td>NOUN</td><td>8</td><td>0.810</td><td>0.900</td></tr></table>
+<h2>Confusion matrix of the full probe</h2><table><tr><th>true \\ predicted</th><th>NOUN</th></tr>
+<tr><td>NOUN</td><td>12</td></tr></table></body></html>"""
 
 
 @pytest.mark.parametrize(

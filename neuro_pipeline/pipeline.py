@@ -889,15 +889,16 @@ def _class_heatmaps(cfg: PipelineConfig, test: Split, class_top: pl.DataFrame, m
     best = class_top.filter((pl.col("method") == method) & (pl.col("rank") == 1))
     for label, neuron in best.select("label", "neuron").iter_rows():
         ids = keys.filter(pl.col("label") == label)["sentence_id"].unique(maintain_order=True).head(n_sentences)
-        sentences, values = [], []
+        sentences, values, marked = [], [], []
         for sid in ids.to_list():
             rows = keys.filter(pl.col("sentence_id") == sid).sort("position")["row"].to_numpy()
             sentences.append([str(w) for w in test.words[rows]])
             values.append(np.asarray(test.X[rows, int(neuron)], dtype=np.float64))
+            marked.append((test.labels[rows].astype(str) == label).tolist())
         if sentences:
             name = neuron_name(int(neuron), hsz)
             out.append({"label": label, "neuron": name,
-                        "svg": neuron_heatmaps_svg(sentences, values, neuron_name=f"{name} ({label})",
+                        "svg": neuron_heatmaps_svg(sentences, values, neuron_name=f"{name} ({label})", marked=marked,
                                                    top_words=[short_word(w, 16) for w in
                                                               top_words.get((method, int(neuron)), [])[:8]] or None)})
     return out

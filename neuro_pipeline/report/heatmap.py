@@ -104,7 +104,7 @@ def activation_heatmap_svg(words: Sequence[str], activations: Sequence[float], *
 
 def neuron_heatmaps_svg(sentences: list[list[str]], activations: list[np.ndarray], *, neuron_name: str,
                         top_words: Sequence[str] | None = None, max_chars_per_line: int = 80,
-                        font_size: float = 14) -> str:
+                        font_size: float = 14, marked: list[Sequence[bool]] | None = None) -> str:
     """Several sentences of one neuron, stacked under one shared colour scale, with a legend.
 
     The scale is the largest ``|activation|`` over all the sentences, so colours compare
@@ -123,11 +123,15 @@ def neuron_heatmaps_svg(sentences: list[list[str]], activations: list[np.ndarray
         Listed under the heading (the words that activate the neuron most).
     max_chars_per_line, font_size
         As in :func:`activation_heatmap_svg`.
+    marked : list of sequences of bool, optional
+        Words to emphasise (bold, underlined), e.g. the words labelled with the concept
+        the neuron is shown for; one flag per word of each sentence.
 
     Raises
     ------
     ValueError
-        If there are no sentences, the two lists differ in length, or a sentence fails
+        If there are no sentences, the two lists differ in length, ``marked`` does not
+        match the sentences, or a sentence fails
         the checks of :func:`activation_heatmap_svg` (the message names the sentence).
 
     Examples
@@ -143,6 +147,10 @@ def neuron_heatmaps_svg(sentences: list[list[str]], activations: list[np.ndarray
         raise ValueError(f"Got {len(sentences)} sentences but {len(activations)} activation arrays; "
                          "pass one array per sentence.")
     values = [_check_sentence(w, a, where=f" in sentence {i}") for i, (w, a) in enumerate(zip(sentences, activations))]
+    if marked is None:
+        marked = [[False] * len(w) for w in sentences]
+    if len(marked) != len(sentences) or any(len(m) != len(w) for m, w in zip(marked, sentences)):
+        raise ValueError("marked must hold one flag per word of every sentence.")
     _check_layout(max_chars_per_line, font_size)
     scale = _resolve_scale(None, values)
     small = font_size * 0.85
@@ -159,9 +167,9 @@ def neuron_heatmaps_svg(sentences: list[list[str]], activations: list[np.ndarray
     parts += legend
     width = max(width, legend_width)
     y += legend_height + 2 + font_size * 0.5
-    for words, vals in zip(sentences, values):
+    for words, vals, marks in zip(sentences, values, marked):
         block, block_width, block_height = _sentence_block(words, vals, scale, _MARGIN, y, max_chars_per_line,
-                                                           font_size)
+                                                           font_size, marks)
         parts += block
         width = max(width, block_width)
         y += block_height + _SENTENCE_GAP * font_size
@@ -246,7 +254,8 @@ def _wrap(words: Sequence[str], max_chars_per_line: int) -> list[list[int]]:
 
 
 def _sentence_block(words: Sequence[str], values: np.ndarray, scale: float, x0: float, y0: float,
-                    max_chars_per_line: int, font_size: float) -> tuple[list[str], float, float]:
+                    max_chars_per_line: int, font_size: float,
+                    marks: Sequence[bool] | None = None) -> tuple[list[str], float, float]:
     """The word boxes of one sentence from ``(x0, y0)``: (elements, width, height)."""
     box_height = font_size * 1.4
     line_height = box_height + _GAP
@@ -265,7 +274,8 @@ def _sentence_block(words: Sequence[str], values: np.ndarray, scale: float, x0: 
                 f'<rect x="{_num(x)}" y="{_num(top)}" width="{_num(box_width)}" height="{_num(box_height)}" '
                 f'rx="2" fill="{activation_color(values[i], scale)}"/>'
                 f'<text x="{_num(x + _PAD)}" y="{_num(top + box_height * 0.72)}" '
-                f'fill="{_TEXT_COLOR}">{html.escape(word)}</text></g>')
+                + ('font-weight="bold" text-decoration="underline" ' if marks is not None and marks[i] else "")
+                + f'fill="{_TEXT_COLOR}">{html.escape(word)}</text></g>')
             x += box_width + _GAP
         width = max(width, x - _GAP - x0)
     return parts, width, len(lines) * line_height - _GAP

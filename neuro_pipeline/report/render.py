@@ -387,8 +387,8 @@ def report_html(summary: Any) -> str:
     heatmaps = "".join(f"<div class='heatmap'>{h['svg']}</div>" for h in x.get("heatmaps", []))
     heatmaps = ("<h2 id='heatmaps'>Strongest neuron of each class over real sentences</h2><p>Raw activation of "
                 f"each class's best neuron ({e(first)}) on test sentences that contain the class: blue positive, "
-                "red negative. A neuron can encode a class by firing negatively on it, so the class's words may be "
-                "red.</p><div class='heatmaps'>" + heatmaps + "</div>") if heatmaps else ""
+                "red negative; the class's words are <b><u>bold and underlined</u></b>. A neuron can encode a class "
+                "by firing negatively on it, so the class's words may be red.</p><div class='heatmaps'>" + heatmaps + "</div>") if heatmaps else ""
     confusion = _confusion_table(summary)
     confusion = ("<h2 id='confusion'>Confusion matrix of the full probe</h2>" + confusion) if confusion else ""
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">

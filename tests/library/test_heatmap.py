@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -184,3 +185,13 @@ def test_stacked_errors_name_the_sentence():
         neuron_heatmaps_svg([], [], neuron_name="n")
     with pytest.raises(ValueError, match=r"in sentence 1"):
         neuron_heatmaps_svg([["a"], ["b"]], [np.array([1.0]), np.array([np.nan])], neuron_name="n")
+
+
+def test_marked_words_are_bold_and_underlined():
+    from neuro_pipeline.report.heatmap import neuron_heatmaps_svg
+
+    svg = neuron_heatmaps_svg([["the", "cat"]], [np.array([0.1, 2.0])], neuron_name="L1:7", marked=[[False, True]])
+    assert svg.count('text-decoration="underline"') == 1
+    assert re.search(r'font-weight="bold" text-decoration="underline" fill="[^"]+">cat<', svg)
+    with pytest.raises(ValueError, match="one flag per word"):
+        neuron_heatmaps_svg([["the", "cat"]], [np.array([0.1, 2.0])], neuron_name="L1:7", marked=[[True]])

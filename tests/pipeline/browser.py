@@ -9,6 +9,7 @@ makes are the page's own. Each call gets a fresh profile directory.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -26,6 +27,26 @@ INSTALL_HINT = "install it with `apt-get install -y chromium`"
 def find_chromium() -> str | None:
     """The path of an installed Chromium or Chrome, or None."""
     return next((path for name in CHROMIUM_NAMES if (path := shutil.which(name))), None)
+
+
+def ensure_chromium(timeout: float = 900) -> tuple[str | None, str]:
+    """An installed Chromium, installing it with apt-get when it is missing and we are root
+    (as on the CI machines). Returns (path or None, what happened)."""
+    found = find_chromium()
+    if found is not None:
+        return found, "already installed"
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return None, f"not installed, and apt-get is not available as root; {INSTALL_HINT}"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "install", "-y", "-q", "chromium"],
+                ["sh", "-c", "apt-get update -q && apt-get install -y -q chromium"]):
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        except subprocess.TimeoutExpired:
+            return None, f"`{' '.join(cmd)}` did not finish within {timeout:.0f} s"
+        if proc.returncode == 0 and find_chromium() is not None:
+            return find_chromium(), "installed with apt-get"
+    return None, f"apt-get could not install chromium: {proc.stderr.strip()[-300:]}"
 
 
 def _run(url: str, args: list[str], *, window_size: tuple[int, int], budget_ms: int | None,

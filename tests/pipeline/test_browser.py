@@ -20,8 +20,9 @@ then
 Screenshots go to ``$NEURO_SCREENSHOTS`` when set, otherwise to the test's tmp folder:
 ``NEURO_SCREENSHOTS=/tmp/neuro_screenshots pytest tests/pipeline/test_browser.py``.
 
-Needs Chromium: ``apt-get install -y chromium`` (Debian/Ubuntu). Without it the test is
-skipped, saying so. It takes about 1.5 minutes on 2 cores, most of it the pipeline run.
+Needs Chromium: when it is missing the test installs it with ``apt-get install -y chromium``
+if it runs as root (as CI does), and is skipped, saying why, only when that fails. It
+takes about 1.5 minutes on 2 cores, most of it the pipeline run (plus the install once).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.pipeline.browser import INSTALL_HINT, dump_dom, find_chromium, full_page_screenshot, page_sections
+from tests.pipeline.browser import dump_dom, ensure_chromium, full_page_screenshot, page_sections
 
 CLI = [sys.executable, "-m", "neuro_pipeline.cli"]
 
@@ -72,7 +73,14 @@ REPORT_WINDOW = (1280, 2400)
 UI_WINDOW = (1600, 1400)
 JS_BUDGET_MS = 15000  # virtual time for the Dagster UI's scripts to fetch and lay out the graph
 
-needs_chromium = pytest.mark.skipif(find_chromium() is None, reason=f"needs headless Chromium; {INSTALL_HINT}")
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Headless Chromium, installed with apt-get on first use when missing (CI runs as root);
+    the test is skipped, saying why, only when that is impossible."""
+    path, what = ensure_chromium()
+    if path is None:
+        pytest.skip(f"needs headless Chromium: {what}")
+    return path
 
 
 def _free_port() -> int:
@@ -247,8 +255,7 @@ def test_the_report_checker_catches_missing_sections_and_broken_numbers(old, new
             check_report_dom(dom)
 
 
-@needs_chromium
-def test_report_and_dagster_ui_in_headless_chromium(analysis_dir, screenshots, ui_process):
+def test_report_and_dagster_ui_in_headless_chromium(chromium, analysis_dir, screenshots, ui_process):
     started = time.perf_counter()
     config = analysis_dir / "pipeline.yaml"
     home = analysis_dir / "home"

@@ -27,11 +27,9 @@ takes about 1.5 minutes on 2 cores, most of it the pipeline run (plus the instal
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -41,7 +39,13 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.pipeline.browser import dump_dom, ensure_chromium, full_page_screenshot, page_sections
+from tests.pipeline.browser import (
+    dump_dom,
+    ensure_chromium,
+    full_page_screenshot,
+    page_sections,
+)
+from tests.pipeline.dagster_ui import free_port, graphql
 
 CLI = [sys.executable, "-m", "neuro_pipeline.cli"]
 
@@ -62,7 +66,7 @@ EXPECTED_SECTIONS: dict[str, dict[str, str]] = {
     "Per class": {"support": _COUNT, "accuracy": _PERCENT},
     "Selectivity (control task)": {"k": _COUNT, "task|control task": _PERCENT, r"selectivity \(points\)": r"-?\d+\.\d"},
     "One probe per layer": {"layer": _COUNT, "accuracy|control task": _PERCENT},
-    "Where the top neurons are": {"L\d+": _COUNT},
+    "Where the top neurons are": {r"L\d+": _COUNT},
     "Ablation at the probe": {"k": _COUNT, "keep, retrained|keep, rest zeroed|remove, zeroed": _PERCENT},
     "Fewest neurons per class": {"target F1|full-probe F1": r"[01]\.\d{3}"},
     "Confusion matrix of the full probe": {},
@@ -83,19 +87,8 @@ def chromium() -> str:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def _graphql(port: int, query: str) -> dict:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        body = json.loads(resp.read())
-    assert not body.get("errors"), body["errors"]
-    return body["data"]
 
 
 @pytest.fixture
@@ -111,7 +104,7 @@ def ui_process():
     procs: list[subprocess.Popen] = []
 
     def start(args: list[str], cwd: Path) -> int:
-        port = _free_port()
+        port = free_port()
         procs.append(subprocess.Popen([*CLI, "ui", *args, "--port", str(port)], cwd=cwd, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL, start_new_session=True))
         return port
@@ -275,8 +268,8 @@ def test_report_and_dagster_ui_in_headless_chromium(chromium, analysis_dir, scre
 
     # 2. The Dagster UI: GraphQL first, then the lineage pages in the browser.
     _wait_for_ui(port)
-    assert _graphql(port, "mutation { setNuxSeen }")["setNuxSeen"]  # no first-use pop-up in the screenshots
-    nodes = _graphql(port, """{ assetNodes { assetKey { path } groupName repository { location { name } }
+    assert graphql(port, "mutation { setNuxSeen }")["setNuxSeen"]  # no first-use pop-up in the screenshots
+    nodes = graphql(port, """{ assetNodes { assetKey { path } groupName repository { location { name } }
         dependencyKeys { path } dependedByKeys { path }
         assetChecksOrError { ... on AssetChecks { checks { name
             executionForLatestMaterialization { status evaluation { success } } } } } } }""")["assetNodes"]
@@ -289,7 +282,7 @@ def test_report_and_dagster_ui_in_headless_chromium(chromium, analysis_dir, scre
                 f"check {check['name']} of {node['assetKey']['path']}: {latest}"
     assert by_name["evaluation_report"]["assetChecksOrError"]["checks"], "evaluation_report has no asset check"
 
-    materialization = _graphql(port, """{ assetOrError(assetKey: {path: ["evaluation_report"]}) { ... on Asset {
+    materialization = graphql(port, """{ assetOrError(assetKey: {path: ["evaluation_report"]}) { ... on Asset {
         assetMaterializations(limit: 1) { metadataEntries { label
             ... on FloatMetadataEntry { floatValue } ... on IntMetadataEntry { intValue }
             ... on PathMetadataEntry { path } } } } } }""")["assetOrError"]["assetMaterializations"]

@@ -3,7 +3,6 @@ with the real Dagster webserver answering GraphQL on 127.0.0.1."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -16,21 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.pipeline.dagster_ui import free_port, graphql
+
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "neuro_pipeline.cli"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def _graphql(port: int, query: str) -> dict:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.loads(resp.read())["data"]
 
 
 def _listen_addresses(port: int) -> set[str]:
@@ -91,7 +83,7 @@ def test_progress_bar_redraws_on_a_terminal_and_prints_quarters_otherwise():
 
 def test_ui_shows_lineage_checks_and_the_cli_runs(ran):
     analysis_dir, home, _ = ran
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ)
     ui = subprocess.Popen([*CLI, "ui", "-c", str(analysis_dir / "pipeline.yaml"), "--home", str(home),
                            "--port", str(port)], cwd=analysis_dir, env=env, stdout=subprocess.DEVNULL,
@@ -106,7 +98,7 @@ def test_ui_shows_lineage_checks_and_the_cli_runs(ran):
                 if time.time() > deadline or ui.poll() is not None:
                     pytest.fail("the Dagster UI did not come up within 120 s")
                 time.sleep(1)
-        nodes = _graphql(port, "{ assetNodes { assetKey { path } description opVersion hasAssetChecks "
+        nodes = graphql(port, "{ assetNodes { assetKey { path } description opVersion hasAssetChecks "
                                "dependencyKeys { path } } }")["assetNodes"]
         by_name = {n["assetKey"]["path"][-1]: n for n in nodes}
         for stage in ("annotated_corpus", "token_activations", "linear_probe", "probeless", "evaluation_report"):
@@ -114,7 +106,7 @@ def test_ui_shows_lineage_checks_and_the_cli_runs(ran):
         assert by_name["probeless"]["assetKey"]["path"] == ["neuron_rankings", "probeless"]
         assert {"path": ["token_activations"]} in by_name["probeless"]["dependencyKeys"]
         assert {"path": ["neuron_rankings", "probeless"]} in by_name["evaluation_report"]["dependencyKeys"]
-        runs = _graphql(port, '{ runsOrError { ... on Runs { results { jobName status } } } }')["runsOrError"]["results"]
+        runs = graphql(port, '{ runsOrError { ... on Runs { results { jobName status } } } }')["runsOrError"]["results"]
         assert {"jobName": "analysis_job", "status": "SUCCESS"} in runs
         # The webserver listens on the loopback address only.
         assert _listen_addresses(port) == {"127.0.0.1"}

@@ -29,9 +29,11 @@ from numbers import Integral, Real
 import numpy as np
 import polars as pl
 
-from neuro_pipeline.evaluation.selection import DEFAULT_SELECTION_PROBE_PARAMS
+from neuro_pipeline.evaluation.selection import (
+    DEFAULT_SELECTION_PROBE_PARAMS,
+    check_splits,
+)
 from neuro_pipeline.probe import LinearProbe
-from neuro_pipeline.ranking._base import check_activations
 
 logger = logging.getLogger(__name__)
 
@@ -265,19 +267,8 @@ def evaluate_selectivity(
     [('all', 3, 1.0)]
     """
     owner = "evaluate_selectivity"
-    X_train, y_train = check_activations(X_train, y_train, owner=f"{owner} (train)")
-    X_test, _ = check_activations(X_test, owner=f"{owner} (test)")
-    y_test = np.asarray(y_test)
+    X_train, y_train, X_test, y_test = check_splits(X_train, y_train, X_test, y_test, owner=owner)
     n_neurons = X_train.shape[1]
-    if X_test.shape[1] != n_neurons:
-        raise ValueError(
-            f"{owner}: X_test has {X_test.shape[1]} neurons but X_train has {n_neurons}; "
-            "both must come from the same layers."
-        )
-    if y_test.shape != (X_test.shape[0],):
-        raise ValueError(
-            f"{owner}: y_test must have shape ({X_test.shape[0]},), one label per row of X_test; got {y_test.shape}."
-        )
     words_train = _check_words(words_train, name="words_train", owner=owner)
     words_test = _check_words(words_test, name="words_test", owner=owner)
     for name, words, X in (("words_train", words_train, X_train), ("words_test", words_test, X_test)):

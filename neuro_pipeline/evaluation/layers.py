@@ -24,9 +24,11 @@ import polars as pl
 
 from neuro_pipeline.evaluation.control import _check_selection, selectivity
 from neuro_pipeline.evaluation.metrics import label_string
-from neuro_pipeline.evaluation.selection import DEFAULT_SELECTION_PROBE_PARAMS
+from neuro_pipeline.evaluation.selection import (
+    DEFAULT_SELECTION_PROBE_PARAMS,
+    check_splits,
+)
 from neuro_pipeline.probe import LinearProbe
-from neuro_pipeline.ranking._base import check_activations
 
 logger = logging.getLogger(__name__)
 
@@ -39,20 +41,6 @@ def _check_positive_int(value, *, name: str, owner: str) -> int:
     return int(value)
 
 
-def _check_splits(X_train, y_train, X_test, y_test, *, owner: str):
-    X_train, y_train = check_activations(X_train, y_train, owner=f"{owner} (train)")
-    X_test, _ = check_activations(X_test, owner=f"{owner} (test)")
-    y_test = np.asarray(y_test)
-    if X_test.shape[1] != X_train.shape[1]:
-        raise ValueError(
-            f"{owner}: X_test has {X_test.shape[1]} neurons but X_train has {X_train.shape[1]}; "
-            "both must come from the same layers."
-        )
-    if y_test.shape != (X_test.shape[0],):
-        raise ValueError(
-            f"{owner}: y_test must have shape ({X_test.shape[0]},), one label per row of X_test; got {y_test.shape}."
-        )
-    return X_train, y_train, X_test, y_test
 
 
 def layerwise_probing(
@@ -114,7 +102,7 @@ def layerwise_probing(
     [(0, 1, 1.0), (1, 1, 0.5)]
     """
     owner = "layerwise_probing"
-    X_train, y_train, X_test, y_test = _check_splits(X_train, y_train, X_test, y_test, owner=owner)
+    X_train, y_train, X_test, y_test = check_splits(X_train, y_train, X_test, y_test, owner=owner)
     n_layers = _check_positive_int(n_layers, name="n_layers", owner=owner)
     hidden_size = _check_positive_int(hidden_size, name="hidden_size", owner=owner)
     if X_train.shape[1] != n_layers * hidden_size:
@@ -302,7 +290,7 @@ def minimal_neuron_sets(
     [('a', 1, [0]), ('b', 2, [2, 1]), ('c', 3, [2, 0, 1])]
     """
     owner = "minimal_neuron_sets"
-    X_train, y_train, X_test, y_test = _check_splits(X_train, y_train, X_test, y_test, owner=owner)
+    X_train, y_train, X_test, y_test = check_splits(X_train, y_train, X_test, y_test, owner=owner)
     n_neurons = X_train.shape[1]
     if isinstance(target_share, bool) or not isinstance(target_share, Real) or not 0 < target_share <= 1:
         raise ValueError(f"{owner}: target_share must be in (0, 1]; got {target_share!r}.")

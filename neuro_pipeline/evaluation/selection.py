@@ -36,6 +36,31 @@ DEFAULT_SELECTION_PROBE_PARAMS: Mapping[str, float] = {"l1": 0.0, "l2": 1e-3, "t
 _SELECTIONS = ("top", "random", "bottom")
 
 
+def check_splits(X_train, y_train, X_test, y_test, *, owner: str):
+    """Validate a training and a test split of the same neurons (see
+    :func:`~neuro_pipeline.ranking.check_activations`); returns them as arrays.
+
+    Raises
+    ------
+    ValueError
+        If either split is invalid, the two have different numbers of neurons, or ``y_test``
+        does not have one label per row of ``X_test``.
+    """
+    X_train, y_train = check_activations(X_train, y_train, owner=f"{owner} (train)")
+    X_test, _ = check_activations(X_test, owner=f"{owner} (test)")
+    y_test = np.asarray(y_test)
+    if X_test.shape[1] != X_train.shape[1]:
+        raise ValueError(
+            f"{owner}: X_test has {X_test.shape[1]} neurons but X_train has {X_train.shape[1]}; "
+            "both must come from the same layers."
+        )
+    if y_test.shape != (X_test.shape[0],):
+        raise ValueError(
+            f"{owner}: y_test must have shape ({X_test.shape[0]},), one label per row of X_test; got {y_test.shape}."
+        )
+    return X_train, y_train, X_test, y_test
+
+
 def evaluate_probe(probe, X, y) -> dict:
     """Overall and per-class accuracy of a fitted probe.
 
@@ -163,20 +188,8 @@ def evaluate_selections(
     ValueError
         On inconsistent shapes, a ranking that is not a permutation, or bad fractions.
     """
-    X_train, y_train = check_activations(X_train, y_train, owner="evaluate_selections (train)")
-    X_test, _ = check_activations(X_test, owner="evaluate_selections (test)")
-    y_test = np.asarray(y_test)
+    X_train, y_train, X_test, y_test = check_splits(X_train, y_train, X_test, y_test, owner="evaluate_selections")
     n_neurons = X_train.shape[1]
-    if X_test.shape[1] != n_neurons:
-        raise ValueError(
-            f"evaluate_selections: X_test has {X_test.shape[1]} neurons but X_train has {n_neurons}; "
-            "both must come from the same layers."
-        )
-    if y_test.shape != (X_test.shape[0],):
-        raise ValueError(
-            f"evaluate_selections: y_test must have shape ({X_test.shape[0]},), one label per row of X_test; "
-            f"got {y_test.shape}."
-        )
     ranking = np.asarray(ranking)
     if ranking.shape != (n_neurons,) or not np.array_equal(np.sort(ranking), np.arange(n_neurons)):
         raise ValueError(

@@ -304,6 +304,17 @@ class RankingSummary:
     top_words: dict[str, list[str]] = field(default_factory=dict)
 
 
+def _keyed(frame: pl.DataFrame, key: dict[str, Any], **extra: Any) -> pl.DataFrame:
+    """``frame`` with the key columns (and ``extra`` columns) set to constants, ready to store."""
+    return frame.with_columns(*[pl.lit(v).alias(k) for k, v in {**key, **extra}.items()])
+
+
+def _layer_unit(hidden_size: int) -> list[pl.Expr]:
+    """The ``layer`` and ``unit`` columns of a flat ``neuron`` column (layer-major)."""
+    return [(pl.col("neuron") // hidden_size).cast(pl.Int32).alias("layer"),
+            (pl.col("neuron") % hidden_size).cast(pl.Int32).alias("unit")]
+
+
 def neuron_name(neuron: int, hidden_size: int) -> str:
     """Human name of a flat neuron index: ``L3:117`` is unit 117 of layer 3 (0 = embeddings)."""
     return f"L{neuron // hidden_size}:{neuron % hidden_size}"
@@ -323,7 +334,8 @@ def materialize_ranking(cfg: PipelineConfig, store: Store, name: str) -> Ranking
     aset = current_activation_set(cfg, store)
     train = load_split(cfg, store, aset, "train")
     ranker = get_ranker(spec.method, **spec.params)
-    params_hash = hashlib.sha256(to_json({"method": spec.method, **ranker.get_params()}).encode()).hexdigest()[:12]
+    params_json = to_json({"method": spec.method, **ranker.get_params()})
+    params_hash = hashlib.sha256(params_json.encode()).hexdigest()[:12]
     start = time.perf_counter()
     if "groups" in inspect.signature(ranker.fit).parameters:
         # held-out data for hyperparameter choices is split by sentence, never inside one
@@ -336,10 +348,8 @@ def materialize_ranking(cfg: PipelineConfig, store: Store, name: str) -> Ranking
         _diversify(cfg, store, aset, ranker, fitted)
     hsz = aset.hidden_size
     key = {"analysis": cfg.name, "activation_set": aset.activation_set, "task": cfg.task, "method": name}
-    table = ranking_table(ranker).with_columns(
-        (pl.col("neuron") // hsz).cast(pl.Int32).alias("layer"), (pl.col("neuron") % hsz).cast(pl.Int32).alias("unit"),
-        pl.lit(aset.model_version).alias("model_version"), pl.lit(params_hash).alias("params_hash"),
-        *[pl.lit(v).alias(k) for k, v in key.items()])
+    table = _keyed(ranking_table(ranker).with_columns(*_layer_unit(hsz)), key,
+                   model_version=aset.model_version, params_hash=params_hash)
     class_rows = []
     for label, order in (getattr(ranker, "class_rankings_", None) or {}).items():
         order = np.asarray(order)
@@ -348,14 +358,10 @@ def materialize_ranking(cfg: PipelineConfig, store: Store, name: str) -> Ranking
             "rank": np.arange(1, len(order) + 1, dtype=np.int32)}))
     class_table = (pl.concat(class_rows) if class_rows else
                    pl.DataFrame(schema={"label": pl.Utf8, "neuron": pl.Int32, "rank": pl.Int32}))
-    class_table = class_table.with_columns(
-        (pl.col("neuron") // hsz).cast(pl.Int32).alias("layer"), (pl.col("neuron") % hsz).cast(pl.Int32).alias("unit"),
-        pl.lit(params_hash).alias("params_hash"), *[pl.lit(v).alias(k) for k, v in key.items()])
-    run = pl.DataFrame([{**key, "params_hash": params_hash,
-                         "params": to_json({"method": spec.method, **ranker.get_params()}),
+    class_table = _keyed(class_table.with_columns(*_layer_unit(hsz)), key, params_hash=params_hash)
+    run = pl.DataFrame([{**key, "params_hash": params_hash, "params": params_json,
                          "fitted": to_json(fitted), "n_train": int(train.X.shape[0]), "seconds": seconds}])
-    words = _top_words(cfg, train, ranker, class_table, hsz).with_columns(
-        *[pl.lit(v).alias(k) for k, v in key.items()])
+    words = _keyed(_top_words(cfg, train, ranker, class_table, hsz), key)
     store.replace_tables({"rankings": table, "class_rankings": class_table, "ranking_runs": run,
                           "top_words": words}, key)
     top = table.sort("rank").head(10)
@@ -416,8 +422,7 @@ def _top_words(cfg: PipelineConfig, train: Split, ranker: Any, class_table: pl.D
     sources = pl.DataFrame({"source": [s for s, _ in wanted], "neuron": [n for _, n in wanted]},
                            schema={"source": pl.Utf8, "neuron": pl.Int32})
     return (sources.join(found.with_columns(pl.col("neuron").cast(pl.Int32)), on="neuron", how="inner")
-            .with_columns((pl.col("neuron") // hsz).cast(pl.Int32).alias("layer"),
-                          (pl.col("neuron") % hsz).cast(pl.Int32).alias("unit"))
+            .with_columns(*_layer_unit(hsz))
             .select(list(schema)).cast(schema))
 
 
@@ -509,16 +514,13 @@ def materialize_agreement(cfg: PipelineConfig, store: Store) -> AgreementSummary
         ], how="vertical_relaxed").cast(schema)
         consensus = neuron_vote(rankings, allow_partial=True, n_neurons=n_neurons)
         vote = _FixedRanking(consensus, n_neurons)
-        vote_rows = ranking_table(vote).with_columns(
-            (pl.col("neuron") // aset.hidden_size).cast(pl.Int32).alias("layer"),
-            (pl.col("neuron") % aset.hidden_size).cast(pl.Int32).alias("unit"),
-            pl.lit(aset.model_version).alias("model_version"), pl.lit("consensus").alias("params_hash"),
-            *[pl.lit(v).alias(k) for k, v in key.items()], pl.lit("neuron_vote").alias("method"))
+        vote_rows = _keyed(ranking_table(vote).with_columns(*_layer_unit(aset.hidden_size)), key,
+                           model_version=aset.model_version, params_hash="consensus", method="neuron_vote")
         store.replace_rows("rankings", vote_rows, {**key, "method": "neuron_vote"})
         pairs = pair_table.to_dicts()
         votes = vote_table.to_dicts()
         vote_top = [neuron_name(int(n), aset.hidden_size) for n in consensus[:10]]
-    store.replace_rows("agreement", table.with_columns(*[pl.lit(v).alias(k) for k, v in key.items()]), key)
+    store.replace_rows("agreement", _keyed(table, key), key)
     return AgreementSummary(activation_set=aset.activation_set, task=cfg.task, methods=list(rankings), ns=ns,
                             pairs=pairs, votes=votes, vote_top=vote_top)
 
@@ -566,9 +568,8 @@ def materialize_redundancy(cfg: PipelineConfig, store: Store) -> RedundancySumma
     layers = summarize_clusters(neurons)
     key = {"analysis": cfg.name, "activation_set": aset.activation_set}
     store.replace_tables({
-        "redundancy_layers": layers.with_columns(pl.lit(threshold).alias("threshold"),
-                                                 *[pl.lit(v).alias(k) for k, v in key.items()]),
-        "redundancy_neurons": neurons.with_columns(*[pl.lit(v).alias(k) for k, v in key.items()]),
+        "redundancy_layers": _keyed(layers, key, threshold=threshold),
+        "redundancy_neurons": _keyed(neurons, key),
     }, key)
     rows = layers.to_dicts()
     return RedundancySummary(
@@ -628,8 +629,8 @@ def materialize_selectivity(cfg: PipelineConfig, store: Store, *, progress: Prog
         progress(total, total)
     key = {"analysis": cfg.name, "activation_set": aset.activation_set, "task": cfg.task}
     store.replace_tables({
-        "selectivity": table.with_columns(pl.lit(seed).alias("control_seed"), *[pl.lit(v).alias(c) for c, v in key.items()]),
-        "layer_probes": layers.with_columns(pl.lit(seed).alias("control_seed"), *[pl.lit(v).alias(c) for c, v in key.items()]),
+        "selectivity": _keyed(table, key, control_seed=seed),
+        "layer_probes": _keyed(layers, key, control_seed=seed),
     }, key)
     return SelectivitySummary(activation_set=aset.activation_set, task=cfg.task, k=k, rows=table.to_dicts(),
                               layers=layers.to_dicts(), seconds=round(time.perf_counter() - start, 3))
@@ -669,7 +670,7 @@ def materialize_ablation(cfg: PipelineConfig, store: Store, *, progress: Progres
             progress(i + 1, len(names))
     table = pl.concat(frames)
     key = {"analysis": cfg.name, "activation_set": aset.activation_set, "task": cfg.task}
-    store.replace_rows("ablation", table.with_columns(*[pl.lit(v).alias(c) for c, v in key.items()]), key)
+    store.replace_rows("ablation", _keyed(table, key), key)
     return AblationSummary(activation_set=aset.activation_set, task=cfg.task, methods=names,
                            rows=table.to_dicts(), seconds=round(time.perf_counter() - start, 3))
 
@@ -715,8 +716,8 @@ def materialize_class_neurons(cfg: PipelineConfig, store: Store, *, progress: Pr
     if progress is not None:
         progress(1, 1)
     store.replace_tables({
-        "layer_distribution": distribution.with_columns(*[pl.lit(v).alias(c) for c, v in key.items()]),
-        "minimal_neurons": minimal.with_columns(*[pl.lit(v).alias(c) for c, v in key.items()]),
+        "layer_distribution": _keyed(distribution, key),
+        "minimal_neurons": _keyed(minimal, key),
     }, key)
     return ClassNeuronsSummary(activation_set=aset.activation_set, task=cfg.task, method=method,
                                distribution=distribution.to_dicts(), minimal=minimal.to_dicts(),
@@ -762,9 +763,7 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
     start = time.perf_counter()
     aset = current_activation_set(cfg, store)
     stored = [ranking_of(cfg, store, aset, name) for name in ranking_names(cfg)]
-    eval_split = _eval_split_name(store, cfg)
-    train = load_split(cfg, store, aset, "train")
-    test = load_split(cfg, store, aset, eval_split)
+    train, test, eval_split = _train_test(cfg, store, aset)
     n_fractions = len(cfg.evaluation.fractions)
     total = 1 + n_fractions * (cfg.evaluation.n_random + 2 * len(stored))
     done = [0]
@@ -800,15 +799,15 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
     key = {"analysis": cfg.name, "activation_set": aset.activation_set, "task": cfg.task}
     metrics = pl.concat([metrics_table(full, sel.drop("method"), baseline).with_columns(pl.lit(r.name).alias("method"))
                          for r, sel in zip(stored, per_method)])
-    store.replace_rows("metrics", metrics.with_columns(*[pl.lit(v).alias(k) for k, v in key.items()]), key)
+    store.replace_rows("metrics", _keyed(metrics, key), key)
     from neuro_pipeline.evaluation.metrics import class_metrics, confusion_table
 
     predicted = probe.predict(test.X)
     labels_all = sorted(set(map(str, np.unique(train.labels))) | set(map(str, np.unique(test.labels))))
     cm = class_metrics(test.labels.astype(str), predicted.astype(str), labels=labels_all)
     confusion = confusion_table(test.labels.astype(str), predicted.astype(str), labels=labels_all)
-    store.replace_tables({"class_metrics": cm.with_columns(*[pl.lit(v).alias(c) for c, v in key.items()]),
-                          "confusion": confusion.with_columns(*[pl.lit(v).alias(c) for c, v in key.items()])}, key)
+    store.replace_tables({"class_metrics": _keyed(cm, key),
+                          "confusion": _keyed(confusion, key)}, key)
     per_class = cm.to_dicts()
     q = list(key.values())
     class_top = store.query(

@@ -6,7 +6,7 @@ from neuro_pipeline import pipeline as np_pipeline
 from neuro_pipeline.quality import QualityReport
 
 from .resources import PipelineResource
-from .stages import annotated_corpus, token_activations
+from .stages import Stages, annotated_corpus
 
 
 def _result(report: QualityReport) -> dg.AssetCheckResult:
@@ -27,11 +27,14 @@ def annotated_corpus_quality(pipeline: PipelineResource) -> dg.AssetCheckResult:
     return _result(np_pipeline.check_corpus(cfg, pipeline.store(cfg)))
 
 
-@dg.asset_check(asset=token_activations, blocking=True, description=(
-    "great-expectations: one row per corpus word in every layer, the expected width, no NaN or Inf."))
-def token_activations_quality(pipeline: PipelineResource) -> dg.AssetCheckResult:
-    cfg = pipeline.load()
-    return _result(np_pipeline.check_activations(cfg, pipeline.store(cfg)))
+def activations_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=asset, name="token_activations_quality", blocking=True, description=(
+        "great-expectations: one row per corpus word in every layer, the expected width, no NaN or Inf."))
+    def _check(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource) -> dg.AssetCheckResult:
+        cfg = pipeline.load(context)
+        return _result(np_pipeline.check_activations(cfg, pipeline.store(cfg)))
+
+    return _check
 
 
 def ranking_check(asset: dg.AssetsDefinition, name: str) -> dg.AssetChecksDefinition:
@@ -40,8 +43,8 @@ def ranking_check(asset: dg.AssetsDefinition, name: str) -> dg.AssetChecksDefini
     @dg.asset_check(asset=asset, name="ranking_quality", blocking=True, description=(
         "great-expectations: the ranking is a permutation of all neuron ids, scores are finite (a method that "
         "ranks a prefix leaves rank and score null together), and the hyperparameters are recorded."))
-    def _check(pipeline: PipelineResource) -> dg.AssetCheckResult:
-        cfg = pipeline.load()
+    def _check(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource) -> dg.AssetCheckResult:
+        cfg = pipeline.load(context)
         return _result(np_pipeline.check_ranking(cfg, pipeline.store(cfg), name))
 
     return _check
@@ -50,8 +53,8 @@ def ranking_check(asset: dg.AssetsDefinition, name: str) -> dg.AssetChecksDefini
 def report_check(report: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=report, name="evaluation_report_quality", blocking=True, description=(
         "great-expectations: every accuracy in [0, 1]; the full probe beats the majority-class baseline."))
-    def _check(pipeline: PipelineResource) -> dg.AssetCheckResult:
-        cfg = pipeline.load()
+    def _check(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource) -> dg.AssetCheckResult:
+        cfg = pipeline.load(context)
         return _result(np_pipeline.check_report(cfg, pipeline.store(cfg)))
 
     return _check
@@ -64,11 +67,38 @@ def derived_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=asset, name=f"{name}_quality", blocking=True, description=(
         "great-expectations: the asset's table has rows, accuracies in [0, 1], selectivity in [-1, 1], "
         "overlaps in [0, 1]."))
-    def _check(pipeline: PipelineResource) -> dg.AssetCheckResult:
-        cfg = pipeline.load()
+    def _check(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource) -> dg.AssetCheckResult:
+        cfg = pipeline.load(context)
         return _result(np_pipeline.check_derived(cfg, pipeline.store(cfg), name))
 
     return _check
 
 
-INPUT_CHECKS = [annotated_corpus_quality, token_activations_quality]
+def drift_check(asset: dg.AssetsDefinition, severity: str) -> dg.AssetChecksDefinition:
+    """Fails when a class's accuracy or selectivity fell, or a top-k neuron set moved, beyond
+    the thresholds of ``monitoring`` (judged against the config at check time)."""
+    level = dg.AssetCheckSeverity.ERROR if severity == "error" else dg.AssetCheckSeverity.WARN
+
+    @dg.asset_check(asset=asset, name="drift_within_thresholds", blocking=severity == "error", description=(
+        "No class lost more probe accuracy or selectivity than monitoring.max_accuracy_drop / "
+        "max_selectivity_drop, and every top-k neuron set kept a Jaccard overlap of at least "
+        "monitoring.min_jaccard with the previous model version."))
+    def _check(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource) -> dg.AssetCheckResult:
+        cfg = pipeline.load(context)
+        passed, alerts, info = np_pipeline.check_drift(cfg, pipeline.store(cfg))
+        metadata: dict = {"n_alerts": alerts.height, "model_label": info["label"],
+                          "previous_label": info["previous_label"] or "(none: first version)"}
+        if alerts.height:
+            metadata["alerts"] = dg.MetadataValue.md("\n".join(f"- {m}" for m in alerts["message"].to_list()))
+        return dg.AssetCheckResult(passed=passed, severity=level, metadata=metadata)
+
+    return _check
+
+
+def stage_checks(stages: Stages, method_names: list[str], drift_severity: str) -> list[dg.AssetChecksDefinition]:
+    """Every check of the analysis: one great-expectations suite per stage, and the drift check."""
+    return [annotated_corpus_quality, activations_check(stages.token_activations),
+            *[ranking_check(a, n) for a, n in zip(stages.rankings, method_names)],
+            *[derived_check(a) for a in (stages.neuron_redundancy, stages.method_agreement, stages.probe_selectivity,
+                                         stages.probe_ablation, stages.class_neurons)],
+            report_check(stages.evaluation_report), drift_check(stages.model_drift, drift_severity)]

@@ -2,12 +2,15 @@
 
 Lineage: inputs (model_checkpoint, corpus_files, analysis_settings; observed, content-hash
 data versions) → annotated_corpus → token_activations → neuron_rankings/<method> (one per
-configured method) and neuron_redundancy → method_agreement → evaluation_report, each
-stage guarded by a blocking great-expectations check.
+configured method) and neuron_redundancy → method_agreement, probe_selectivity,
+probe_ablation, class_neurons → evaluation_report → model_drift, each stage guarded by a
+blocking great-expectations check.
 
-The ranking assets come from the analysis configuration (``NEURO_PIPELINE_CONFIG``, or the
-embedded default) when the code location loads: reload the code location after changing
-``ranking.methods``.
+Everything after the corpus is computed per model version: with ``monitoring.registry`` set,
+those assets are partitioned by ``model_versions`` (one partition per registry folder);
+otherwise the model at ``model.path`` is watched in place. The assets come from the
+analysis configuration (``NEURO_PIPELINE_CONFIG``, or the embedded default) when the code
+location loads: reload the code location after changing ``ranking.methods`` or the registry.
 """
 
 import os
@@ -20,35 +23,50 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 from neuro_pipeline.config import load_config  # noqa: E402
 
-from .checks import INPUT_CHECKS, derived_check, ranking_check, report_check  # noqa: E402
+from .checks import stage_checks  # noqa: E402
+from .monitoring import (  # noqa: E402
+    MODEL_VERSIONS,
+    automation_sensor,
+    make_input_sensor,
+    make_registry_sensor,
+    make_stale_schedule,
+)
 from .resources import CONFIG_ENV, make_resources  # noqa: E402
-from .sources import SOURCES  # noqa: E402
-from .stages import analysis_assets, annotated_corpus, neuron_redundancy, ranking_asset, token_activations  # noqa: E402
+from .sources import analysis_settings, corpus_files, model_source  # noqa: E402
+from .stages import annotated_corpus, build_stages  # noqa: E402
 
 
 def build_definitions(config_path: str | None = None) -> dg.Definitions:
     """The code location for one analysis configuration (default: ``$NEURO_PIPELINE_CONFIG``)."""
     path = config_path if config_path is not None else os.environ.get(CONFIG_ENV, "")
     cfg = load_config(path or None)
-    rankings = [ranking_asset(m.name, m.method, m.diversify) for m in cfg.ranking.methods]
-    agreement, selectivity, ablation, class_neurons, report = analysis_assets(rankings)
-    stages = [annotated_corpus, token_activations, *rankings, neuron_redundancy, agreement, selectivity, ablation,
-              class_neurons, report]
+    mon = cfg.monitoring
+    partitions = dg.DynamicPartitionsDefinition(name=MODEL_VERSIONS) if cfg.registry_dir is not None else None
+    model_checkpoint = model_source(partitions)
+    sources = [model_checkpoint, corpus_files, analysis_settings]
+    stages = build_stages(cfg.ranking.methods, model_checkpoint, partitions)
     observe_inputs_job = dg.define_asset_job(
-        "observe_inputs_job", selection=dg.AssetSelection.assets(*[s.key for s in SOURCES]),
+        "observe_inputs_job", selection=dg.AssetSelection.assets(*[s.key for s in sources]),
         description="Observe the model, corpus and settings: records their content-hash data versions.")
     analysis_job = dg.define_asset_job(
-        "analysis_job", selection=dg.AssetSelection.assets(*stages),
-        executor_def=dg.in_process_executor,
-        description="Materialize the whole analysis: corpus → activations → rankings → agreement → report, "
-                    "with their checks.")
+        "analysis_job", selection=dg.AssetSelection.assets(*stages.all),
+        description="Materialize the whole analysis: corpus → activations → rankings → evaluation → report → "
+                    "drift, with their checks" + (" (one model version per run)." if partitions else "."))
+    sensors = [make_input_sensor(mon.watch_seconds), automation_sensor()]
+    if partitions is not None:
+        sensors.insert(0, make_registry_sensor(
+            partitions, analysis_job, [a.key for a in stages.per_model], annotated_corpus.key,
+            model_checkpoint.key, mon.watch_seconds, mon.settle_seconds))
     return dg.Definitions(
-        assets=[*SOURCES, *stages],
-        asset_checks=[*INPUT_CHECKS, *[ranking_check(a, m.name) for a, m in zip(rankings, cfg.ranking.methods)],
-                      *[derived_check(a) for a in (neuron_redundancy, agreement, selectivity, ablation, class_neurons)],
-                      report_check(report)],
+        assets=[*sources, *stages.all],
+        asset_checks=stage_checks(stages, [m.name for m in cfg.ranking.methods], mon.alert_severity),
         jobs=[observe_inputs_job, analysis_job],
+        sensors=sensors,
+        schedules=[make_stale_schedule(analysis_job, mon.stale_schedule, partitions)],
         resources=make_resources(path),
+        # One process per run: steps share the imported model code and never compete for the
+        # DuckDB file (one writer at a time), and a run does not pay an import per step.
+        executor=dg.in_process_executor,
     )
 
 

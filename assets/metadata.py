@@ -40,7 +40,10 @@ def activation_metadata(s) -> dict:
         "n_rejected_sentences": s.n_rejected,
         "n_words_without_subwords": s.n_words_without_subwords,
         "extraction_seconds": s.seconds,
+        "model_load_seconds": s.load_seconds,
+        "import_seconds": s.import_seconds,
         "words_per_second": s.words_per_second if s.words_per_second is not None else 0.0,
+        **({"model_label": s.model_label} if s.model_label else {}),
     }
 
 
@@ -151,4 +154,39 @@ def report_metadata(s) -> dict:
     for r in s.per_class:
         if r.get("f1") is not None:
             md[f"f1_{r['label']}"] = float(r["f1"])
+    return md
+
+
+def drift_metadata(s) -> dict:
+    md: dict = {"model_label": s.label, "previous_label": s.previous_label or "(none: first version)",
+                "n_alerts": s.n_alerts, "drift_seconds": s.seconds}
+    if s.html_path:
+        md["report_html"] = dg.MetadataValue.path(s.html_path)
+    if s.previous_label is None:
+        return md
+    ks = sorted({r["k"] for r in s.ranking if r.get("k") is not None})
+    both = [r for r in s.ranking if r.get("status") == "both"]
+    for r in both:
+        if r["k"] == ks[-1] and r.get("jaccard") is not None:
+            md[f"jaccard_{r['method']}_top{r['k']}"] = float(r["jaccard"])
+        if r["k"] == ks[0] and r.get("spearman") is not None:
+            md[f"spearman_{r['method']}"] = float(r["spearman"])
+    overall = next((r for r in s.metrics if r["label"] == "(all)"), None)
+    if overall and overall.get("accuracy_delta") is not None:
+        md["accuracy_delta"] = float(overall["accuracy_delta"])
+    if overall and overall.get("selectivity_delta") is not None:
+        md["selectivity_delta"] = float(overall["selectivity_delta"])
+    for r in s.layers:
+        if r.get("corr_median") is not None:
+            md[f"unit_correlation_layer{r['layer']}"] = float(r["corr_median"])
+    methods = list(dict.fromkeys(r["method"] for r in both))
+    md["ranking_drift"] = _md_table(
+        ["method", *[f"Jaccard top {k}" for k in ks], "Spearman"],
+        [[m, *[next((f"{r['jaccard']:.2f}" for r in both if r["method"] == m and r["k"] == k
+                     and r.get("jaccard") is not None), "–") for k in ks],
+          next((f"{r['spearman']:.3f}" for r in both if r["method"] == m and r.get("spearman") is not None), "–")]
+         for m in methods])
+    md["alerts"] = _md_table(["kind", "method", "label", "k", "message"],
+                             [[a["kind"], a.get("method") or "", a.get("label") or "", a.get("k") or "", a["message"]]
+                              for a in s.alerts]) if s.alerts else dg.MetadataValue.md("No threshold crossed.")
     return md

@@ -16,11 +16,25 @@ class PipelineResource(dg.ConfigurableResource):
 
     config_path: str = ""
 
-    def load(self) -> PipelineConfig:
-        return load_config(self.config_path or None)
+    def load(self, context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext | None = None) -> PipelineConfig:
+        """The configuration; inside a partitioned run (a model registry), the one of that
+        partition's model version."""
+        cfg = load_config(self.config_path or None)
+        key = _partition_key(context)
+        return cfg.for_model_version(key) if key is not None else cfg
 
     def store(self, cfg: PipelineConfig | None = None) -> Store:
         return Store((cfg or self.load()).store_path)
+
+
+def _partition_key(context) -> str | None:
+    if context is None:
+        return None
+    run = getattr(context, "run", None) or getattr(context, "dagster_run", None)
+    if isinstance(context, dg.AssetExecutionContext):
+        return context.partition_key if context.has_partition_key else None
+    key = run.tags.get("dagster/partition") if run is not None else None
+    return key or None
 
 
 def make_resources(config_path: str | None = None) -> dict[str, object]:

@@ -1,7 +1,12 @@
 """The stages of an analysis as software-defined assets, each one library call.
 
-The ranking stage has one asset per configured method (``neuron_rankings/<name>``), so
-the factories below are called by ``definitions.py`` with the methods of the config."""
+``build_stages`` makes them for one configuration: one ranking asset per configured method
+(``neuron_rankings/<name>``), and, with a model registry, every stage after the corpus
+partitioned by model version. Every computed asset carries a ``code_version`` (bump it when
+its logic changes) and the automation condition ``eager & all upstream blocking checks
+passed``, so the automation sensor reruns exactly what went stale."""
+
+from dataclasses import dataclass
 
 import dagster as dg
 
@@ -13,20 +18,25 @@ from .metadata import (
     agreement_metadata,
     class_neurons_metadata,
     corpus_metadata,
+    drift_metadata,
     ranking_metadata,
     redundancy_metadata,
     report_metadata,
     selectivity_metadata,
 )
 from .resources import PipelineResource
-from .sources import analysis_settings, corpus_files, model_checkpoint
+from .sources import analysis_settings, corpus_files
 
 GROUP = "analysis"
 POOL = "duckdb_writer"  # DuckDB allows one writer process at a time
 
+#: Rerun when an upstream changed, once, and only when the upstream blocking checks passed.
+AUTOMATION = (dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()).with_label(
+    "eager, once the upstream blocking checks passed")
 
-@dg.asset(group_name=GROUP, code_version="1", pool=POOL, deps=[corpus_files],
-          kinds={"polars", "duckdb"})
+
+@dg.asset(group_name=GROUP, code_version="1", pool=POOL, deps=[corpus_files], kinds={"polars", "duckdb"},
+          automation_condition=AUTOMATION)
 def annotated_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     """Every word of the corpus with its label, keyed by (corpus_id, sentence_id, position): DuckDB table `tokens`."""
     cfg = pipeline.load()
@@ -35,94 +45,121 @@ def annotated_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResour
                                 data_version=dg.DataVersion(summary.version))
 
 
-@dg.asset(group_name=GROUP, code_version="1", pool=POOL, deps=[annotated_corpus, model_checkpoint, analysis_settings],
-          kinds={"pytorch", "duckdb"})
-def token_activations(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
-    """Every layer's activation for every corpus word, per model version, content-addressed by sentence: table `activations`."""
-    cfg = pipeline.load()
-    summary = np_pipeline.materialize_activations(
-        cfg, pipeline.store(cfg), progress=_progress_logger(context, "extraction", "sentences"))
-    return dg.MaterializeResult(metadata=activation_metadata(summary),
-                                data_version=dg.DataVersion(
-                                    f"{summary.activation_set}-{np_pipeline.corpus_version(cfg)}"))
+@dataclass
+class Stages:
+    token_activations: dg.AssetsDefinition
+    neuron_redundancy: dg.AssetsDefinition
+    rankings: list[dg.AssetsDefinition]
+    method_agreement: dg.AssetsDefinition
+    probe_selectivity: dg.AssetsDefinition
+    probe_ablation: dg.AssetsDefinition
+    class_neurons: dg.AssetsDefinition
+    evaluation_report: dg.AssetsDefinition
+    model_drift: dg.AssetsDefinition
+
+    @property
+    def per_model(self) -> list[dg.AssetsDefinition]:
+        """Every asset computed per model version (partitioned with a registry)."""
+        return [self.token_activations, *self.rankings, self.neuron_redundancy, self.method_agreement,
+                self.probe_selectivity, self.probe_ablation, self.class_neurons, self.evaluation_report,
+                self.model_drift]
+
+    @property
+    def all(self) -> list[dg.AssetsDefinition]:
+        return [annotated_corpus, *self.per_model]
 
 
-@dg.asset(group_name=GROUP, code_version="1", pool=POOL, deps=[token_activations, analysis_settings],
-          kinds={"duckdb"})
-def neuron_redundancy(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
-    """Correlation clusters of each layer's neurons and one independent neuron per cluster (Dalvi et al. 2020): tables `redundancy_layers`, `redundancy_neurons`."""
-    cfg = pipeline.load()
-    summary = np_pipeline.materialize_redundancy(cfg, pipeline.store(cfg))
-    return dg.MaterializeResult(metadata=redundancy_metadata(summary))
+def build_stages(methods, model_checkpoint: dg.SourceAsset,
+                 partitions_def: dg.PartitionsDefinition | None) -> Stages:
+    """The per-model-version assets for the configured ranking ``methods``."""
+    common = dict(group_name=GROUP, pool=POOL, partitions_def=partitions_def, automation_condition=AUTOMATION)
 
+    @dg.asset(code_version="2", deps=[annotated_corpus, model_checkpoint, analysis_settings],
+              kinds={"pytorch", "duckdb"}, **common)
+    def token_activations(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+        """Every layer's activation for every corpus word, per model version, content-addressed by sentence: table `activations`."""
+        cfg = pipeline.load(context)
+        summary = np_pipeline.materialize_activations(
+            cfg, pipeline.store(cfg), progress=_progress_logger(context, "extraction", "sentences"))
+        return dg.MaterializeResult(metadata=activation_metadata(summary),
+                                    data_version=dg.DataVersion(
+                                        f"{summary.activation_set}-{np_pipeline.corpus_version(cfg)}"))
 
-def ranking_asset(name: str, method: str, diversify: bool = False) -> dg.AssetsDefinition:
-    """The ranking asset of one configured method: ``neuron_rankings/<name>``; a diversified
-    ranking also reads the correlation clusters of ``neuron_redundancy``."""
+    @dg.asset(code_version="1", deps=[token_activations, analysis_settings], kinds={"duckdb"}, **common)
+    def neuron_redundancy(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+        """Correlation clusters of each layer's neurons and one independent neuron per cluster (Dalvi et al. 2020): tables `redundancy_layers`, `redundancy_neurons`."""
+        cfg = pipeline.load(context)
+        summary = np_pipeline.materialize_redundancy(cfg, pipeline.store(cfg))
+        return dg.MaterializeResult(metadata=redundancy_metadata(summary))
 
-    deps = [token_activations, analysis_settings, *([neuron_redundancy] if diversify else [])]
+    def ranking_asset(name: str, method: str, diversify: bool) -> dg.AssetsDefinition:
+        deps = [token_activations, analysis_settings, *([neuron_redundancy] if diversify else [])]
 
-    @dg.asset(name=name, key_prefix=["neuron_rankings"], group_name=GROUP, code_version="2", pool=POOL,
-              deps=deps, kinds={"pytorch", "duckdb"},
-              description=(f"Neurons ordered by relevance to the task by `{method}`, globally and per class, "
-                           "with the top words of the best neurons: tables `rankings`, `class_rankings`, "
-                           "`ranking_runs`, `top_words`."))
-    def _ranking(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
-        cfg = pipeline.load()
-        summary = np_pipeline.materialize_ranking(cfg, pipeline.store(cfg), name)
-        return dg.MaterializeResult(metadata=ranking_metadata(summary))
+        @dg.asset(name=name, key_prefix=["neuron_rankings"], code_version="2", deps=deps,
+                  kinds={"pytorch", "duckdb"}, **common,
+                  description=(f"Neurons ordered by relevance to the task by `{method}`, globally and per class, "
+                               "with the top words of the best neurons: tables `rankings`, `class_rankings`, "
+                               "`ranking_runs`, `top_words`."))
+        def _ranking(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+            cfg = pipeline.load(context)
+            summary = np_pipeline.materialize_ranking(cfg, pipeline.store(cfg), name)
+            return dg.MaterializeResult(metadata=ranking_metadata(summary))
 
-    return _ranking
+        return _ranking
 
+    rankings = [ranking_asset(m.name, m.method, m.diversify) for m in methods]
 
-def analysis_assets(rankings: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
-    """The assets that read every ranking: method agreement and the evaluation report."""
-
-    @dg.asset(group_name=GROUP, code_version="1", pool=POOL, deps=[*rankings, analysis_settings],
-              kinds={"duckdb"})
+    @dg.asset(code_version="1", deps=[*rankings, analysis_settings], kinds={"duckdb"}, **common)
     def method_agreement(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
         """Top-n overlap between the methods and with their NeuronVote consensus (Fan et al. 2023): table `agreement`."""
-        cfg = pipeline.load()
+        cfg = pipeline.load(context)
         summary = np_pipeline.materialize_agreement(cfg, pipeline.store(cfg))
         return dg.MaterializeResult(metadata=agreement_metadata(summary))
 
-    @dg.asset(group_name=GROUP, code_version="1", pool=POOL, deps=[*rankings, analysis_settings],
-              kinds={"pytorch", "duckdb"})
+    @dg.asset(code_version="2", deps=[*rankings, analysis_settings], kinds={"pytorch", "duckdb"}, **common)
     def probe_selectivity(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
-        """Control-task selectivity (Hewitt & Liang 2019) of all neurons, of each method's top neurons and of each layer: tables `selectivity`, `layer_probes`."""
-        cfg = pipeline.load()
+        """Control-task selectivity (Hewitt & Liang 2019) of all neurons (overall and per class), of each method's top neurons and of each layer: tables `selectivity`, `class_selectivity`, `layer_probes`."""
+        cfg = pipeline.load(context)
         summary = np_pipeline.materialize_selectivity(
             cfg, pipeline.store(cfg), progress=_progress_logger(context, "selectivity", "probes"))
         return dg.MaterializeResult(metadata=selectivity_metadata(summary))
 
-    @dg.asset(group_name=GROUP, code_version="1", pool=POOL, deps=[*rankings, analysis_settings],
-              kinds={"pytorch", "duckdb"})
+    @dg.asset(code_version="1", deps=[*rankings, analysis_settings], kinds={"pytorch", "duckdb"}, **common)
     def probe_ablation(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
         """Ablation at the probe: keep or remove the top, random and bottom neurons, retrained or zeroed in the full probe: table `ablation`."""
-        cfg = pipeline.load()
+        cfg = pipeline.load(context)
         summary = np_pipeline.materialize_ablation(
             cfg, pipeline.store(cfg), progress=_progress_logger(context, "ablation", "rankings"))
         return dg.MaterializeResult(metadata=ablation_metadata(summary))
 
-    @dg.asset(group_name=GROUP, code_version="1", pool=POOL, deps=[*rankings, analysis_settings],
-              kinds={"pytorch", "duckdb"})
+    @dg.asset(code_version="1", deps=[*rankings, analysis_settings], kinds={"pytorch", "duckdb"}, **common)
     def class_neurons(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
         """Where each class's top neurons are (layers) and the fewest neurons that detect each class: tables `layer_distribution`, `minimal_neurons`."""
-        cfg = pipeline.load()
+        cfg = pipeline.load(context)
         summary = np_pipeline.materialize_class_neurons(cfg, pipeline.store(cfg))
         return dg.MaterializeResult(metadata=class_neurons_metadata(summary))
 
-    @dg.asset(group_name=GROUP, code_version="3", pool=POOL,
+    @dg.asset(code_version="4",
               deps=[*rankings, method_agreement, neuron_redundancy, probe_selectivity, probe_ablation, class_neurons,
-                    analysis_settings], kinds={"duckdb", "html"})
+                    analysis_settings], kinds={"duckdb", "html"}, **common)
     def evaluation_report(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
         """Probe accuracy with all neurons and with each method's top, random and bottom neurons, per class, and the HTML report: table `metrics`."""
-        cfg = pipeline.load()
+        cfg = pipeline.load(context)
         summary = np_pipeline.materialize_report(
             cfg, pipeline.store(cfg), progress=_progress_logger(context, "evaluation", "probes"))
         return dg.MaterializeResult(metadata=report_metadata(summary))
 
-    return [method_agreement, probe_selectivity, probe_ablation, class_neurons, evaluation_report]
+    @dg.asset(code_version="1", deps=[evaluation_report], kinds={"duckdb", "html"}, **common)
+    def model_drift(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+        """What moved since the previous model version: top-k overlap and rank correlation of every ranking, per-class neuron sets, accuracy and selectivity per class, threshold alerts; the report's drift section: tables `drift_*`."""
+        cfg = pipeline.load(context)
+        summary = np_pipeline.materialize_drift(cfg, pipeline.store(cfg))
+        return dg.MaterializeResult(metadata=drift_metadata(summary))
+
+    return Stages(token_activations=token_activations, neuron_redundancy=neuron_redundancy, rankings=rankings,
+                  method_agreement=method_agreement, probe_selectivity=probe_selectivity,
+                  probe_ablation=probe_ablation, class_neurons=class_neurons, evaluation_report=evaluation_report,
+                  model_drift=model_drift)
 
 
 def _progress_logger(context: dg.AssetExecutionContext, what: str, unit: str):
@@ -135,4 +172,3 @@ def _progress_logger(context: dg.AssetExecutionContext, what: str, unit: str):
             context.log.info(f"progress {what}: {done}/{total} {unit}")
             state["next"] = done / total + 0.05
     return progress
-

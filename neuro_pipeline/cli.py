@@ -1,12 +1,13 @@
 """The ``neuro-pipeline`` command.
 
-``neuro-pipeline run``      materialize the analysis through Dagster and print a summary
+``neuro-pipeline run``      materialize what is stale or missing through Dagster and print a summary
+``neuro-pipeline retrain-demo`` fine-tune the latest registry version into the next one
 ``neuro-pipeline ui``       start the Dagster UI (and daemon) on 127.0.0.1
 ``neuro-pipeline summary``  print what the last run stored
 ``neuro-pipeline validate`` check a pipeline.yaml without running anything
 
 The library never imports dagster: this command drives Dagster through its own CLI in a
-subprocess (``dagster job execute`` / ``dagster dev``) with a project-local instance.
+subprocess (``python -m assets.run`` / ``dagster dev``) with a project-local instance.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ def _load(args: argparse.Namespace) -> PipelineConfig:
         sys.exit(f"neuro-pipeline: {exc}")
 
 
-def _dagster_job(job: str, env: dict[str, str], log_file) -> int:
-    cmd = [sys.executable, "-m", "dagster", "job", "execute", "-m", "assets.definitions", "-a", "defs", "-j", job]
+def _dagster_job(cmd: list[str], env: dict[str, str], log_file) -> int:
+    """Run a Dagster command, keep its whole log, and show its events and progress bars."""
     proc = subprocess.Popen(cmd, env=env, cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, bufsize=1)
     assert proc.stdout is not None
@@ -74,6 +75,9 @@ def _dagster_job(job: str, env: dict[str, str], log_file) -> int:
         elif any(tag in line for tag in _SHOWN):
             bar.close()
             print("  " + _short(line), flush=True)
+        elif line.startswith("neuro-pipeline:"):
+            bar.close()
+            print("  " + line.split(":", 1)[1].strip(), flush=True)
     bar.close()
     return proc.wait()
 
@@ -145,21 +149,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"  store  {cfg.store_path}")
     print(f"  Dagster instance {env['DAGSTER_HOME']}; full log {log_path}")
     start = time.perf_counter()
+    cmd = [sys.executable, "-m", "assets.run", *(["--all"] if args.all else []),
+           *[a for v in args.version for a in ("--version", v)]]
+    print("- observe the inputs, then materialize " + ("everything" if args.all else "what is stale or missing"),
+          flush=True)
     with open(log_path, "w", encoding="utf-8") as log_file:
-        for job in ("observe_inputs_job", "analysis_job"):
-            print(f"- {job}", flush=True)
-            rc = _dagster_job(job, env, log_file)
-            if rc != 0:
-                log_file.flush()
-                text = log_path.read_text(encoding="utf-8")
-                print("\n".join(text.splitlines()[-40:]), file=sys.stderr)
-                cause = root_cause(text)
-                print(f"\nneuro-pipeline: {job} failed (exit {rc})" + (f": {cause}" if cause else "")
-                      + f"\nThe previous results in {cfg.store_path} are unchanged. Full log: {log_path}",
-                      file=sys.stderr)
-                return rc
+        rc = _dagster_job(cmd, env, log_file)
+        if rc != 0:
+            log_file.flush()
+            text = log_path.read_text(encoding="utf-8")
+            print("\n".join(text.splitlines()[-40:]), file=sys.stderr)
+            cause = root_cause(text)
+            print(f"\nneuro-pipeline: the run failed (exit {rc})" + (f": {cause}" if cause else "")
+                  + f"\nThe previous results in {cfg.store_path} are unchanged. Full log: {log_path}",
+                  file=sys.stderr)
+            return rc
     print(f"done in {time.perf_counter() - start:.0f} s\n")
-    print_summary(cfg)
+    if cfg.registry_dir is not None:
+        print_versions(cfg)
+    else:
+        print_summary(cfg)
     port = args.port
     print(f"\nOpen the Dagster UI (lineage, checks, metadata): neuro-pipeline ui"
           f"{' --config ' + args.config if args.config else ''}  → http://127.0.0.1:{port}")
@@ -193,9 +202,56 @@ def print_summary(cfg: PipelineConfig) -> None:
     print(f"  DuckDB  {s['store']}")
 
 
+def print_versions(cfg: PipelineConfig) -> None:
+    from neuro_pipeline.pipeline import versions_summary
+
+    rows = versions_summary(cfg)
+    if not rows:
+        print(f"No model version analysed yet in {cfg.store_path}.")
+        return
+    k = rows[0]["k"]
+    print(f"Model versions of analysis '{cfg.name}' (drift against the previous version, Jaccard of the top {k}):")
+    print("  {:<10} {:<13} {:>9} {:>11} {:>9} {:>7}  {}".format(
+        "version", "content hash", "accuracy", "selectivity", "Δ acc", "alerts", "Jaccard per method"))
+    for r in rows:
+        def pct(x, sign=False):
+            return "–" if x is None else (f"{100 * x:+.1f}" if sign else f"{100 * x:.1f}%")
+        jac = ", ".join(f"{m} {v:.2f}" for m, v in r["jaccard"].items()) or (
+            "first version" if r["previous_label"] is None else "–")
+        print("  {:<10} {:<13} {:>9} {:>11} {:>9} {:>7}  {}".format(
+            r["label"][:10], r["model_version"][:12], pct(r["accuracy"]), pct(r["selectivity"]),
+            pct(r["accuracy_delta"], sign=True), "–" if r["n_alerts"] is None else r["n_alerts"], jac))
+    last = rows[-1]
+    if last["html_path"]:
+        print(f"  latest report {last['html_path']}")
+
+
+def cmd_retrain_demo(args: argparse.Namespace) -> int:
+    from neuro_pipeline.retrain import DEMO_STEPS, retrain_demo
+
+    cfg = _load(args)
+    registry = Path(args.registry).resolve() if args.registry else cfg.registry_dir
+    if registry is None:
+        sys.exit("neuro-pipeline: give --registry DIR, or set monitoring.registry in the config.")
+    registry.mkdir(parents=True, exist_ok=True)
+    steps = args.steps or DEMO_STEPS
+    print(f"neuro-pipeline: fine-tuning the latest version in {registry} for {steps} steps "
+          "(a UPOS tagger on the demo corpus; the encoder becomes the next version)", flush=True)
+    bar = ProgressBar(sys.stdout)
+    summary = retrain_demo(registry, steps=steps, seed=args.seed,
+                           progress=lambda done, total: bar.update("fine-tuning", done, total, "steps"))
+    bar.close()
+    print(f"wrote {summary.out_dir} in {summary.seconds:.0f} s (loss {summary.loss_start:.3f} → "
+          f"{summary.loss_end:.3f}); a running `neuro-pipeline ui` analyses it on its own, "
+          "or run `neuro-pipeline run` now.")
+    return 0
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     cfg = _load(args)
     try:
+        if cfg.registry_dir is not None:
+            print_versions(cfg)
         print_summary(cfg)
     except ValueError as exc:
         sys.exit(f"neuro-pipeline: {exc}")
@@ -236,6 +292,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--home", default=".neuro", help="folder for the Dagster instance and logs (default .neuro)")
         p.add_argument("--port", type=int, default=3000, help="port of the Dagster UI (default 3000)")
         p.set_defaults(func=func)
+        if name == "run":
+            p.add_argument("--all", action="store_true",
+                           help="materialize every asset, not only what is stale or missing")
+            p.add_argument("--version", action="append", default=[],
+                           help="with monitoring.registry: analyse only this model version (repeatable)")
+    p = sub.add_parser("retrain-demo", help="fine-tune the latest registry version briefly into the next one")
+    p.add_argument("-c", "--config", default=os.environ.get(CONFIG_ENV) or None,
+                   help="pipeline.yaml whose monitoring.registry receives the version")
+    p.add_argument("--registry", help="the registry folder (default: monitoring.registry of the config)")
+    p.add_argument("--steps", type=int, default=0, help="training steps (default: the demo's 200, 1-2 minutes)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_retrain_demo)
     return parser
 
 

@@ -167,6 +167,36 @@ class EvaluationConfig:
 
 
 @dataclass(frozen=True)
+class MonitoringConfig:
+    """Watching a production model: where its versions appear, how often inputs are
+    checked, and when drift between versions raises an alert."""
+
+    #: A folder whose subfolders are model versions (HuggingFace model directories). When
+    #: set, every version is its own Dagster partition and model.path is not used.
+    registry: str | None = None
+    #: How often the sensors look for new versions and re-hash the model, corpus and
+    #: settings (a re-hash only reads files whose size or timestamps changed).
+    watch_seconds: int = 30
+    #: A new registry folder is registered only after no file in it changed for this long
+    #: (copying a model in place is not atomic).
+    settle_seconds: int = 10
+    #: Cron of the safety-net schedule that materializes whatever is still stale.
+    stale_schedule: str = "0 * * * *"
+    #: Top-k sizes at which the neuron sets of two versions are compared.
+    drift_ks: tuple[int, ...] = (10, 50, 100)
+    #: Alert when a class's probe accuracy (or selectivity) falls by more than this
+    #: (absolute, 0.02 = 2 points), or when a top-k set keeps a Jaccard overlap below
+    #: ``min_jaccard`` at ``alert_k`` (default: the largest drift k).
+    max_accuracy_drop: float = 0.02
+    max_selectivity_drop: float = 0.05
+    min_jaccard: float = 0.5
+    alert_k: int | None = None
+    #: Severity of the drift check when a threshold is crossed: warn (shown, never blocks)
+    #: or error (fails the check and blocks automation downstream).
+    alert_severity: str = "warn"
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     name: str = "default"
     store: str = ".neuro/pipeline.duckdb"
@@ -176,6 +206,10 @@ class PipelineConfig:
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
     ranking: RankingConfig = field(default_factory=RankingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
+    #: The registry folder name of the model version analysed (set by
+    #: :meth:`for_model_version`; empty for a model at a fixed path).
+    model_label: str = ""
     #: Directory relative paths in the file are resolved against (the file's folder).
     base_dir: str = "."
     #: Where the config came from, for error messages and the report.
@@ -200,6 +234,24 @@ class PipelineConfig:
     @property
     def model_dir(self) -> Path:
         return self.model.resolved_path(Path(self.base_dir))
+
+    @property
+    def registry_dir(self) -> Path | None:
+        return self.path(self.monitoring.registry)
+
+    def for_model_version(self, label: str) -> PipelineConfig:
+        """This analysis on the registry version ``label`` (the folder ``registry/label``)."""
+        if self.registry_dir is None:
+            raise ConfigError(f"{self.source}: monitoring.registry is not set; there are no model versions "
+                              f"to choose from (asked for {label!r}).")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", label):
+            raise ConfigError(f"{self.source}: model version {label!r} is not a valid registry folder name "
+                              "(letters, digits, '_', '.' or '-').")
+        folder = self.registry_dir / label
+        if not folder.is_dir():
+            raise ConfigError(f"{self.source}: model version {label!r} has no folder in the registry "
+                              f"{self.registry_dir} (expected {folder}).")
+        return dataclasses.replace(self, model=dataclasses.replace(self.model, path=str(folder)), model_label=label)
 
     def section_hash(self, *sections: str) -> str:
         """Stable hash of the named config sections (what a stage's result depends on)."""
@@ -248,9 +300,9 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "<dict>", base_dir: s
     """Build a validated :class:`PipelineConfig` from plain data (e.g. parsed YAML)."""
     sections = {
         "model": ModelConfig, "corpus": CorpusConfig, "extraction": ExtractionConfig,
-        "ranking": RankingConfig, "evaluation": EvaluationConfig,
+        "ranking": RankingConfig, "evaluation": EvaluationConfig, "monitoring": MonitoringConfig,
     }
-    top = {f.name for f in dataclasses.fields(PipelineConfig)} - {"base_dir", "source"}
+    top = {f.name for f in dataclasses.fields(PipelineConfig)} - {"base_dir", "source", "model_label"}
     _reject_unknown(raw, top, source, where="")
     kwargs: dict[str, Any] = {"source": source, "base_dir": base_dir}
     for key, value in raw.items():
@@ -264,7 +316,7 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "<dict>", base_dir: s
                 continue
             cls = sections[key]
             _reject_unknown(value, {f.name for f in dataclasses.fields(cls)}, source, where=f"{key}.")
-            if key == "evaluation":
+            if key in ("evaluation", "monitoring"):
                 value = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
             kwargs[key] = cls(**value)
         else:
@@ -337,12 +389,42 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
     if cfg.model.path != EMBEDDED_MODEL and not cfg.model_dir.is_dir():
         raise ConfigError(f"{src}: model.path is not a directory: {cfg.model.path} (resolved to {cfg.model_dir}).")
     _check_ranking(cfg)
+    _check_monitoring(cfg)
     names = [m.name for m in cfg.ranking.methods]
     for name in cfg.evaluation.ablation_methods:
         if name not in names:
             raise ConfigError(f"{src}: evaluation.ablation_methods names {name!r}, which is not a configured "
                               f"ranking; configured: {names}.")
     return cfg
+
+
+def _check_monitoring(cfg: PipelineConfig) -> None:
+    src, m = cfg.source, cfg.monitoring
+    if m.registry is not None:
+        if cfg.model.path != EMBEDDED_MODEL:
+            raise ConfigError(f"{src}: give either model.path (one model, watched in place) or "
+                              "monitoring.registry (a folder of model versions), not both.")
+        if not cfg.registry_dir.is_dir():
+            raise ConfigError(f"{src}: monitoring.registry is not a directory: {m.registry} "
+                              f"(resolved to {cfg.registry_dir}); create it, even empty.")
+    for key in ("watch_seconds", "settle_seconds"):
+        value = getattr(m, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{src}: monitoring.{key} must be an integer >= 0 (seconds), got {value!r}.")
+    if len(str(m.stale_schedule).split()) != 5:
+        raise ConfigError(f"{src}: monitoring.stale_schedule must be a cron string of 5 fields "
+                          f"(e.g. '0 * * * *'), got {m.stale_schedule!r}.")
+    if not m.drift_ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in m.drift_ks):
+        raise ConfigError(f"{src}: monitoring.drift_ks must be a non-empty list of integers >= 1, "
+                          f"got {m.drift_ks!r}.")
+    if m.alert_k is not None and m.alert_k not in m.drift_ks:
+        raise ConfigError(f"{src}: monitoring.alert_k must be one of monitoring.drift_ks {list(m.drift_ks)}, "
+                          f"got {m.alert_k!r}.")
+    for key, high in (("max_accuracy_drop", 1.0), ("max_selectivity_drop", 1.0), ("min_jaccard", 1.0)):
+        value = getattr(m, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= high:
+            raise ConfigError(f"{src}: monitoring.{key} must be a number in [0, {high:g}], got {value!r}.")
+    _choice(m.alert_severity, ("warn", "error"), src, "monitoring.alert_severity")
 
 
 def _ranking_section(raw: dict[str, Any], source: str) -> RankingConfig:

@@ -10,7 +10,11 @@ import hashlib
 import os
 from pathlib import Path
 
-__all__ = ["hash_file", "hash_directory", "short_version"]
+__all__ = ["hash_file", "hash_directory", "directory_signature", "short_version"]
+
+# Directory hashes of this process, keyed by the directory, valid while its stat signature
+# (names, sizes, modification and change times, inodes) is unchanged.
+_DIRECTORY_HASHES: dict[str, tuple[tuple, str]] = {}
 
 _CHUNK_BYTES = 1 << 20
 
@@ -58,8 +62,33 @@ def _is_skipped(relative: Path) -> bool:
     return any(part.startswith(".") or part == "__pycache__" for part in relative.parts)
 
 
-def hash_directory(path: str | os.PathLike[str]) -> str:
+def _files(root: Path) -> list[tuple[str, Path]]:
+    return sorted(
+        (p.relative_to(root).as_posix(), p)
+        for p in root.rglob("*")
+        if p.is_file() and not _is_skipped(p.relative_to(root))
+    )
+
+
+def directory_signature(path: str | os.PathLike[str]) -> tuple[tuple[str, int, int, int, int], ...]:
+    """The stat signature of the files :func:`hash_directory` reads: for each, its relative
+    path, size, modification and change times (ns) and inode. Any write to a file changes
+    its change time, so an unchanged signature means unchanged bytes; a changed one only
+    means "hash again" (the hash decides whether the content changed)."""
+    root = Path(path)
+    out = []
+    for relative, file_path in _files(root):
+        st = file_path.stat()
+        out.append((relative, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+    return tuple(out)
+
+
+def hash_directory(path: str | os.PathLike[str], *, reuse: bool = True) -> str:
     """SHA-256 over the relative paths and bytes of every file below a directory.
+
+    With ``reuse`` (the default) the hash computed earlier in this process is returned
+    without reading the files again when the directory's :func:`directory_signature` has
+    not changed, so watching a large model every few seconds costs a ``stat`` per file.
 
     Files are visited in sorted order of their relative POSIX paths, so the hash does not
     depend on the file system's listing order or on where the directory lives. Dot-files,
@@ -103,14 +132,15 @@ def hash_directory(path: str | os.PathLike[str]) -> str:
     if not root.is_dir():
         raise NotADirectoryError(f"hash_directory expects a directory; got the file {root}. "
                                  "Use hash_file for single files.")
-    files = sorted(
-        (p.relative_to(root).as_posix(), p)
-        for p in root.rglob("*")
-        if p.is_file() and not _is_skipped(p.relative_to(root))
-    )
+    files = _files(root)
     if not files:
         raise ValueError(f"Cannot hash directory {root}: it contains no files "
                          "(dot-files and __pycache__ are ignored).")
+    key = str(root.resolve())
+    signature = directory_signature(root) if reuse else None
+    cached = _DIRECTORY_HASHES.get(key)
+    if reuse and cached is not None and cached[0] == signature:
+        return cached[1]
     digest = hashlib.sha256()
     for relative, file_path in files:
         name = relative.encode("utf-8")
@@ -122,7 +152,10 @@ def hash_directory(path: str | os.PathLike[str]) -> str:
         with file_path.open("rb") as handle:
             for chunk in iter(lambda: handle.read(_CHUNK_BYTES), b""):
                 digest.update(chunk)
-    return digest.hexdigest()
+    result = digest.hexdigest()
+    if reuse:
+        _DIRECTORY_HASHES[key] = (signature, result)
+    return result
 
 
 def short_version(h: str) -> str:

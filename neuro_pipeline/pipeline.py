@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -138,8 +139,14 @@ class ActivationSummary:
     n_windowed: int
     n_rejected: int
     n_words_without_subwords: int
+    #: The whole stage; ``load_seconds`` of it went to hashing and loading the model
+    #: (nothing is loaded when every sentence is already stored), ``import_seconds`` of
+    #: those to importing transformers (and torch) into a fresh process.
     seconds: float
     words_per_second: float | None
+    load_seconds: float = 0.0
+    import_seconds: float = 0.0
+    model_label: str = ""
 
 
 def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Progress | None = None) -> ActivationSummary:
@@ -155,18 +162,36 @@ def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Prog
     sentences = (tokens.group_by("sentence_id", maintain_order=True)
                  .agg(pl.col("sentence_hash").first(), pl.col("token").sort_by("position"))
                  .unique(subset="sentence_hash", keep="first", maintain_order=True))
-    model = load_model(cfg.model_dir, device=cfg.model.device, dtype=cfg.model.dtype)
-    aset = ActivationSet(
-        activation_set=activation_set_id(cfg, model.version), model_version=model.version,
-        model_dir=str(cfg.model_dir), aggregation=cfg.extraction.aggregation, dtype=cfg.model.dtype,
-        long_sentences=cfg.extraction.long_sentences, n_layers=model.n_layers, hidden_size=model.hidden_size)
-    store.register_activation_set(aset)
-    done = set(store.extracted_sentences(aset.activation_set)["sentence_hash"].to_list())
+    start = time.perf_counter()
+    import_seconds = 0.0
+    version = model_version(cfg)
+    set_id = activation_set_id(cfg, version)
+    done = set(store.extracted_sentences(set_id)["sentence_hash"].to_list())
     todo = sentences.filter(~pl.col("sentence_hash").is_in(list(done)))
+    known = store.query("SELECT count(*) AS n FROM activation_sets WHERE activation_set = ?", [set_id])["n"][0]
+    if todo.is_empty() and known:
+        # Nothing to extract: the model is not even loaded.
+        aset, model = store.activation_set(set_id), None
+    else:
+        before_import = time.perf_counter()
+        import transformers  # noqa: F401  (timed apart: a once-per-process cost, not extraction work)
+
+        import_seconds = time.perf_counter() - before_import
+        model = load_model(cfg.model_dir, device=cfg.model.device, dtype=cfg.model.dtype)
+        if model.version != version:
+            raise RuntimeError(f"{cfg.model_dir}: the model changed while it was being read "
+                               f"(version {short_version(version)} then {short_version(model.version)}); "
+                               "run again once it is completely written.")
+        aset = ActivationSet(
+            activation_set=set_id, model_version=model.version,
+            model_dir=str(cfg.model_dir), aggregation=cfg.extraction.aggregation, dtype=cfg.model.dtype,
+            long_sentences=cfg.extraction.long_sentences, n_layers=model.n_layers, hidden_size=model.hidden_size)
+        store.register_activation_set(aset)
+    store.register_model_version(cfg.name, aset, cfg.model_label or short_version(version))
+    load_seconds = time.perf_counter() - start
     hashes = todo["sentence_hash"].to_list()
     words = todo["token"].to_list()
     stats = ExtractionStats()
-    start = time.perf_counter()
     buffer: list[tuple[str, np.ndarray, bool]] = []
     buffered_words = 0
     flush_words = 8192  # bounded memory: write every ~8k words
@@ -176,9 +201,9 @@ def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Prog
             progress(n, len(words))
 
     windowed_before = 0
-    for index, array in extract_activations(
+    for index, array in ([] if model is None else extract_activations(
             model, words, aggregation=cfg.extraction.aggregation, batch_size=cfg.model.batch_size,
-            long_sentences=cfg.extraction.long_sentences, stats=stats, progress=on_batch):
+            long_sentences=cfg.extraction.long_sentences, stats=stats, progress=on_batch)):
         windowed = stats.n_windowed_sentences > windowed_before
         windowed_before = stats.n_windowed_sentences
         buffer.append((hashes[index], array, windowed))
@@ -191,18 +216,21 @@ def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Prog
     rejected = [(hashes[i], len(words[i])) for i in stats.rejected_sentence_indices]
     store.write_activations(aset.activation_set, buffer, rejected)
     seconds = time.perf_counter() - start
+    extract_seconds = seconds - load_seconds
     status = store.extracted_sentences(aset.activation_set)
     in_corpus = status.filter(pl.col("sentence_hash").is_in(sentences["sentence_hash"].to_list()))
     return ActivationSummary(
-        activation_set=aset.activation_set, model_version=model.version, model_dir=str(cfg.model_dir),
-        n_layers=model.n_layers, hidden_size=model.hidden_size, n_sentences=sentences.height,
+        activation_set=aset.activation_set, model_version=version, model_dir=str(cfg.model_dir),
+        n_layers=aset.n_layers, hidden_size=aset.hidden_size, n_sentences=sentences.height,
         n_extracted=len(hashes) - len(rejected), n_reused=sentences.height - len(hashes),
         n_rows=int(in_corpus.filter(pl.col("status") == "ok")["n_words"].sum() or 0),
         n_windowed=int(in_corpus["windowed"].sum() or 0),
         n_rejected=int((in_corpus["status"] == "rejected").sum()),
         n_words_without_subwords=stats.n_words_without_subwords,
-        seconds=round(seconds, 3),
-        words_per_second=round(stats.n_words / seconds, 1) if stats.n_words and seconds > 0 else None,
+        seconds=round(seconds, 3), load_seconds=round(load_seconds, 3), import_seconds=round(import_seconds, 3),
+        model_label=cfg.model_label,
+        words_per_second=(round(stats.n_words / extract_seconds, 1)
+                          if stats.n_words and extract_seconds > 0 else None),
     )
 
 
@@ -615,9 +643,13 @@ def materialize_selectivity(cfg: PipelineConfig, store: Store, *, progress: Prog
     if progress is not None:
         progress(0, total)
     rows = []
+    by_class = None
     for i, (name, columns) in enumerate(selections.items()):
-        rows.append(evaluate_selectivity(train.X, train.words, train.labels, test.X, test.words, test.labels,
-                                         {name: columns}, seed=seed))
+        result = evaluate_selectivity(train.X, train.words, train.labels, test.X, test.words, test.labels,
+                                      {name: columns}, seed=seed, by_class=name == "all")
+        if name == "all":
+            result, by_class = result
+        rows.append(result)
         if progress is not None:
             progress(i + 1, total)
     table = pl.concat(rows).rename({"selection": "method"})
@@ -631,6 +663,7 @@ def materialize_selectivity(cfg: PipelineConfig, store: Store, *, progress: Prog
     store.replace_tables({
         "selectivity": _keyed(table, key, control_seed=seed),
         "layer_probes": _keyed(layers, key, control_seed=seed),
+        "class_selectivity": _keyed(by_class.drop("selection"), key, control_seed=seed),
     }, key)
     return SelectivitySummary(activation_set=aset.activation_set, task=cfg.task, k=k, rows=table.to_dicts(),
                               layers=layers.to_dicts(), seconds=round(time.perf_counter() - start, 3))
@@ -840,7 +873,7 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
         "AND activation_set = ? AND task = ? ORDER BY label", q)
     hsz = aset.hidden_size
     top_words = {(r["method"], int(r["neuron"])): r["words"] for r in words.iter_rows(named=True)}
-    heatmaps = _class_heatmaps(cfg, test, class_top, stored[0].name, hsz, top_words)
+    heatmaps = _class_heatmaps(cfg, train, test, class_top, stored[0].name, hsz, top_words)
     out_dir = cfg.reports_dir / cfg.name / short_version(aset.model_version)
     summary = ReportSummary(
         activation_set=aset.activation_set, model_version=aset.model_version, task=cfg.task,
@@ -873,10 +906,14 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
     return summary
 
 
-def _class_heatmaps(cfg: PipelineConfig, test: Split, class_top: pl.DataFrame, method: str, hsz: int,
+def _class_heatmaps(cfg: PipelineConfig, train: Split, test: Split, class_top: pl.DataFrame, method: str, hsz: int,
                     top_words: dict) -> list[dict[str, Any]]:
     """For the strongest neuron of each class (by ``method``), its activations over the first
-    ``evaluation.heatmap_sentences`` test sentences that contain the class, as SVG."""
+    ``evaluation.heatmap_sentences`` test sentences that contain the class, as SVG.
+
+    A neuron can encode a class by firing negatively on it; such a neuron is shown with
+    its sign flipped (decided on the training words: the class's mean activation below the
+    others'), so the class's words are blue on every heatmap, and its title says so."""
     from neuro_pipeline.report.heatmap import neuron_heatmaps_svg
     from neuro_pipeline.report.render import short_word
 
@@ -886,18 +923,23 @@ def _class_heatmaps(cfg: PipelineConfig, test: Split, class_top: pl.DataFrame, m
     keys = test.keys.with_columns(pl.Series("label", test.labels.astype(str)), pl.int_range(pl.len()).alias("row"))
     out = []
     best = class_top.filter((pl.col("method") == method) & (pl.col("rank") == 1))
+    train_labels = train.labels.astype(str)
     for label, neuron in best.select("label", "neuron").iter_rows():
+        column = train.X[:, int(neuron)]
+        is_class = train_labels == label
+        flip = bool(is_class.any() and (~is_class).any() and column[is_class].mean() < column[~is_class].mean())
         ids = keys.filter(pl.col("label") == label)["sentence_id"].unique(maintain_order=True).head(n_sentences)
         sentences, values, marked = [], [], []
         for sid in ids.to_list():
             rows = keys.filter(pl.col("sentence_id") == sid).sort("position")["row"].to_numpy()
             sentences.append([str(w) for w in test.words[rows]])
-            values.append(np.asarray(test.X[rows, int(neuron)], dtype=np.float64))
+            values.append((-1.0 if flip else 1.0) * np.asarray(test.X[rows, int(neuron)], dtype=np.float64))
             marked.append((test.labels[rows].astype(str) == label).tolist())
         if sentences:
             name = neuron_name(int(neuron), hsz)
-            out.append({"label": label, "neuron": name,
-                        "svg": neuron_heatmaps_svg(sentences, values, neuron_name=f"{name} ({label})", marked=marked,
+            title = f"−{name} ({label}, sign flipped)" if flip else f"{name} ({label})"
+            out.append({"label": label, "neuron": name, "flipped": flip,
+                        "svg": neuron_heatmaps_svg(sentences, values, neuron_name=title, marked=marked,
                                                    top_words=[short_word(w, 16) for w in
                                                               top_words.get((method, int(neuron)), [])[:8]] or None)})
     return out
@@ -934,6 +976,196 @@ def selection_rows(selections: pl.DataFrame) -> list[dict[str, Any]]:
     return agg.to_dicts()
 
 
+# ------------------------------------------------------------------------ drift
+@dataclass
+class DriftSummary:
+    activation_set: str
+    label: str
+    previous_activation_set: str | None
+    previous_label: str | None
+    ks: list[int]
+    n_alerts: int
+    alerts: list[dict[str, Any]]
+    ranking: list[dict[str, Any]]
+    metrics: list[dict[str, Any]]
+    summary: dict[str, Any]
+    html_path: str | None
+    seconds: float
+    layers: list[dict[str, Any]] = field(default_factory=list)
+
+
+def drift_thresholds(cfg: PipelineConfig):
+    from neuro_pipeline.monitoring import DriftThresholds
+
+    m = cfg.monitoring
+    return DriftThresholds(max_accuracy_drop=m.max_accuracy_drop, max_selectivity_drop=m.max_selectivity_drop,
+                           min_jaccard=m.min_jaccard, alert_k=m.alert_k)
+
+
+def model_versions(cfg: PipelineConfig, store: Store) -> pl.DataFrame:
+    """The model versions this analysis has seen, oldest first: activation_set, model_version,
+    label, model_dir, registered_at, aggregation, dtype, long_sentences, has_report."""
+    return store.query(
+        """
+        SELECT v.activation_set, v.model_version, v.label, v.model_dir, v.registered_at, s.aggregation, s.dtype,
+               s.long_sentences,
+               EXISTS (SELECT 1 FROM reports r WHERE r.analysis = v.analysis AND r.activation_set = v.activation_set
+                       AND r.task = $task) AS has_report
+        FROM model_versions v JOIN activation_sets s USING (activation_set)
+        WHERE v.analysis = $analysis ORDER BY v.registered_at, v.label
+        """, {"analysis": cfg.name, "task": cfg.task})
+
+
+def previous_version(cfg: PipelineConfig, store: Store, aset: ActivationSet) -> dict[str, Any] | None:
+    """The version analysed before ``aset`` (in the order versions were first seen) with the same
+    extraction settings and a finished report; None for the first version."""
+    versions = model_versions(cfg, store)
+    mine = versions.filter(pl.col("activation_set") == aset.activation_set)
+    if mine.is_empty():
+        raise ValueError(f"{store.path}: activation set {aset.activation_set} is not registered for analysis "
+                         f"'{cfg.name}'; materialize token_activations first.")
+    me = mine.row(0, named=True)
+    earlier = versions.filter(
+        (pl.col("registered_at") < me["registered_at"]) & (pl.col("model_version") != aset.model_version)
+        & (pl.col("aggregation") == aset.aggregation) & (pl.col("dtype") == aset.dtype)
+        & (pl.col("long_sentences") == aset.long_sentences) & pl.col("has_report"))
+    return earlier.row(-1, named=True) if earlier.height else None
+
+
+def materialize_drift(cfg: PipelineConfig, store: Store) -> DriftSummary:
+    """Stage 5: what moved inside the model since the previous version: top-k overlap and
+    rank correlation of every ranking, per-class neuron sets, per-class accuracy and
+    selectivity; threshold alerts; the drift section of the report page. Tables
+    ``drift_runs``, ``drift_rankings``, ``drift_classes``, ``drift_metrics``, ``drift_alerts``."""
+    from neuro_pipeline.monitoring import (class_metric_drift, class_ranking_drift, drift_alerts, ranking_drift,
+                                           summarize_drift)
+    from neuro_pipeline.report.drift import drift_html, drift_markdown
+    from neuro_pipeline.report.render import insert_drift_section
+
+    start = time.perf_counter()
+    aset = current_activation_set(cfg, store)
+    key = {"analysis": cfg.name, "activation_set": aset.activation_set, "task": cfg.task}
+    me = model_versions(cfg, store).filter(pl.col("activation_set") == aset.activation_set).row(0, named=True)
+    prev = previous_version(cfg, store, aset)
+    ks = sorted(cfg.monitoring.drift_ks)
+    report = store.query("SELECT html_path FROM reports WHERE analysis = ? AND activation_set = ? AND task = ?",
+                         list(key.values()))
+    html_path = report["html_path"][0] if report.height else None
+    name = lambda n: neuron_name(int(n), aset.hidden_size)  # noqa: E731
+    if prev is None:
+        store.replace_tables({
+            "drift_runs": pl.DataFrame([{**key, "previous_activation_set": None, "label": me["label"],
+                                         "previous_label": None, "model_version": aset.model_version,
+                                         "previous_model_version": None, "n_alerts": 0}],
+                                       schema_overrides={"previous_activation_set": pl.String,
+                                                         "previous_label": pl.String,
+                                                         "previous_model_version": pl.String}),
+            **{t: pl.DataFrame() for t in ("drift_rankings", "drift_classes", "drift_metrics", "drift_alerts",
+                                           "drift_layers")},
+        }, key)
+        if html_path:
+            insert_drift_section(Path(html_path).parent, drift_html(None, me["label"], None, None, None, None),
+                                 drift_markdown(None, me["label"], None, None, None, None))
+        return DriftSummary(activation_set=aset.activation_set, label=me["label"], previous_activation_set=None,
+                            previous_label=None, ks=ks, n_alerts=0, alerts=[], ranking=[], metrics=[], summary={},
+                            html_path=html_path, seconds=round(time.perf_counter() - start, 3))
+
+    def both(sql: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+        return tuple(store.query(sql, [cfg.name, a, cfg.task]) for a in (prev["activation_set"], aset.activation_set))
+
+    rankings = both("SELECT method, neuron, score, rank FROM rankings WHERE analysis = ? AND activation_set = ? "
+                    "AND task = ?")
+    classes = both("SELECT method, label, neuron, rank FROM class_rankings WHERE analysis = ? "
+                   "AND activation_set = ? AND task = ?")
+    metric_sql = """
+        SELECT c.label, c.support, c.accuracy, c.f1, s.selectivity FROM class_metrics c
+        LEFT JOIN class_selectivity s USING (analysis, activation_set, task, label)
+        WHERE c.analysis = $analysis AND c.activation_set = $aset AND c.task = $task
+        UNION ALL BY NAME
+        SELECT '(all)' AS label,
+               (SELECT sum(support) FROM class_metrics c WHERE c.analysis = $analysis AND c.activation_set = $aset
+                AND c.task = $task)::INTEGER AS support,
+               (SELECT avg(value) FROM metrics m WHERE m.analysis = $analysis AND m.activation_set = $aset
+                AND m.task = $task AND m.selection = 'all' AND m.metric = 'accuracy' AND m.scope = 'overall')
+               AS accuracy, NULL::DOUBLE AS f1,
+               (SELECT max(selectivity) FROM selectivity s WHERE s.analysis = $analysis AND s.activation_set = $aset
+                AND s.task = $task AND s.method = 'all') AS selectivity
+    """
+    metrics = tuple(store.query(metric_sql, {"analysis": cfg.name, "aset": a, "task": cfg.task})
+                    for a in (prev["activation_set"], aset.activation_set))
+    ranking = ranking_drift(*rankings, ks)
+    layers = _layer_drift(cfg, store, prev, aset)
+    class_drift = class_ranking_drift(*classes, ks)
+    metric_drift = class_metric_drift(*metrics)
+    alerts = drift_alerts(ranking, class_drift, metric_drift, drift_thresholds(cfg))
+    summary = summarize_drift(ranking, class_drift, metric_drift, alerts)
+    prev_key = {"previous_activation_set": prev["activation_set"]}
+    store.replace_tables({
+        "drift_runs": pl.DataFrame([{**key, **prev_key, "label": me["label"], "previous_label": prev["label"],
+                                     "model_version": aset.model_version,
+                                     "previous_model_version": prev["model_version"], "n_alerts": alerts.height}]),
+        "drift_rankings": _keyed(ranking, key, **prev_key),
+        "drift_classes": _keyed(class_drift, key, **prev_key),
+        "drift_metrics": _keyed(metric_drift, key, **prev_key),
+        "drift_alerts": _keyed(alerts, key, **prev_key),
+        "drift_layers": _keyed(layers, key, **prev_key),
+    }, key)
+    if html_path:
+        from neuro_pipeline.report.drift import layer_drift_html, layer_drift_markdown
+
+        args = (prev["label"], me["label"], ranking, class_drift, metric_drift, alerts)
+        options = dict(neuron_name=name, k=cfg.monitoring.alert_k)
+        insert_drift_section(Path(html_path).parent,
+                             drift_html(*args, **options) + layer_drift_html(layers),
+                             drift_markdown(*args, **options) + layer_drift_markdown(layers))
+    return DriftSummary(
+        activation_set=aset.activation_set, label=me["label"], previous_activation_set=prev["activation_set"],
+        previous_label=prev["label"], ks=ks, n_alerts=alerts.height, alerts=alerts.to_dicts(),
+        ranking=ranking.drop("entered", "left").to_dicts(), metrics=metric_drift.to_dicts(), summary=summary,
+        html_path=html_path, seconds=round(time.perf_counter() - start, 3), layers=layers.to_dicts())
+
+
+def _layer_drift(cfg: PipelineConfig, store: Store, prev: dict[str, Any], aset: ActivationSet) -> pl.DataFrame:
+    """Per layer, how well each unit's activations in this version correlate with the same
+    unit's in ``prev``, over the evaluation words both versions extracted (joined on keys).
+    Empty when the two versions do not share a neuron layout."""
+    from neuro_pipeline.monitoring import activation_drift
+
+    before = store.activation_set(prev["activation_set"])
+    if (before.n_layers, before.hidden_size) != (aset.n_layers, aset.hidden_size):
+        log.info("drift: %s and %s have different layouts; no per-unit correlation", before.activation_set,
+                 aset.activation_set)
+        return pl.DataFrame()
+    split = _eval_split_name(store, cfg)
+    a, b = load_split(cfg, store, before, split), load_split(cfg, store, aset, split)
+    rows = (a.keys.with_row_index("ia").join(b.keys.with_row_index("ib"), on=["sentence_id", "position"])
+            .sort("ia"))
+    if rows.height < 2:
+        return pl.DataFrame()
+    return activation_drift(a.X[rows["ia"].to_numpy()], b.X[rows["ib"].to_numpy()], n_layers=aset.n_layers,
+                            hidden_size=aset.hidden_size).with_columns(pl.lit(rows.height).alias("n_words"))
+
+
+def check_drift(cfg: PipelineConfig, store: Store) -> tuple[bool, pl.DataFrame, dict[str, Any]]:
+    """Re-judge the stored drift of the current version against the thresholds in the config
+    now (so changing a threshold needs no recomputation). Returns (passed, alerts, info)."""
+    from neuro_pipeline.monitoring import drift_alerts
+
+    aset = current_activation_set(cfg, store)
+    key = [cfg.name, aset.activation_set, cfg.task]
+    run = store.query("SELECT * FROM drift_runs WHERE analysis = ? AND activation_set = ? AND task = ?", key)
+    if run.is_empty():
+        raise ValueError(f"{store.path}: no drift record for this model version; materialize model_drift first.")
+    info = run.drop("analysis", "activation_set", "task", "created_at").row(0, named=True)
+    if info["previous_activation_set"] is None:
+        return True, pl.DataFrame(), info
+    frames = [store.query(f"SELECT * EXCLUDE (analysis, activation_set, task, previous_activation_set) FROM {t} "
+                          "WHERE analysis = ? AND activation_set = ? AND task = ?", key)
+              for t in ("drift_rankings", "drift_classes", "drift_metrics")]
+    alerts = drift_alerts(*frames, drift_thresholds(cfg))
+    return alerts.is_empty(), alerts, info
+
+
 # ------------------------------------------------------------------ whole chain
 def run_analysis(cfg: PipelineConfig, *, progress: Progress | None = None) -> dict[str, Any]:
     """Run the four stages in order without Dagster (for notebooks and scripts)."""
@@ -947,9 +1179,11 @@ def run_analysis(cfg: PipelineConfig, *, progress: Progress | None = None) -> di
     ablation = materialize_ablation(cfg, store)
     class_neurons = materialize_class_neurons(cfg, store)
     report = materialize_report(cfg, store)
+    drift = materialize_drift(cfg, store)
     return {"corpus": asdict(corpus), "activations": asdict(acts), "rankings": [asdict(r) for r in rankings],
             "agreement": asdict(agreement), "redundancy": asdict(redundancy), "selectivity": asdict(selectivity),
-            "ablation": asdict(ablation), "class_neurons": asdict(class_neurons), "report": asdict(report)}
+            "ablation": asdict(ablation), "class_neurons": asdict(class_neurons), "report": asdict(report),
+            "drift": asdict(drift)}
 
 
 def latest_summary(cfg: PipelineConfig) -> dict[str, Any]:
@@ -976,6 +1210,38 @@ def latest_summary(cfg: PipelineConfig) -> dict[str, Any]:
                           for r in top.iter_rows(named=True)},
         "store": str(cfg.store_path),
     }
+
+
+def versions_summary(cfg: PipelineConfig) -> list[dict[str, Any]]:
+    """One row per model version this analysis has seen, oldest first: label, version,
+    full-probe accuracy, selectivity, and the drift against its predecessor (the Jaccard of
+    each method's top sets at the alert k, the accuracy change, the number of alerts)."""
+    store = Store(cfg.store_path)
+    rows = store.query(
+        """
+        SELECT v.label, v.model_version, v.activation_set, v.registered_at,
+               (SELECT avg(value) FROM metrics m WHERE m.analysis = v.analysis AND m.activation_set = v.activation_set
+                AND m.task = $task AND m.selection = 'all' AND m.metric = 'accuracy' AND m.scope = 'overall') AS accuracy,
+               (SELECT max(selectivity) FROM selectivity s WHERE s.analysis = v.analysis
+                AND s.activation_set = v.activation_set AND s.task = $task AND s.method = 'all') AS selectivity,
+               d.previous_label, d.n_alerts,
+               (SELECT accuracy_delta FROM drift_metrics x WHERE x.analysis = v.analysis
+                AND x.activation_set = v.activation_set AND x.task = $task AND x.label = '(all)') AS accuracy_delta,
+               (SELECT html_path FROM reports r WHERE r.analysis = v.analysis AND r.activation_set = v.activation_set
+                AND r.task = $task) AS html_path
+        FROM model_versions v LEFT JOIN drift_runs d
+          ON d.analysis = v.analysis AND d.activation_set = v.activation_set AND d.task = $task
+        WHERE v.analysis = $analysis ORDER BY v.registered_at, v.label
+        """, {"analysis": cfg.name, "task": cfg.task})
+    k = cfg.monitoring.alert_k or max(cfg.monitoring.drift_ks)
+    jaccard = store.query(
+        "SELECT activation_set, method, jaccard FROM drift_rankings WHERE analysis = ? AND task = ? AND k = ? "
+        "AND status = 'both' ORDER BY method", [cfg.name, cfg.task, k])
+    out = []
+    for r in rows.iter_rows(named=True):
+        mine = jaccard.filter(pl.col("activation_set") == r["activation_set"])
+        out.append({**r, "k": k, "jaccard": dict(zip(mine["method"].to_list(), mine["jaccard"].to_list()))})
+    return out
 
 
 # ---------------------------------------------------------------- quality gates

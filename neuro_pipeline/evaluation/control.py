@@ -217,7 +217,8 @@ def evaluate_selectivity(
     *,
     seed: int = 0,
     probe_params: Mapping | None = None,
-) -> pl.DataFrame:
+    by_class: bool = False,
+) -> pl.DataFrame | tuple[pl.DataFrame, pl.DataFrame]:
     """Task accuracy, control accuracy and selectivity of probes on neuron selections.
 
     The control labels come from :func:`control_labels` with the training split's words
@@ -242,6 +243,9 @@ def evaluate_selectivity(
     probe_params : mapping, optional
         ``LinearProbe`` hyperparameters; defaults to
         :data:`~neuro_pipeline.evaluation.selection.DEFAULT_SELECTION_PROBE_PARAMS`.
+    by_class : bool, default=False
+        Also return the same figures per task class: for the test words of each class,
+        the task probe's accuracy and the control probe's accuracy on their control labels.
 
     Returns
     -------
@@ -249,6 +253,9 @@ def evaluate_selectivity(
         One row per selection, in the mapping's order: ``selection`` (String), ``k``
         (Int32, the number of neurons), ``task_accuracy``, ``control_accuracy``,
         ``selectivity`` (Float64).
+    polars.DataFrame, only with ``by_class``
+        One row per selection and test class: ``selection``, ``label``, ``support``,
+        ``task_accuracy``, ``control_accuracy``, ``selectivity``.
 
     Raises
     ------
@@ -288,15 +295,25 @@ def evaluate_selectivity(
             f"{owner}: every training word type drew the same control label; "
             "the control task needs more word types (or another seed)."
         )
-    rows = []
+    rows, class_rows = [], []
+    y_test_str = np.asarray(y_test).astype(str)
     for name, columns in checked.items():
         start = time.perf_counter()
         if len(columns) == n_neurons:  # every neuron: no copy needed
             train_part, test_part = X_train, X_test
         else:
             train_part, test_part = X_train[:, columns], X_test[:, columns]
-        task = LinearProbe(**params).fit(train_part, y_train).score(test_part, y_test)
-        control = LinearProbe(**params).fit(train_part, control_train).score(test_part, control_test)
+        task_probe = LinearProbe(**params).fit(train_part, y_train)
+        control_probe = LinearProbe(**params).fit(train_part, control_train)
+        task_hit = task_probe.predict(test_part) == np.asarray(y_test)
+        control_hit = control_probe.predict(test_part) == np.asarray(control_test)
+        task, control = float(task_hit.mean()), float(control_hit.mean())
+        if by_class:
+            for label in np.unique(y_test_str):
+                rows_of = y_test_str == label
+                t, c = float(task_hit[rows_of].mean()), float(control_hit[rows_of].mean())
+                class_rows.append({"selection": name, "label": str(label), "support": int(rows_of.sum()),
+                                   "task_accuracy": t, "control_accuracy": c, "selectivity": selectivity(t, c)})
         rows.append(
             {
                 "selection": name,
@@ -307,4 +324,9 @@ def evaluate_selectivity(
             }
         )
         logger.info("%s: %s in %.1f s", owner, rows[-1], time.perf_counter() - start)
-    return pl.DataFrame(rows, schema=SELECTIVITY_SCHEMA)
+    table = pl.DataFrame(rows, schema=SELECTIVITY_SCHEMA)
+    if not by_class:
+        return table
+    return table, pl.DataFrame(class_rows, schema={
+        "selection": pl.String, "label": pl.String, "support": pl.Int32, "task_accuracy": pl.Float64,
+        "control_accuracy": pl.Float64, "selectivity": pl.Float64})

@@ -161,7 +161,8 @@ def report_markdown(summary: Any) -> str:
         ["label", "support", "accuracy", "F1", f"top neurons by {first} (layer:unit)"],
         [[r["label"], str(int(r.get("support", 0))), _pct(r.get("accuracy")), _num(r.get("f1")),
           ", ".join(x["top_per_class"].get((first, r["label"]), []))] for r in summary.per_class])
-    parts = head + ["", "## Probe accuracy with selected neurons (retrained)", "", sel, ""]
+    parts = head + ["", DRIFT_START, x.get("drift_md") or "", DRIFT_END, "",
+                    "## Probe accuracy with selected neurons (retrained)", "", sel, ""]
     if selectivity_rows(summary):
         parts += ["## Selectivity (control task)", "", markdown_table(_SELECTIVITY_HEADER, selectivity_rows(summary)), ""]
     if layer_rows(summary):
@@ -342,6 +343,28 @@ table.grid td{min-width:2.2em}table.grid td:first-child{font-size:.92em}
 """
 
 
+#: The drift section sits between these markers: the model_drift stage, which runs after
+#: the report, fills it in with :func:`insert_drift_section`.
+DRIFT_START, DRIFT_END = "<!-- drift -->", "<!-- /drift -->"
+_DRIFT_PENDING = ("<p class='note' id='drift-pending'>Drift against the previous model version appears here "
+                  "once the model_drift stage has run.</p>")
+
+
+def insert_drift_section(out_dir: str | Path, html_fragment: str, markdown: str) -> None:
+    """Put the drift section into an existing report (both files, written atomically)."""
+    out_dir = Path(out_dir)
+    for name, text in (("report.html", html_fragment), ("report.md", markdown)):
+        path = out_dir / name
+        page = path.read_text(encoding="utf-8")
+        start, end = page.find(DRIFT_START), page.find(DRIFT_END)
+        if start < 0 or end < start:
+            raise ValueError(f"{path}: no drift markers {DRIFT_START} … {DRIFT_END}; re-materialize "
+                             "evaluation_report (it was written by an older version).")
+        tmp = out_dir / f".{name}.tmp"
+        tmp.write_text(page[:start + len(DRIFT_START)] + text + page[end:], encoding="utf-8")
+        tmp.replace(path)
+
+
 def report_html(summary: Any) -> str:
     """The report as one self-contained HTML page."""
     x = summary.extra
@@ -385,10 +408,11 @@ def report_html(summary: Any) -> str:
                f"({e(first)}) whose one-vs-rest probe reaches the target share of the full probe's F1.</p>"
                + _html_table(_MINIMAL_HEADER, minimal_rows(summary))) if minimal_rows(summary) else ""
     heatmaps = "".join(f"<div class='heatmap'>{h['svg']}</div>" for h in x.get("heatmaps", []))
-    heatmaps = ("<h2 id='heatmaps'>Strongest neuron of each class over real sentences</h2><p>Raw activation of "
+    heatmaps = ("<h2 id='heatmaps'>Strongest neuron of each class over real sentences</h2><p>Activation of "
                 f"each class's best neuron ({e(first)}) on test sentences that contain the class: blue positive, "
-                "red negative; the class's words are <b><u>bold and underlined</u></b>. A neuron can encode a class "
-                "by firing negatively on it, so the class's words may be red.</p><div class='heatmaps'>" + heatmaps + "</div>") if heatmaps else ""
+                "red negative; the class's words are <b><u>bold and underlined</u></b>. A neuron that encodes its "
+                "class by firing negatively is shown with its sign flipped (titled −L:u … sign flipped), so the "
+                "class's words read blue.</p><div class='heatmaps'>" + heatmaps + "</div>") if heatmaps else ""
     confusion = _confusion_table(summary)
     confusion = ("<h2 id='confusion'>Confusion matrix of the full probe</h2>" + confusion) if confusion else ""
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
@@ -404,6 +428,7 @@ Probe trained on {summary.n_train:,} words and evaluated on {summary.n_test:,} w
 {sel_kpi}
 <div><b>{_pct(best['accuracy']) if best else '–'}</b>top {best['k'] if best else ''} neurons only
 ({e(best['method']) if best else ''})</div></div>
+{DRIFT_START}{x.get('drift_html') or _DRIFT_PENDING}{DRIFT_END}
 <h2>Probe accuracy with selected neurons</h2>
 <p>A probe is retrained on each selection ({e(x.get('selection_probe', ''))}); random selections are averaged
 over draws (± one standard deviation) and shared by all methods.

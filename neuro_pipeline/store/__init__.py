@@ -27,6 +27,14 @@ Tables (keys first):
 ``class_metrics``     analysis, activation_set, task, label → support, accuracy, precision, f1
 ``confusion``         analysis, activation_set, task, true_label, predicted_label → count
 ``reports``           analysis, activation_set, task → model_version, html_path, markdown_path
+``model_versions``    analysis, activation_set → model_version, label, model_dir, registered_at (first analysis)
+``class_selectivity`` analysis, activation_set, task, label → support, task/control accuracy, selectivity
+``drift_runs``        analysis, activation_set, task → previous_activation_set, labels, versions, n_alerts
+``drift_rankings``    analysis, activation_set, task, method, k → overlap, jaccard, entered, left, spearman, …
+``drift_classes``     analysis, activation_set, task, method, label, k → overlap, jaccard, entered, left, …
+``drift_metrics``     analysis, activation_set, task, label → accuracy/F1/selectivity before, after, delta
+``drift_layers``      analysis, activation_set, task, layer → correlation of each unit with itself in the previous version
+``drift_alerts``      analysis, activation_set, task → kind, method, label, k, value, threshold, message
 
 Activations are content-addressed: an *activation set* is one (model version, aggregation,
 dtype, long-sentence mode) combination, and its rows are keyed by the sentence's content
@@ -135,6 +143,43 @@ CREATE TABLE IF NOT EXISTS reports (
     analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, task VARCHAR NOT NULL,
     model_version VARCHAR NOT NULL, html_path VARCHAR NOT NULL, markdown_path VARCHAR NOT NULL,
     created_at TIMESTAMP DEFAULT current_timestamp);
+CREATE TABLE IF NOT EXISTS model_versions (
+    analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, model_version VARCHAR NOT NULL,
+    label VARCHAR NOT NULL, model_dir VARCHAR NOT NULL, registered_at TIMESTAMP NOT NULL);
+CREATE TABLE IF NOT EXISTS class_selectivity (
+    analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, task VARCHAR NOT NULL, label VARCHAR NOT NULL,
+    support INTEGER NOT NULL, task_accuracy DOUBLE, control_accuracy DOUBLE, selectivity DOUBLE,
+    control_seed INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS drift_runs (
+    analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, task VARCHAR NOT NULL,
+    previous_activation_set VARCHAR, label VARCHAR NOT NULL, previous_label VARCHAR,
+    model_version VARCHAR NOT NULL, previous_model_version VARCHAR, n_alerts INTEGER NOT NULL,
+    created_at TIMESTAMP DEFAULT current_timestamp);
+CREATE TABLE IF NOT EXISTS drift_rankings (
+    analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, task VARCHAR NOT NULL,
+    previous_activation_set VARCHAR NOT NULL, method VARCHAR NOT NULL, k INTEGER NOT NULL,
+    n_previous INTEGER, n_current INTEGER, overlap INTEGER, jaccard DOUBLE, entered INTEGER[], "left" INTEGER[],
+    n_entered INTEGER, n_left INTEGER, spearman DOUBLE, n_scored INTEGER, status VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS drift_classes (
+    analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, task VARCHAR NOT NULL,
+    previous_activation_set VARCHAR NOT NULL, method VARCHAR NOT NULL, label VARCHAR NOT NULL, k INTEGER NOT NULL,
+    n_previous INTEGER, n_current INTEGER, overlap INTEGER, jaccard DOUBLE, entered INTEGER[], "left" INTEGER[],
+    n_entered INTEGER, n_left INTEGER, status VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS drift_metrics (
+    analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, task VARCHAR NOT NULL,
+    previous_activation_set VARCHAR NOT NULL, label VARCHAR NOT NULL,
+    support_previous INTEGER, support_current INTEGER, accuracy_previous DOUBLE, accuracy_current DOUBLE,
+    accuracy_delta DOUBLE, f1_previous DOUBLE, f1_current DOUBLE, f1_delta DOUBLE,
+    selectivity_previous DOUBLE, selectivity_current DOUBLE, selectivity_delta DOUBLE, status VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS drift_layers (
+    analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, task VARCHAR NOT NULL,
+    previous_activation_set VARCHAR NOT NULL, layer INTEGER NOT NULL, n_neurons INTEGER NOT NULL,
+    n_constant INTEGER NOT NULL, corr_median DOUBLE, corr_p05 DOUBLE, corr_p95 DOUBLE, corr_mean DOUBLE,
+    n_words INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS drift_alerts (
+    analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, task VARCHAR NOT NULL,
+    previous_activation_set VARCHAR NOT NULL, kind VARCHAR NOT NULL, method VARCHAR, label VARCHAR, k INTEGER,
+    value DOUBLE, threshold DOUBLE, message VARCHAR NOT NULL);
 """
 
 
@@ -239,6 +284,20 @@ class Store:
                 [aset.activation_set, aset.model_version, aset.model_dir, aset.aggregation, aset.dtype,
                  aset.long_sentences, aset.n_layers, aset.hidden_size],
             )
+
+    def register_model_version(self, analysis: str, aset: ActivationSet, label: str) -> None:
+        """Record the first time an analysis sees an activation set (a model version under one
+        extraction setting); the order of these records defines each version's predecessor.
+        A later call for the same set keeps the first time and updates the label."""
+        with self.transaction() as con:
+            row = con.execute("SELECT registered_at FROM model_versions WHERE analysis = ? AND activation_set = ?",
+                              [analysis, aset.activation_set]).fetchone()
+            con.execute("DELETE FROM model_versions WHERE analysis = ? AND activation_set = ?",
+                        [analysis, aset.activation_set])
+            con.execute(
+                "INSERT INTO model_versions VALUES (?, ?, ?, ?, ?, coalesce(?::TIMESTAMP, current_timestamp))",
+                [analysis, aset.activation_set, aset.model_version, label, aset.model_dir,
+                 row[0] if row else None])
 
     def activation_set(self, activation_set: str) -> ActivationSet:
         with self.connect() as con:
@@ -392,7 +451,7 @@ class Store:
             for table, frame in frames.items():
                 con.execute(f"DELETE FROM {table} WHERE {cond}", where)
                 if frame.height:
-                    cols = ", ".join(frame.columns)
+                    cols = ", ".join(f'"{c}"' for c in frame.columns)
                     con.register("_frame", frame)
                     con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _frame")
                     con.unregister("_frame")
@@ -405,7 +464,8 @@ class Store:
 
 _WRITABLE = {"rankings", "class_rankings", "ranking_runs", "top_words", "agreement", "redundancy_layers",
              "redundancy_neurons", "metrics", "selectivity", "layer_probes", "ablation", "layer_distribution",
-             "minimal_neurons", "class_metrics", "confusion", "reports"}
+             "minimal_neurons", "class_metrics", "confusion", "reports", "class_selectivity", "drift_runs",
+             "drift_rankings", "drift_classes", "drift_metrics", "drift_alerts", "drift_layers"}
 
 
 def to_json(obj: object) -> str:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.library.tiny_models import write_tiny_bert
+from tests.pipeline.dagster_ui import free_port
 
 LEXICON = {
     "DET": ["the", "a"], "NOUN": ["cat", "dog", "mat"], "ADJ": ["big", "small", "red", "blue"],
@@ -65,3 +71,40 @@ def analysis_dir(tmp_path: Path, tiny_model_dir: Path) -> Path:
           n_random: 2
         """), encoding="utf-8")
     return tmp_path
+
+
+@pytest.fixture
+def ui_process():
+    """Starts ``neuro-pipeline ui`` lazily (``start(argv, cwd) -> port``) and stops its process group."""
+    procs: list[subprocess.Popen] = []
+
+    def start(args: list[str], cwd: Path) -> int:
+        port = free_port()
+        procs.append(subprocess.Popen([sys.executable, "-m", "neuro_pipeline.cli", "ui", *args, "--port", str(port)], cwd=cwd, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, start_new_session=True))
+        return port
+
+    yield start
+    for proc in procs:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("neuro-pipeline ui did not stop on SIGTERM within 30 s")
+        _empty_group(proc.pid)
+
+
+def _empty_group(pgid: int, timeout: float = 30) -> None:
+    """Wait until no process of the group is left. ``dagster dev`` can start a code server
+    while it shuts down; that one missed the first SIGTERM, so each round sends another."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        if time.time() > deadline:
+            os.killpg(pgid, signal.SIGKILL)
+            pytest.fail(f"processes of the UI's group {pgid} were still running {timeout:.0f} s after SIGTERM")
+        time.sleep(0.5)

@@ -22,3 +22,20 @@ def graphql(port: int, query: str) -> dict:
         body = json.loads(resp.read())
     assert not body.get("errors"), body["errors"]
     return body["data"]
+
+
+def wait_for_ui(port: int, timeout: float = 120) -> None:
+    """Wait until the webserver on ``port`` answers ``/server_info``."""
+    import time
+
+    import pytest
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
+            return
+        except OSError:
+            if time.time() > deadline:
+                pytest.fail(f"the Dagster UI did not answer /server_info within {timeout:.0f} s")
+            time.sleep(1)

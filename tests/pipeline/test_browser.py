@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -45,7 +44,7 @@ from tests.pipeline.browser import (
     full_page_screenshot,
     page_sections,
 )
-from tests.pipeline.dagster_ui import free_port, graphql
+from tests.pipeline.dagster_ui import graphql
 
 CLI = [sys.executable, "-m", "neuro_pipeline.cli"]
 
@@ -96,43 +95,6 @@ def screenshots(tmp_path: Path) -> Path:
     folder = Path(os.environ.get("NEURO_SCREENSHOTS") or tmp_path / "screenshots")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-@pytest.fixture
-def ui_process():
-    """Starts ``neuro-pipeline ui`` lazily (``start(argv, cwd) -> port``) and stops its process group."""
-    procs: list[subprocess.Popen] = []
-
-    def start(args: list[str], cwd: Path) -> int:
-        port = free_port()
-        procs.append(subprocess.Popen([*CLI, "ui", *args, "--port", str(port)], cwd=cwd, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL, start_new_session=True))
-        return port
-
-    yield start
-    for proc in procs:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail("neuro-pipeline ui did not stop on SIGTERM within 30 s")
-        _empty_group(proc.pid)
-
-
-def _empty_group(pgid: int, timeout: float = 30) -> None:
-    """Wait until no process of the group is left. ``dagster dev`` can start a code server
-    while it shuts down; that one missed the first SIGTERM, so each round sends another."""
-    deadline = time.time() + timeout
-    while True:
-        try:
-            os.killpg(pgid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        if time.time() > deadline:
-            os.killpg(pgid, signal.SIGKILL)
-            pytest.fail(f"processes of the UI's group {pgid} were still running {timeout:.0f} s after SIGTERM")
-        time.sleep(0.5)
 
 
 def _wait_for_ui(port: int, timeout: float = 120) -> None:

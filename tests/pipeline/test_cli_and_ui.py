@@ -59,6 +59,16 @@ def test_run_prints_summary(ran):
     assert re.search(r"evaluation +\[#+\] 100\.0% (\d+)/\1 probes", out), out
 
 
+def test_a_second_run_with_nothing_changed_materializes_nothing(ran):
+    analysis_dir, home, _ = ran
+    proc = subprocess.run([*CLI, "run", "-c", str(analysis_dir / "pipeline.yaml"), "--home", str(home)],
+                          cwd=analysis_dir, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "the analysis is up to date; nothing to materialize" in proc.stdout
+    assert "0 run(s)" in proc.stdout and "STEP_SUCCESS" not in proc.stdout
+    assert "full-probe accuracy" in proc.stdout              # the stored results are still summarised
+
+
 def test_progress_bar_redraws_on_a_terminal_and_prints_quarters_otherwise():
     import io
 

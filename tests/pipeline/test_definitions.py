@@ -34,6 +34,18 @@ def test_every_stage_has_description_code_version_and_blocking_check():
             assert graph.get_check_spec(check).blocking, check
 
 
+def test_drift_comes_after_the_report_and_its_check_warns_by_default(tmp_path):
+    graph = defs.resolve_asset_graph()
+    drift = dg.AssetKey("model_drift")
+    assert dg.AssetKey("evaluation_report") in graph.get(drift).parent_keys
+    (check,) = [c for c in graph.asset_check_keys if c.asset_key == drift]
+    assert not graph.get_check_spec(check).blocking            # severity warn: shown, never blocks
+    (tmp_path / "p.yaml").write_text("monitoring: {alert_severity: error}\n", encoding="utf-8")
+    strict = build_definitions(str(tmp_path / "p.yaml")).resolve_asset_graph()
+    (check,) = [c for c in strict.asset_check_keys if c.asset_key == drift]
+    assert strict.get_check_spec(check).blocking
+
+
 def test_lineage_runs_from_the_inputs_through_every_ranking_to_the_report():
     graph = defs.resolve_asset_graph()
     parents = {key: set(graph.get(key).parent_keys) for key in STAGES}

@@ -12,7 +12,7 @@ from neuro_pipeline.config import DEFAULT_METHODS, load_config
 from neuro_pipeline.store import Store
 
 STAGES = {"annotated_corpus", "token_activations", "neuron_redundancy", "method_agreement", "probe_selectivity",
-          "probe_ablation", "class_neurons", "evaluation_report"}
+          "probe_ablation", "class_neurons", "evaluation_report", "model_drift"}
 
 
 def _run_all(config: str, instance) -> dg.ExecuteInProcessResult:
@@ -32,6 +32,7 @@ def test_whole_graph_materializes_and_checks_pass(analysis_dir):
         assert checks == {("annotated_corpus", "annotated_corpus_quality"): True,
                           ("token_activations", "token_activations_quality"): True,
                           ("evaluation_report", "evaluation_report_quality"): True,
+                          ("model_drift", "drift_within_thresholds"): True,
                           **{(m, "ranking_quality"): True for m in DEFAULT_METHODS},
                           **{(a, f"{a}_quality"): True for a in ("neuron_redundancy", "method_agreement",
                                                                  "probe_selectivity", "probe_ablation",
@@ -129,8 +130,13 @@ def test_duplicate_sentences_are_extracted_once_and_match_direct_extraction(anal
     import numpy as np
 
     from neuro_pipeline.extraction import extract_activations, load_model
-    from neuro_pipeline.pipeline import (check_activations, load_split, current_activation_set,
-                                         materialize_activations, materialize_corpus)
+    from neuro_pipeline.pipeline import (
+        check_activations,
+        current_activation_set,
+        load_split,
+        materialize_activations,
+        materialize_corpus,
+    )
 
     train = analysis_dir / "train.conllu"
     blocks = train.read_text(encoding="utf-8").strip("\n").split("\n\n")
@@ -241,3 +247,15 @@ def test_report_numbers_come_from_the_tables_and_match_a_direct_computation(anal
     html = open(store.query("SELECT html_path FROM reports")["html_path"][0], encoding="utf-8").read()
     assert f"<b>{100 * accuracy:.1f}%</b>full-probe accuracy" in html
     assert f"<td>1</td><td>{100 * layer_acc:.1f}%</td><td>{100 * ctrl_acc:.1f}%</td>" in html
+    # Heatmaps: a class's best neuron that fires lower on the class than elsewhere (on the
+    # training words) is drawn sign-flipped, so the class's words read positive.
+    from neuro_pipeline.pipeline import neuron_name
+
+    best = store.query("SELECT label, neuron FROM class_rankings WHERE method = 'linear_probe' AND rank = 1")
+    for label, neuron in best.iter_rows():
+        column, is_class = train.X[:, neuron], train.labels.astype(str) == label
+        name = neuron_name(neuron, aset.hidden_size)
+        if column[is_class].mean() < column[~is_class].mean():
+            assert f"−{name} ({label}, sign flipped)" in html, (label, name)
+        else:
+            assert f"{name} ({label})" in html and f"−{name} ({label}" not in html, (label, name)

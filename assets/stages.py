@@ -139,7 +139,7 @@ def build_stages(methods, model_checkpoint: dg.SourceAsset,
         summary = np_pipeline.materialize_class_neurons(cfg, pipeline.store(cfg))
         return dg.MaterializeResult(metadata=class_neurons_metadata(summary))
 
-    @dg.asset(code_version="4",
+    @dg.asset(code_version="5",
               deps=[*rankings, method_agreement, neuron_redundancy, probe_selectivity, probe_ablation, class_neurons,
                     analysis_settings], kinds={"duckdb", "html"}, **common)
     def evaluation_report(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
@@ -149,7 +149,7 @@ def build_stages(methods, model_checkpoint: dg.SourceAsset,
             cfg, pipeline.store(cfg), progress=_progress_logger(context, "evaluation", "probes"))
         return dg.MaterializeResult(metadata=report_metadata(summary))
 
-    @dg.asset(code_version="1", deps=[evaluation_report], kinds={"duckdb", "html"}, **common)
+    @dg.asset(code_version="2", deps=[evaluation_report], kinds={"duckdb", "html"}, **common)
     def model_drift(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
         """What moved since the previous model version: top-k overlap and rank correlation of every ranking, per-class neuron sets, accuracy and selectivity per class, threshold alerts; the report's drift section: tables `drift_*`."""
         cfg = pipeline.load(context)

@@ -191,6 +191,9 @@ class MonitoringConfig:
     max_selectivity_drop: float = 0.05
     min_jaccard: float = 0.5
     alert_k: int | None = None
+    #: Classes with fewer evaluation words than this (in either version) are not judged
+    #: for accuracy or selectivity: on 16 words one word is 6 points.
+    min_support: int = 30
     #: Severity of the drift check when a threshold is crossed: warn (shown, never blocks)
     #: or error (fails the check and blocks automation downstream).
     alert_severity: str = "warn"
@@ -424,6 +427,8 @@ def _check_monitoring(cfg: PipelineConfig) -> None:
         value = getattr(m, key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= high:
             raise ConfigError(f"{src}: monitoring.{key} must be a number in [0, {high:g}], got {value!r}.")
+    if isinstance(m.min_support, bool) or not isinstance(m.min_support, int) or m.min_support < 0:
+        raise ConfigError(f"{src}: monitoring.min_support must be an integer >= 0, got {m.min_support!r}.")
     _choice(m.alert_severity, ("warn", "error"), src, "monitoring.alert_severity")
 
 

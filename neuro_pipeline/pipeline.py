@@ -999,7 +999,7 @@ def drift_thresholds(cfg: PipelineConfig):
 
     m = cfg.monitoring
     return DriftThresholds(max_accuracy_drop=m.max_accuracy_drop, max_selectivity_drop=m.max_selectivity_drop,
-                           min_jaccard=m.min_jaccard, alert_k=m.alert_k)
+                           min_jaccard=m.min_jaccard, alert_k=m.alert_k, min_support=m.min_support)
 
 
 def model_versions(cfg: PipelineConfig, store: Store) -> pl.DataFrame:
@@ -1114,7 +1114,7 @@ def materialize_drift(cfg: PipelineConfig, store: Store) -> DriftSummary:
         from neuro_pipeline.report.drift import layer_drift_html, layer_drift_markdown
 
         args = (prev["label"], me["label"], ranking, class_drift, metric_drift, alerts)
-        options = dict(neuron_name=name, k=cfg.monitoring.alert_k)
+        options = dict(neuron_name=name, k=cfg.monitoring.alert_k, method=cfg.ranking.methods[0].name)
         insert_drift_section(Path(html_path).parent,
                              drift_html(*args, **options) + layer_drift_html(layers),
                              drift_markdown(*args, **options) + layer_drift_markdown(layers))

@@ -480,6 +480,10 @@ class DriftThresholds:
     alert_k : int, optional
         The top-k size at which neuron movement is judged; by default the largest k of
         each drift table.
+    min_support : int, default 30
+        A class's accuracy and selectivity are judged only when it has at least this many
+        evaluation words in both versions: on a class of 16 words one word is 6 points.
+        The overall figure is always judged.
 
     Raises
     ------
@@ -496,6 +500,7 @@ class DriftThresholds:
     max_selectivity_drop: float = 0.05
     min_jaccard: float = 0.5
     alert_k: int | None = None
+    min_support: int = 30
 
     def __post_init__(self) -> None:
         _check_fraction(self.max_accuracy_drop, "max_accuracy_drop",
@@ -506,6 +511,9 @@ class DriftThresholds:
         k = self.alert_k
         if k is not None and (isinstance(k, bool) or not isinstance(k, Integral) or k < 1):
             raise ValueError(f"DriftThresholds: alert_k must be None or a positive int; got {k!r}.")
+        m = self.min_support
+        if isinstance(m, bool) or not isinstance(m, Integral) or m < 0:
+            raise ValueError(f"DriftThresholds: min_support must be an int >= 0; got {m!r}.")
 
 
 def _subject(label: str | None, method: str | None = None) -> str:
@@ -514,9 +522,12 @@ def _subject(label: str | None, method: str | None = None) -> str:
 
 
 def _metric_alerts(metrics: pl.DataFrame, column: str, kind: str, limit: float, what: str,
-                   percent: bool) -> list[dict]:
+                   percent: bool, min_support: int = 0) -> list[dict]:
     rows = []
-    for r in metrics.filter(pl.col(f"{column}_delta") < -(limit + _TOLERANCE)).iter_rows(named=True):
+    supported = ((pl.col("label") == OVERALL_LABEL)
+                 | ((pl.col("support_previous").fill_null(0) >= min_support)
+                    & (pl.col("support_current").fill_null(0) >= min_support)))
+    for r in metrics.filter((pl.col(f"{column}_delta") < -(limit + _TOLERANCE)) & supported).iter_rows(named=True):
         before, after = r[f"{column}_previous"], r[f"{column}_current"]
         pair = (f"{100 * before:.1f}% → {100 * after:.1f}%" if percent
                 else f"{100 * before:.1f} → {100 * after:.1f} points")
@@ -624,9 +635,9 @@ def drift_alerts(
     if metrics is not None:
         _check_frame(metrics, "metrics", list(CLASS_METRIC_DRIFT_SCHEMA), owner)
         rows += _metric_alerts(metrics, "accuracy", "accuracy_drop", thresholds.max_accuracy_drop,
-                               "probe accuracy", percent=True)
+                               "probe accuracy", percent=True, min_support=thresholds.min_support)
         rows += _metric_alerts(metrics, "selectivity", "selectivity_drop", thresholds.max_selectivity_drop,
-                               "selectivity", percent=False)
+                               "selectivity", percent=False, min_support=thresholds.min_support)
     rows += _movement_alerts(ranking, "ranking", thresholds)
     if classes is not None:
         _check_frame(classes, "classes", list(CLASS_RANKING_DRIFT_SCHEMA), owner)

@@ -22,7 +22,10 @@ _OVERALL_LABEL = "(all)"
 
 
 def _points(delta: float | None) -> str:
-    return "–" if delta is None else f"{100 * delta:+.1f}"
+    if delta is None:
+        return "–"
+    text = f"{100 * delta:+.1f}"
+    return "+0.0" if text == "-0.0" else text
 
 
 def _names(neurons: list[int] | None, neuron_name: Callable[[int], str]) -> str:

@@ -324,3 +324,15 @@ def test_activation_drift_per_layer_correlation():
         activation_drift(a, a, n_layers=2, hidden_size=4)
     with pytest.raises(ValueError, match="same shape"):
         activation_drift(a, a[:10], n_layers=2, hidden_size=3)
+
+
+def test_small_classes_are_not_judged_on_accuracy_below_min_support():
+    small = BASE_METRICS.with_columns(support=pl.when(pl.col("label") == "NOUN").then(16).otherwise(pl.col("support")))
+    current = small.with_columns(accuracy=pl.when(pl.col("label") == "NOUN").then(0.80).otherwise(pl.col("accuracy")))
+    ranking = ranking_drift(BASE, BASE, ks=[2])
+    drift = class_metric_drift(small, current)
+    assert drift_alerts(ranking, None, drift, DriftThresholds()).is_empty()              # 16 < 30 words
+    alerts = drift_alerts(ranking, None, drift, DriftThresholds(min_support=10))
+    assert alerts.select("kind", "label").rows() == [("accuracy_drop", "NOUN")]
+    with pytest.raises(ValueError, match="min_support must be an int >= 0"):
+        DriftThresholds(min_support=-1)

@@ -1,6 +1,7 @@
 """Blocking data-quality checks, one great-expectations suite per stage (built in the library)."""
 
 import dagster as dg
+import polars as pl
 
 from neuro_pipeline import pipeline as np_pipeline
 from neuro_pipeline.quality import QualityReport
@@ -45,7 +46,7 @@ def ranking_check(asset: dg.AssetsDefinition, name: str) -> dg.AssetChecksDefini
         "ranks a prefix leaves rank and score null together), and the hyperparameters are recorded."))
     def _check(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource) -> dg.AssetCheckResult:
         cfg = pipeline.load(context)
-        return _result(np_pipeline.check_ranking(cfg, pipeline.store(cfg), name))
+        return _result(np_pipeline.check_each_task(cfg, np_pipeline.check_ranking, pipeline.store(cfg), name))
 
     return _check
 
@@ -55,7 +56,7 @@ def report_check(report: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
         "great-expectations: every accuracy in [0, 1]; the full probe beats the majority-class baseline."))
     def _check(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource) -> dg.AssetCheckResult:
         cfg = pipeline.load(context)
-        return _result(np_pipeline.check_report(cfg, pipeline.store(cfg)))
+        return _result(np_pipeline.check_each_task(cfg, np_pipeline.check_report, pipeline.store(cfg)))
 
     return _check
 
@@ -69,7 +70,7 @@ def derived_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
         "overlaps in [0, 1]."))
     def _check(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource) -> dg.AssetCheckResult:
         cfg = pipeline.load(context)
-        return _result(np_pipeline.check_derived(cfg, pipeline.store(cfg), name))
+        return _result(np_pipeline.check_each_task(cfg, np_pipeline.check_derived, pipeline.store(cfg), name))
 
     return _check
 
@@ -85,7 +86,11 @@ def drift_check(asset: dg.AssetsDefinition, severity: str) -> dg.AssetChecksDefi
         "monitoring.min_jaccard with the previous model version."))
     def _check(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource) -> dg.AssetCheckResult:
         cfg = pipeline.load(context)
-        passed, alerts, info = np_pipeline.check_drift(cfg, pipeline.store(cfg))
+        results = np_pipeline.each_task(cfg, np_pipeline.check_drift, pipeline.store(cfg))
+        passed = all(r[0] for r in results)
+        alerts = pl.concat([r[1] for r in results if r[1].height], how="diagonal") if any(
+            r[1].height for r in results) else pl.DataFrame()
+        info = results[0][2]
         metadata: dict = {"n_alerts": alerts.height, "model_label": info["label"],
                           "previous_label": info["previous_label"] or "(none: first version)"}
         if alerts.height:

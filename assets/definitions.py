@@ -54,9 +54,8 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
                     "drift, with their checks" + (" (one model version per run)." if partitions else "."))
     sensors = [make_input_sensor(mon.watch_seconds), automation_sensor()]
     if partitions is not None:
-        sensors.insert(0, make_registry_sensor(
-            partitions, analysis_job, [a.key for a in stages.per_model], annotated_corpus.key,
-            model_checkpoint.key, mon.watch_seconds, mon.settle_seconds))
+        sensors.insert(0, make_registry_sensor(partitions, analysis_job, annotated_corpus.key, model_checkpoint.key,
+                                               mon.watch_seconds, mon.settle_seconds))
     return dg.Definitions(
         assets=[*sources, *stages.all],
         asset_checks=stage_checks(stages, [m.name for m in cfg.ranking.methods], mon.alert_severity),

@@ -5,6 +5,21 @@ import dagster as dg
 from neuro_pipeline.report import markdown_table, report_markdown
 
 
+def per_task(summaries: list, metadata) -> dict:
+    """Metadata of a per-task stage: the first task's in full; with concept tasks, each
+    further task's numbers prefixed by ``<task>/`` (text entries are left out)."""
+    md = dict(metadata(summaries[0]))
+    if len(summaries) > 1:
+        md["tasks"] = ", ".join(s.task for s in summaries)
+        for s in summaries[1:]:
+            for key, value in metadata(s).items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    md[f"{s.task}/{key}"] = value
+                elif isinstance(value, dg.MetadataValue) and key in ("report_html",):
+                    md[f"{s.task}/{key}"] = value
+    return md
+
+
 def _md_table(header: list[str], rows: list[list[object]]) -> dg.MetadataValue:
     return dg.MetadataValue.md(markdown_table(header, rows))
 

@@ -2,9 +2,11 @@
 inputs, the automation sensor that reruns what went stale, and the safety-net schedule.
 
 - ``model_registry_sensor`` (with ``monitoring.registry``): every settled new subfolder of the
-  registry becomes a dynamic partition of ``model_versions``, is observed (its content hash
-  is the partition's data version) and gets its analysis run. A version folder rewritten in
-  place gets a new data version, which makes its partition stale.
+  registry becomes a dynamic partition of ``model_versions`` and is observed (its content
+  hash is the partition's data version); the automation sensor then launches its analysis
+  (the partition is newly missing), exactly once. A version folder rewritten in place gets a
+  new data version, which makes its partition stale. On a fresh instance the sensor first
+  launches the corpus run, which every version's analysis needs.
 - ``input_watch_sensor``: re-hashes the corpus, the settings and (without a registry) the
   model at its fixed path; a change is reported as a new data version of that input.
   Hashing is cheap when nothing changed: files whose stat is unchanged are not re-read.
@@ -32,9 +34,10 @@ from .sources import input_versions
 DATA_VERSION_TAG = "dagster/data_version"
 #: The name of the dynamic partitions that hold the registry's model versions.
 MODEL_VERSIONS = "model_versions"
-#: Runs of the registry carry this tag; dagster.yaml lets one such run go at a time, so each
-#: version is analysed after its predecessor and its drift compares with a finished analysis.
-REGISTRY_TAG = "neuro/registry"
+#: Analysis runs launched by the sensors and the automation carry this tag; dagster.yaml lets
+#: one such run go at a time (DuckDB has one writer anyway), so versions are analysed one after
+#: the other in the order they were requested and a drift compares with a finished analysis.
+ANALYSIS_TAG = "neuro/analysis"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _WEIGHTS = ("*.safetensors", "pytorch_model*.bin", "*.pt")
 
@@ -70,13 +73,13 @@ def registry_folders(registry: Path, settle_seconds: float, now: float | None = 
 
 
 def make_registry_sensor(partitions_def: dg.DynamicPartitionsDefinition, job: dg.UnresolvedAssetJobDefinition,
-                         per_model: list[dg.AssetKey], corpus_key: dg.AssetKey, model_key: dg.AssetKey,
-                         interval: int, settle_seconds: int) -> dg.SensorDefinition:
+                         corpus_key: dg.AssetKey, model_key: dg.AssetKey, interval: int,
+                         settle_seconds: int) -> dg.SensorDefinition:
     @dg.sensor(name="model_registry_sensor", job=job, minimum_interval_seconds=max(interval, 1),
                default_status=dg.DefaultSensorStatus.RUNNING,
-               description="Registers each new model version folder of monitoring.registry as a partition, "
-                           "records its content hash and launches its analysis; a version folder rewritten in "
-                           "place gets a new data version (its partition turns stale).")
+               description="Registers each new model version folder of monitoring.registry as a partition and "
+                           "records its content hash (the automation then analyses it); a version folder "
+                           "rewritten in place gets a new data version (its partition turns stale).")
     def model_registry_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResource) -> dg.SensorResult:
         cfg = pipeline.load()
         ready, waiting = registry_folders(cfg.registry_dir, settle_seconds)
@@ -93,10 +96,11 @@ def make_registry_sensor(partitions_def: dg.DynamicPartitionsDefinition, job: dg
                 if label in known:
                     context.log.info(f"model version {label} changed in place: new content hash {version[:12]}")
             seen[label] = version
-        need_corpus = context.instance.get_latest_materialization_event(corpus_key) is None
-        selection = [corpus_key, *per_model] if need_corpus else per_model
-        runs = [dg.RunRequest(run_key=f"{label}:{seen[label][:12]}", partition_key=label,
-                              asset_selection=selection, tags={REGISTRY_TAG: "analysis"}) for label in new]
+        # The analyses themselves are launched by the automation (a new partition is newly
+        # missing); launching them here as well raced with it and analysed a version twice.
+        need_corpus = new and context.instance.get_latest_materialization_event(corpus_key) is None
+        runs = [dg.RunRequest(run_key="corpus-bootstrap", asset_selection=[corpus_key],
+                              tags={ANALYSIS_TAG: "corpus"})] if need_corpus else []
         if not new and not events:
             return dg.SensorResult(skip_reason="no new or changed model version" +
                                    (f" ({'; '.join(waiting)})" if waiting else ""), cursor=json.dumps(seen))
@@ -136,10 +140,10 @@ def make_stale_schedule(job: dg.UnresolvedAssetJobDefinition, cron: str,
                              "eager automation missed); nothing runs when everything is fresh.")
     def stale_safety_net(context: dg.ScheduleEvaluationContext):
         if partitions_def is None:
-            return [dg.RunRequest(stale_assets_only=True, tags={"trigger": "stale_safety_net"})]
+            return [dg.RunRequest(stale_assets_only=True, tags={"trigger": "stale_safety_net", ANALYSIS_TAG: "schedule"})]
         keys = context.instance.get_dynamic_partitions(partitions_def.name)
-        return [dg.RunRequest(stale_assets_only=True, partition_key=k, tags={"trigger": "stale_safety_net"})
-                for k in keys]
+        return [dg.RunRequest(stale_assets_only=True, partition_key=k,
+                              tags={"trigger": "stale_safety_net", ANALYSIS_TAG: "schedule"}) for k in keys]
 
     return stale_safety_net
 
@@ -147,5 +151,5 @@ def make_stale_schedule(job: dg.UnresolvedAssetJobDefinition, cron: str,
 def automation_sensor(interval: int = 15) -> dg.AutomationConditionSensorDefinition:
     return dg.AutomationConditionSensorDefinition(
         "neuro_automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=interval,
+        minimum_interval_seconds=interval, run_tags={ANALYSIS_TAG: "automation"},
         description="Reruns exactly the stale assets: eager, and only when their upstream blocking checks passed.")

@@ -19,6 +19,7 @@ from .metadata import (
     class_neurons_metadata,
     corpus_metadata,
     drift_metadata,
+    per_task,
     ranking_metadata,
     redundancy_metadata,
     report_metadata,
@@ -102,8 +103,8 @@ def build_stages(methods, model_checkpoint: dg.SourceAsset,
                                "`ranking_runs`, `top_words`."))
         def _ranking(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
             cfg = pipeline.load(context)
-            summary = np_pipeline.materialize_ranking(cfg, pipeline.store(cfg), name)
-            return dg.MaterializeResult(metadata=ranking_metadata(summary))
+            summaries = np_pipeline.each_task(cfg, np_pipeline.materialize_ranking, pipeline.store(cfg), name)
+            return dg.MaterializeResult(metadata=per_task(summaries, ranking_metadata))
 
         return _ranking
 
@@ -113,31 +114,31 @@ def build_stages(methods, model_checkpoint: dg.SourceAsset,
     def method_agreement(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
         """Top-n overlap between the methods and with their NeuronVote consensus (Fan et al. 2023): table `agreement`."""
         cfg = pipeline.load(context)
-        summary = np_pipeline.materialize_agreement(cfg, pipeline.store(cfg))
-        return dg.MaterializeResult(metadata=agreement_metadata(summary))
+        summaries = np_pipeline.each_task(cfg, np_pipeline.materialize_agreement, pipeline.store(cfg))
+        return dg.MaterializeResult(metadata=per_task(summaries, agreement_metadata))
 
     @dg.asset(code_version="2", deps=[*rankings, analysis_settings], kinds={"pytorch", "duckdb"}, **common)
     def probe_selectivity(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
         """Control-task selectivity (Hewitt & Liang 2019) of all neurons (overall and per class), of each method's top neurons and of each layer: tables `selectivity`, `class_selectivity`, `layer_probes`."""
         cfg = pipeline.load(context)
-        summary = np_pipeline.materialize_selectivity(
-            cfg, pipeline.store(cfg), progress=_progress_logger(context, "selectivity", "probes"))
-        return dg.MaterializeResult(metadata=selectivity_metadata(summary))
+        summaries = np_pipeline.each_task(cfg, np_pipeline.materialize_selectivity, pipeline.store(cfg),
+                                          progress=_progress_logger(context, "selectivity", "probes"))
+        return dg.MaterializeResult(metadata=per_task(summaries, selectivity_metadata))
 
     @dg.asset(code_version="1", deps=[*rankings, analysis_settings], kinds={"pytorch", "duckdb"}, **common)
     def probe_ablation(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
         """Ablation at the probe: keep or remove the top, random and bottom neurons, retrained or zeroed in the full probe: table `ablation`."""
         cfg = pipeline.load(context)
-        summary = np_pipeline.materialize_ablation(
-            cfg, pipeline.store(cfg), progress=_progress_logger(context, "ablation", "rankings"))
-        return dg.MaterializeResult(metadata=ablation_metadata(summary))
+        summaries = np_pipeline.each_task(cfg, np_pipeline.materialize_ablation, pipeline.store(cfg),
+                                          progress=_progress_logger(context, "ablation", "rankings"))
+        return dg.MaterializeResult(metadata=per_task(summaries, ablation_metadata))
 
     @dg.asset(code_version="1", deps=[*rankings, analysis_settings], kinds={"pytorch", "duckdb"}, **common)
     def class_neurons(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
         """Where each class's top neurons are (layers) and the fewest neurons that detect each class: tables `layer_distribution`, `minimal_neurons`."""
         cfg = pipeline.load(context)
-        summary = np_pipeline.materialize_class_neurons(cfg, pipeline.store(cfg))
-        return dg.MaterializeResult(metadata=class_neurons_metadata(summary))
+        summaries = np_pipeline.each_task(cfg, np_pipeline.materialize_class_neurons, pipeline.store(cfg))
+        return dg.MaterializeResult(metadata=per_task(summaries, class_neurons_metadata))
 
     @dg.asset(code_version="5",
               deps=[*rankings, method_agreement, neuron_redundancy, probe_selectivity, probe_ablation, class_neurons,
@@ -145,16 +146,16 @@ def build_stages(methods, model_checkpoint: dg.SourceAsset,
     def evaluation_report(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
         """Probe accuracy with all neurons and with each method's top, random and bottom neurons, per class, and the HTML report: table `metrics`."""
         cfg = pipeline.load(context)
-        summary = np_pipeline.materialize_report(
-            cfg, pipeline.store(cfg), progress=_progress_logger(context, "evaluation", "probes"))
-        return dg.MaterializeResult(metadata=report_metadata(summary))
+        summaries = np_pipeline.each_task(cfg, np_pipeline.materialize_report, pipeline.store(cfg),
+                                          progress=_progress_logger(context, "evaluation", "probes"))
+        return dg.MaterializeResult(metadata=per_task(summaries, report_metadata))
 
     @dg.asset(code_version="2", deps=[evaluation_report], kinds={"duckdb", "html"}, **common)
     def model_drift(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
         """What moved since the previous model version: top-k overlap and rank correlation of every ranking, per-class neuron sets, accuracy and selectivity per class, threshold alerts; the report's drift section: tables `drift_*`."""
         cfg = pipeline.load(context)
-        summary = np_pipeline.materialize_drift(cfg, pipeline.store(cfg))
-        return dg.MaterializeResult(metadata=drift_metadata(summary))
+        summaries = np_pipeline.each_task(cfg, np_pipeline.materialize_drift, pipeline.store(cfg))
+        return dg.MaterializeResult(metadata=per_task(summaries, drift_metadata))
 
     return Stages(token_activations=token_activations, neuron_redundancy=neuron_redundancy, rankings=rankings,
                   method_agreement=method_agreement, probe_selectivity=probe_selectivity,

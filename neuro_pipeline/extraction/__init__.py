@@ -5,6 +5,10 @@ Start here: :func:`load_model` reads a model directory into a :class:`LoadedMode
 sentence, an array of shape ``(n_words, n_layers, hidden_size)`` covering the embedding
 layer and every transformer layer. :func:`aggregate_subwords` is the subword-to-word step
 on its own.
+
+Encoders (BERT), decoder-only models (GPT-2) and either stack of an encoder-decoder model
+(T5) are supported (:attr:`LoadedModel.kind`, ``component``); ``random_init_seed`` loads
+the random-weights control model, versioned by :func:`random_init_version`.
 """
 
 from neuro_pipeline.extraction.aggregate import AGGREGATIONS, aggregate_subwords
@@ -13,16 +17,27 @@ from neuro_pipeline.extraction.extract import (
     ExtractionStats,
     extract_activations,
 )
-from neuro_pipeline.extraction.model import DTYPES, LoadedModel, ModelLoadError, load_model
+from neuro_pipeline.extraction.model import (
+    COMPONENTS,
+    DTYPES,
+    MODEL_KINDS,
+    LoadedModel,
+    ModelLoadError,
+    load_model,
+    random_init_version,
+)
 
 __all__ = [
     "AGGREGATIONS",
+    "COMPONENTS",
     "DTYPES",
     "LONG_SENTENCE_MODES",
+    "MODEL_KINDS",
     "ExtractionStats",
     "LoadedModel",
     "ModelLoadError",
     "aggregate_subwords",
     "extract_activations",
     "load_model",
+    "random_init_version",
 ]

@@ -12,7 +12,10 @@ How it differs from NeuroX's ``extract_representations``:
 * sentences longer than the model's limit are split into overlapping windows (or rejected
   when asked), never silently truncated;
 * a word the tokenizer turns into nothing is fed as the unknown token and counted, never
-  dropped or zero-filled.
+  dropped or zero-filled;
+* besides encoders, decoder-only models (GPT-2) and either stack of an encoder-decoder
+  model (T5, by teacher forcing) are supported, and a second segment per sentence can be
+  given as context (``pairs``).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from neuro_pipeline.extraction.aggregate import (
 )
 from neuro_pipeline.extraction.model import LoadedModel
 
-__all__ = ["ExtractionStats", "LONG_SENTENCE_MODES", "extract_activations"]
+__all__ = ["LONG_SENTENCE_MODES", "ExtractionStats", "extract_activations"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +113,17 @@ class _Pending:
 
 
 def _word_ids(encoding) -> np.ndarray:
+    """Word of each position of the first segment; -1 for special tokens and the pair."""
     ids = np.array(encoding.word_ids, dtype=np.float64)  # None -> nan
-    return np.nan_to_num(ids, nan=-1.0).astype(np.int64)
+    ids = np.nan_to_num(ids, nan=-1.0).astype(np.int64)
+    if encoding.n_sequences > 1:
+        ids[np.array([sequence != 0 for sequence in encoding.sequence_ids])] = -1
+    return ids
+
+
+def _tokenise(tokenizer, words: list[list[str]], pairs: list[list[str]] | None) -> list:
+    """Encodings of pre-tokenised sentences, with their second segments if any."""
+    return tokenizer(words, pairs, is_split_into_words=True, **_NO_PAD_OR_TRUNCATE).encodings
 
 
 def _plan_windows(counts: np.ndarray, budget: int) -> list[tuple[int, int]]:
@@ -159,6 +171,7 @@ def extract_activations(
     long_sentences: str = "window",
     stats: ExtractionStats | None = None,
     progress: Callable[[int], None] | None = None,
+    pairs: Sequence[Sequence[str]] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield word activations of every layer for each sentence, in batches.
 
@@ -184,6 +197,13 @@ def extract_activations(
     progress : callable, optional
         Called after each batch with the number of sentences finished so far in this call
         (yielded or rejected).
+    pairs : sequence of sequence of str, optional
+        A second segment per sentence (pre-tokenised, not empty), fed as the tokenizer's
+        text pair: ``[CLS] sentence [SEP] pair [SEP]`` with ``token_type_ids`` 1 on the
+        pair for BERT, ``sentence </s> pair </s>`` for T5. Activations are returned for
+        the **first segment's words only**; the pair is context. A long sentence is
+        windowed with the whole pair in every window. Only for encoder stacks: a causal
+        decoder's states of the first segment could never see the second.
 
     Yields
     ------
@@ -198,8 +218,9 @@ def extract_activations(
     length (in chunks of at least 4096 sentences) so that each batch holds sentences of
     similar length; use ``index`` to place each result. Rejected sentences are not yielded.
 
-    Padding is masked, so a sentence's result does not depend on its batch (equal within
-    float32 rounding, about 1e-6). Each word's vector comes from the model run on its own
+    Padding is masked and always on the right, so a sentence's result does not depend on
+    its batch (equal within float32 rounding, about 1e-6); a tokenizer without a pad token
+    (GPT-2) pads with its EOS token. Each word's vector comes from the model run on its own
     sentence only. A word that the tokenizer maps to no subword at all (a zero-width space,
     a control character) is fed as the tokenizer's unknown token, logged and counted in
     ``stats.n_words_without_subwords``.
@@ -207,14 +228,34 @@ def extract_activations(
     Arguments are checked when the function is called; the model runs as the iterator is
     consumed.
 
+    Which state stands for a subword depends on the model's stack (``model.component``):
+
+    * encoders (BERT; T5's encoder): the state at the subword, which has seen the whole
+      sentence;
+    * decoder-only models (GPT-2): the state at the subword, which has read the sentence up
+      to and including that subword (the state that predicts the *next* token). Words are
+      given their leading-space form, the first word included (``"Ġcat"``), and no special
+      token is added, so a sentence reads as it would in the middle of running text;
+    * T5's decoder, by teacher forcing with the sentence as the target and an empty source
+      (the tokenizer's encoding of ``""``, i.e. ``</s>``): the decoder reads the target
+      shifted right behind ``decoder_start_token_id``, and the state at target position t
+      is the one that **predicts** target token t, having read tokens before t only. So
+      with ``"first"`` a word's vector has not seen the word itself, and the first word's
+      first subword gets the same vector in every sentence (it has read only the start
+      token); ``"last"`` has seen all of the word's subwords but its last. Special tokens
+      (the closing ``</s>``) are excluded as for BERT.
+
+    In every decoder, a word's vector depends on the words before it only.
+
     Raises
     ------
     ValueError
-        If ``aggregation``, ``long_sentences`` or ``batch_size`` is invalid, a sentence is
-        empty, or (during iteration) a single word has more subwords than fit in one forward
-        pass.
+        If ``aggregation``, ``long_sentences`` or ``batch_size`` is invalid, a sentence or a
+        pair is empty, ``pairs`` does not have one entry per sentence or is given for a
+        decoder, or (during iteration) a single word has more subwords than fit in one
+        forward pass.
     TypeError
-        If a sentence is a string rather than a sequence of words.
+        If a sentence or a pair is a string rather than a sequence of words.
 
     Examples
     --------
@@ -240,10 +281,35 @@ def extract_activations(
             )
         if len(sentence) == 0:
             raise ValueError(f"Sentence {index} is empty; every sentence needs at least one word.")
+    if pairs is not None:
+        _check_pairs(model, sentences, pairs)
     return _extract(
         model, sentences, how, batch_size, long_sentences,
-        stats if stats is not None else ExtractionStats(), progress,
+        stats if stats is not None else ExtractionStats(), progress, pairs,
     )
+
+
+def _check_pairs(
+    model: LoadedModel, sentences: Sequence[Sequence[str]], pairs: Sequence[Sequence[str]]
+) -> None:
+    if model.component == "decoder":
+        raise ValueError(
+            f"pairs were given but {model.model_dir.name} is extracted from a causal decoder "
+            f"({model.kind}): the second segment would come after the first, whose states "
+            "cannot see it. Pairs need an encoder stack."
+        )
+    if isinstance(pairs, str) or len(pairs) != len(sentences):
+        got = "a str" if isinstance(pairs, str) else f"{len(pairs)}"
+        raise ValueError(f"pairs must hold one second segment per sentence: {len(sentences)} "
+                         f"sentences but got {got}.")
+    for index, pair in enumerate(pairs):
+        if isinstance(pair, str):
+            raise TypeError(
+                f"Pair {index} is a str ({pair[:40]!r}); expected a sequence of words, "
+                "e.g. pair.split()."
+            )
+        if len(pair) == 0:
+            raise ValueError(f"Pair {index} is empty; every pair needs at least one word.")
 
 
 def _extract(
@@ -254,6 +320,7 @@ def _extract(
     long_sentences: str,
     stats: ExtractionStats,
     progress: Callable[[int], None] | None,
+    pairs: Sequence[Sequence[str]] | None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     counted = (stats.n_windowed_sentences, stats.n_rejected_sentences,
                stats.n_words_without_subwords)
@@ -263,7 +330,7 @@ def _extract(
     for chunk_start in range(0, len(sentences), chunk_size):
         chunk = range(chunk_start, min(chunk_start + chunk_size, len(sentences)))
         items, pending, n_rejected = _tokenise_chunk(
-            model, sentences, chunk, long_sentences, stats
+            model, sentences, chunk, long_sentences, stats, pairs
         )
         done += n_rejected
         items.sort(key=lambda item: len(item.ids), reverse=True)
@@ -323,11 +390,13 @@ def _tokenise_chunk(
     chunk: range,
     long_sentences: str,
     stats: ExtractionStats,
+    pairs: Sequence[Sequence[str]] | None,
 ) -> tuple[list[_Item], dict[int, _Pending], int]:
     """Tokenise a chunk into forward-pass items; windows long sentences or rejects them."""
     tokenizer = model.tokenizer
     words = [list(sentences[i]) for i in chunk]
-    encodings = tokenizer(words, is_split_into_words=True, **_NO_PAD_OR_TRUNCATE).encodings
+    seconds = None if pairs is None else [list(pairs[i]) for i in chunk]
+    encodings = _tokenise(tokenizer, words, seconds)
     word_ids = [_word_ids(encoding) for encoding in encodings]
     counts = [np.bincount(ids[ids >= 0], minlength=len(w)) for ids, w in zip(word_ids, words)]
 
@@ -350,8 +419,8 @@ def _tokenise_chunk(
             for position in missing:
                 words[j][position] = unk
             n_unknown[j] = len(missing)
-        redone = tokenizer([words[j] for j in empty], is_split_into_words=True,
-                           **_NO_PAD_OR_TRUNCATE).encodings
+        redone = _tokenise(tokenizer, [words[j] for j in empty],
+                           None if seconds is None else [seconds[j] for j in empty])
         for j, encoding in zip(empty, redone):
             encodings[j] = encoding
             word_ids[j] = _word_ids(encoding)
@@ -362,6 +431,7 @@ def _tokenise_chunk(
     items: list[_Item] = []
     pending: dict[int, _Pending] = {}
     window_words: list[list[str]] = []
+    window_pairs: list[list[str]] = []
     window_keys: list[tuple[int, int]] = []
     n_rejected = 0
     for j, encoding in enumerate(encodings):
@@ -377,15 +447,17 @@ def _tokenise_chunk(
             stats.n_words_without_subwords += n_unknown[j]
             n_rejected += 1
             continue
+        # Special tokens, and the whole second segment, are in every window.
         n_special = len(encoding.ids) - int(counts[j].sum())
         budget = model.max_length - n_special
         longest = int(counts[j].argmax())
         if counts[j][longest] > budget:
+            what = "special tokens" if seconds is None else "special tokens and pair subwords"
             raise ValueError(
                 f"Sentence {index}: word {longest} ({words[j][longest]!r}) has "
                 f"{int(counts[j][longest])} subwords, more than the {budget} that fit in one "
                 f"forward pass of {model.model_dir.name} (max_length {model.max_length} "
-                f"minus {n_special} special tokens)."
+                f"minus {n_special} {what})."
             )
         windows = _plan_windows(counts[j], budget)
         pending[index] = _Pending(
@@ -398,11 +470,13 @@ def _tokenise_chunk(
         )
         for k, (start, end) in enumerate(windows):
             window_words.append(words[j][start:end])
+            if seconds is not None:
+                window_pairs.append(seconds[j])
             window_keys.append((index, k))
     if window_words:
         for (index, k), encoding, window in zip(
             window_keys,
-            tokenizer(window_words, is_split_into_words=True, **_NO_PAD_OR_TRUNCATE).encodings,
+            _tokenise(tokenizer, window_words, None if seconds is None else window_pairs),
             window_words,
         ):
             if len(encoding.ids) > model.max_length:
@@ -420,8 +494,7 @@ def _run_batch(model: LoadedModel, batch: list[_Item], how: str) -> np.ndarray:
     """Forward one batch; (total words of the batch, n_layers, hidden_size) float32."""
     n_rows = len(batch)
     width = max(len(item.ids) for item in batch)
-    pad_id = model.tokenizer.pad_token_id
-    input_ids = np.full((n_rows, width), 0 if pad_id is None else pad_id, dtype=np.int64)
+    input_ids = np.full((n_rows, width), _pad_id(model.tokenizer), dtype=np.int64)
     type_ids = np.zeros((n_rows, width), dtype=np.int64)
     attention = np.zeros((n_rows, width), dtype=np.int64)
     word_ids = np.full((n_rows, width), -1, dtype=np.int64)
@@ -443,15 +516,8 @@ def _run_batch(model: LoadedModel, batch: list[_Item], how: str) -> np.ndarray:
     if np.bincount(word_index, minlength=n_words).min() == 0:
         raise RuntimeError("A word lost its subwords between tokenisation and the forward pass.")
 
-    device = model.model.device
-    inputs = {
-        "input_ids": torch.from_numpy(input_ids).to(device),
-        "attention_mask": torch.from_numpy(attention).to(device),
-    }
-    if "token_type_ids" in model.tokenizer.model_input_names:
-        inputs["token_type_ids"] = torch.from_numpy(type_ids).to(device)
     with torch.inference_mode():
-        hidden_states = model.model(**inputs, output_hidden_states=True).hidden_states
+        hidden_states = _hidden_states(model, input_ids, attention, type_ids)
         if len(hidden_states) != model.n_layers:
             raise RuntimeError(
                 f"{model.model_dir.name} returned {len(hidden_states)} hidden states; "
@@ -459,3 +525,47 @@ def _run_batch(model: LoadedModel, batch: list[_Item], how: str) -> np.ndarray:
             )
         layers = [layer.reshape(n_rows * width, -1) for layer in hidden_states]
         return select_and_aggregate(layers, positions, word_index, n_words, how)
+
+
+def _pad_id(tokenizer) -> int:
+    """The id padding is filled with: the pad token's, else (GPT-2 has none) the EOS token's.
+    Padding is masked and sits after every real token, so its value never reaches a result."""
+    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return int(token_id)
+    return 0
+
+
+def _hidden_states(
+    model: LoadedModel, input_ids: np.ndarray, attention: np.ndarray, type_ids: np.ndarray
+) -> tuple[torch.Tensor, ...]:
+    """Hidden states (embeddings first) of the model's extracted stack for one padded batch."""
+    device = model.model.device
+    ids = torch.from_numpy(input_ids).to(device)
+    mask = torch.from_numpy(attention).to(device)
+    if model.kind == "encoder-decoder" and model.component == "encoder":
+        return model.model.get_encoder()(
+            input_ids=ids, attention_mask=mask, output_hidden_states=True
+        ).hidden_states
+    if model.kind == "encoder-decoder":
+        # Teacher forcing with the sentence as the target: the decoder reads the target
+        # shifted right behind the start token, so its state at position t has seen target
+        # tokens < t and predicts token t; word ids therefore align with the target's
+        # positions as they are. The source is empty (the tokenizer's encoding of "", e.g.
+        # T5's "</s>"): a source holding the sentence would let every decoder position see
+        # the whole sentence through cross-attention.
+        start = model.model.config.decoder_start_token_id
+        decoder_ids = torch.cat([torch.full_like(ids[:, :1], start), ids[:, :-1]], dim=1)
+        source = model.tokenizer("")["input_ids"] or [_pad_id(model.tokenizer)]
+        source_ids = torch.tensor([source] * len(input_ids), dtype=torch.long, device=device)
+        return model.model(
+            input_ids=source_ids, attention_mask=torch.ones_like(source_ids),
+            decoder_input_ids=decoder_ids, decoder_attention_mask=mask,
+            output_hidden_states=True, use_cache=False,
+        ).decoder_hidden_states
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    if "token_type_ids" in model.tokenizer.model_input_names:
+        inputs["token_type_ids"] = torch.from_numpy(type_ids).to(device)
+    if model.kind == "decoder":
+        inputs["use_cache"] = False
+    return model.model(**inputs, output_hidden_states=True).hidden_states

@@ -1,11 +1,18 @@
-"""Load a Hugging Face encoder and its tokenizer from a local directory, with checks.
+"""Load a Hugging Face model and its tokenizer from a local directory, with checks.
 
 Models are only ever read from disk (``local_files_only=True``, no remote code), and each
 loaded model carries a content hash of its directory as its version.
+
+Three kinds of text model are supported, told apart by the config (:data:`MODEL_KINDS`):
+encoders (BERT and other masked-LM families), decoder-only models (GPT-2 and other
+causal-LM families) and encoder-decoder models (T5, BART), whose encoder or decoder is
+chosen with ``component``. ``random_init_seed`` gives the random-weights control model:
+the same architecture and tokenizer with freshly initialised weights.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -16,7 +23,15 @@ import torch
 
 from neuro_pipeline.hashing import hash_directory, short_version
 
-__all__ = ["ModelLoadError", "LoadedModel", "load_model", "DTYPES"]
+__all__ = [
+    "COMPONENTS",
+    "DTYPES",
+    "MODEL_KINDS",
+    "LoadedModel",
+    "ModelLoadError",
+    "load_model",
+    "random_init_version",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +42,13 @@ _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json",
                  "pytorch_model.bin", "pytorch_model.bin.index.json")
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model",
                     "spiece.model", "sentencepiece.bpe.model")
+#: Values of :attr:`LoadedModel.kind`.
+MODEL_KINDS: tuple[str, ...] = ("encoder", "decoder", "encoder-decoder")
+#: Values of ``component`` in :func:`load_model`: which stack's hidden states are extracted.
+COMPONENTS: tuple[str, ...] = ("encoder", "decoder")
+# Words of the probe that checks a decoder's tokenizer gives pre-tokenised words the form
+# they have in running text.
+_PROBE_WORDS = ["The", "cat", "(sat)", "2024"]
 # Tokenizers without a real limit report a huge sentinel (int(1e30)) as model_max_length.
 _SANE_MAX_LENGTH = 1_000_000
 
@@ -58,7 +80,17 @@ class LoadedModel:
     max_length : int
         Most subwords per forward pass, special tokens included.
     version : str
-        :func:`~neuro_pipeline.hashing.hash_directory` of ``model_dir``.
+        :func:`~neuro_pipeline.hashing.hash_directory` of ``model_dir``; for a
+        random-weights control model, :func:`random_init_version` of that hash and the seed.
+    kind : {"encoder", "decoder", "encoder-decoder"}
+        The architecture, read from the config.
+    component : {"encoder", "decoder"}
+        The stack whose hidden states are extracted: the model's own for an encoder
+        (``"encoder"``) or a decoder-only model (``"decoder"``); the chosen one for an
+        encoder-decoder model. ``n_layers`` counts the layers of this stack.
+    random_init_seed : int or None
+        The seed of the freshly initialised weights of a control model; None for the
+        trained weights read from ``model_dir``.
     """
 
     model: Any = field(repr=False)
@@ -70,6 +102,9 @@ class LoadedModel:
     hidden_size: int
     max_length: int
     version: str
+    kind: str = "encoder"
+    component: str = "encoder"
+    random_init_seed: int | None = None
 
 
 def _check_files(model_dir: Path) -> None:
@@ -109,11 +144,115 @@ def _max_length(tokenizer: Any, config: Any, model_dir: Path) -> int:
     return min(limits)
 
 
+def random_init_version(version: str, seed: int) -> str:
+    """The version of the random-weights control model of the model with ``version``.
+
+    Parameters
+    ----------
+    version : str
+        The trained model's version (:func:`~neuro_pipeline.hashing.hash_directory`).
+    seed : int
+        The seed of the random weights.
+
+    Returns
+    -------
+    str
+        64 hex digits: SHA-256 of ``"<version>|random-init:<seed>"``, so a control model's
+        activations are stored apart from the trained model's and from other seeds'.
+
+    Examples
+    --------
+    >>> random_init_version("ab" * 32, 0)[:12]
+    '198ffff4f027'
+    """
+    return hashlib.sha256(f"{version}|random-init:{int(seed)}".encode()).hexdigest()
+
+
+def _model_kind(config: Any, model_dir: Path) -> str:
+    """encoder, decoder or encoder-decoder, from the config; ModelLoadError if none fits."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    model_type = getattr(config, "model_type", None)
+    if getattr(config, "is_encoder_decoder", False):
+        return "encoder-decoder"
+    if getattr(config, "is_decoder", False):  # e.g. a BERT configured as a causal decoder
+        return "decoder"
+    # Families with a masked-LM head are encoders, checked first because several of them
+    # (bert, roberta, ...) also have a causal-LM head; the rest with a causal-LM head are
+    # decoder-only.
+    if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return "encoder"
+    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return "decoder"
+    raise ModelLoadError(
+        f"Unsupported architecture {model_type!r} ({type(config).__name__}) in {model_dir}: "
+        "extraction supports text encoders (masked-LM families such as bert or roberta), "
+        "decoder-only models (causal-LM families such as gpt2 or llama) and encoder-decoder "
+        "models (config.is_encoder_decoder, such as t5 or bart)."
+    )
+
+
+def _component(kind: str, component: str | None, model_dir: Path) -> str:
+    if component is not None and component not in COMPONENTS:
+        raise ValueError(
+            f"Unknown component {component!r} for load_model; choose one of {list(COMPONENTS)} "
+            "(or None for the model's own stack)."
+        )
+    own = {"encoder": "encoder", "decoder": "decoder", "encoder-decoder": "encoder"}[kind]
+    if component is None or component == own or kind == "encoder-decoder":
+        return component or own
+    raise ValueError(
+        f"component={component!r} but the model in {model_dir} is {kind}-only: it has no "
+        f"{component} stack. Leave component unset (None), or pass {own!r}."
+    )
+
+
+def _n_layers(config: Any, component: str, kind: str) -> int:
+    """Transformer layers of the extracted stack, plus the embedding layer."""
+    n_layers = int(config.num_hidden_layers)
+    if kind == "encoder-decoder" and component == "decoder":
+        for name in ("num_decoder_layers", "decoder_layers"):  # T5, BART
+            value = getattr(config, name, None)
+            if isinstance(value, int):
+                n_layers = value
+                break
+    return n_layers + 1
+
+
+def _check_words_keep_their_form(tokenizer: Any, model_dir: Path) -> None:
+    """Words tokenised one by one must get the subwords they get in running text."""
+    alone = tokenizer([_PROBE_WORDS], is_split_into_words=True).encodings[0].tokens
+    running = tokenizer(" ".join(_PROBE_WORDS)).encodings[0].tokens
+    if alone != running:
+        raise ModelLoadError(
+            f"The tokenizer in {model_dir} ({type(tokenizer).__name__}) splits pre-tokenised "
+            f"words differently from running text ({alone} vs {running}), even with "
+            "add_prefix_space=True; words would lose their leading-space form. Extraction "
+            "supports byte-level BPE tokenizers that honour add_prefix_space (GPT-2 style) "
+            "and SentencePiece tokenizers that mark word starts with '\u2581'."
+        )
+
+
+def _random_model(config: Any, seed: int) -> Any:
+    """A model of ``config``'s architecture with weights initialised from ``seed`` alone."""
+    from transformers import AutoModel
+
+    # fork_rng: the caller's global RNG state is left as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoModel.from_config(config, trust_remote_code=False)
+
+
 def load_model(
     model_dir: str | os.PathLike[str],
     *,
     device: str = "cpu",
     dtype: str = "float32",
+    component: str | None = None,
+    random_init_seed: int | None = None,
 ) -> LoadedModel:
     """Load a model and its fast tokenizer from a local directory for extraction.
 
@@ -126,20 +265,39 @@ def load_model(
         Torch device to put the model on.
     dtype : {"float32", "bfloat16"}
         Dtype of the weights, i.e. of the computation. Extraction always returns float32.
+    component : {"encoder", "decoder"}, optional
+        For an encoder-decoder model, the stack to extract from; None (the default) means
+        the encoder. An encoder or a decoder-only model has one stack: None or its name.
+    random_init_seed : int, optional
+        Load the random-weights control model instead of the trained one: the same config
+        (architecture) and the same tokenizer, with every weight freshly initialised by
+        ``AutoModel.from_config`` after ``torch.manual_seed(random_init_seed)``. Only the
+        weights change, so differences from the trained model come from training alone.
+        The same seed gives identical weights; the global RNG state is left as it was.
 
     Returns
     -------
     LoadedModel
-        The model in eval mode plus its layer count, width, length limit and version.
+        The model in eval mode plus its kind, layer count, width, length limit and version.
 
     Raises
     ------
     ValueError
-        If ``dtype`` is not one of the valid values.
+        If ``dtype`` or ``component`` is not one of the valid values, or ``component``
+        names a stack the model does not have.
     ModelLoadError
         If the directory is missing, lacks ``config.json``, weights or tokenizer files,
-        holds a slow (non-fast) tokenizer, or holds a tokenizer whose vocabulary is larger
-        than the model's embedding matrix.
+        holds an unsupported architecture, a slow (non-fast) tokenizer, a tokenizer whose
+        vocabulary is larger than the model's embedding matrix, or a decoder tokenizer that
+        cannot give pre-tokenised words their running-text form.
+
+    Notes
+    -----
+    Tokenizers of decoder-only and encoder-decoder models are loaded with
+    ``add_prefix_space=True``: a byte-level BPE tokenizer (GPT-2) then gives every word,
+    the first one included, its leading-space form (``"Ġcat"``), as a sentence has in the
+    middle of running text; this is checked against running text when loading. Encoder
+    tokenizers are loaded as they are saved.
 
     Examples
     --------
@@ -149,18 +307,40 @@ def load_model(
     >>> loaded.n_layers, loaded.hidden_size, loaded.max_length  # doctest: +SKIP
     (7, 384, 512)
     """
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     if dtype not in DTYPES:
         raise ValueError(
             f"Unknown dtype {dtype!r} for load_model; choose one of {sorted(DTYPES)}."
         )
+    if random_init_seed is not None and (
+        isinstance(random_init_seed, bool) or not isinstance(random_init_seed, int)
+        or random_init_seed < 0
+    ):
+        raise ValueError(
+            f"random_init_seed must be a non-negative int or None; got {random_init_seed!r}."
+        )
     model_dir = Path(model_dir)
     _check_files(model_dir)
     has_safetensors = any(model_dir.glob("*.safetensors"))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
+        config = AutoConfig.from_pretrained(
             str(model_dir), local_files_only=True, trust_remote_code=False
+        )
+    except Exception as error:  # re-raised with the directory named
+        raise ModelLoadError(f"Cannot load config.json in {model_dir}: {error}") from error
+    kind = _model_kind(config, model_dir)
+    component = _component(kind, component, model_dir)
+    if (kind == "encoder-decoder" and component == "decoder"
+            and getattr(config, "decoder_start_token_id", None) is None):
+        raise ModelLoadError(
+            f"config.json in {model_dir} has no decoder_start_token_id, which the decoder "
+            "needs to start its input (T5 uses its pad id, 0; BART its eos id, 2). Add it."
+        )
+    tokenizer_options = {} if kind == "encoder" else {"add_prefix_space": True}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(model_dir), local_files_only=True, trust_remote_code=False, **tokenizer_options
         )
     except Exception as error:  # re-raised with the directory named
         raise ModelLoadError(f"Cannot load the tokenizer in {model_dir}: {error}") from error
@@ -170,16 +350,27 @@ def load_model(
             "needs a fast tokenizer (word_ids() aligns subwords to words). Add a "
             "tokenizer.json, e.g. by saving the matching fast tokenizer there."
         )
+    if kind != "encoder":
+        _check_words_keep_their_form(tokenizer, model_dir)
     try:
-        model = AutoModel.from_pretrained(
-            str(model_dir),
-            local_files_only=True,
-            trust_remote_code=False,
-            use_safetensors=True if has_safetensors else None,
-            dtype=DTYPES[dtype],
-        )
+        if random_init_seed is None:
+            model = AutoModel.from_pretrained(
+                str(model_dir),
+                config=config,
+                local_files_only=True,
+                trust_remote_code=False,
+                use_safetensors=True if has_safetensors else None,
+                dtype=DTYPES[dtype],
+            )
+        else:
+            model = _random_model(config, random_init_seed).to(DTYPES[dtype])
     except Exception as error:  # re-raised with the directory named
         raise ModelLoadError(f"Cannot load the model in {model_dir}: {error}") from error
+    # Hashed after loading, so that a caller who hashed before can tell whether the
+    # directory changed while it was read.
+    version = hash_directory(model_dir)
+    if random_init_seed is not None:
+        version = random_init_version(version, random_init_seed)
     n_embeddings = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > n_embeddings:
         raise ModelLoadError(
@@ -195,15 +386,20 @@ def load_model(
         model_dir=model_dir,
         device=str(device),
         dtype=dtype,
-        n_layers=int(config.num_hidden_layers) + 1,
+        n_layers=_n_layers(config, component, kind),
         hidden_size=int(config.hidden_size),
         max_length=_max_length(tokenizer, config, model_dir),
-        version=hash_directory(model_dir),
+        version=version,
+        kind=kind,
+        component=component,
+        random_init_seed=random_init_seed,
     )
     logger.info(
-        "Loaded %s from %s (version %s): %d layers incl. embeddings, hidden size %d, "
-        "max_length %d, %s on %s.",
-        type(model).__name__, model_dir, short_version(loaded.version), loaded.n_layers,
+        "Loaded %s (%s, %s stack%s) from %s (version %s): %d layers incl. embeddings, hidden "
+        "size %d, max_length %d, %s on %s.",
+        type(model).__name__, kind, component,
+        "" if random_init_seed is None else f", random weights from seed {random_init_seed}",
+        model_dir, short_version(loaded.version), loaded.n_layers,
         loaded.hidden_size, loaded.max_length, dtype, device,
     )
     return loaded

@@ -27,6 +27,8 @@ Tables (keys first):
 ``class_metrics``     analysis, activation_set, task, label → support, accuracy, precision, f1
 ``confusion``         analysis, activation_set, task, true_label, predicted_label → count
 ``reports``           analysis, activation_set, task → model_version, html_path, markdown_path
+``task_labels``       corpus_id, task, sentence_id, position → label (the words' labels of each concept task)
+``task_balance``      corpus_id, task, label → training words before and after undersampling, seed, target
 ``model_versions``    analysis, activation_set → model_version, label, model_dir, registered_at (first analysis)
 ``class_selectivity`` analysis, activation_set, task, label → support, task/control accuracy, selectivity
 ``drift_runs``        analysis, activation_set, task → previous_activation_set, labels, versions, n_alerts
@@ -143,6 +145,12 @@ CREATE TABLE IF NOT EXISTS reports (
     analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, task VARCHAR NOT NULL,
     model_version VARCHAR NOT NULL, html_path VARCHAR NOT NULL, markdown_path VARCHAR NOT NULL,
     created_at TIMESTAMP DEFAULT current_timestamp);
+CREATE TABLE IF NOT EXISTS task_labels (
+    corpus_id VARCHAR NOT NULL, task VARCHAR NOT NULL, sentence_id INTEGER NOT NULL, position INTEGER NOT NULL,
+    label VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS task_balance (
+    corpus_id VARCHAR NOT NULL, task VARCHAR NOT NULL, label VARCHAR NOT NULL, n_before INTEGER NOT NULL,
+    n_after INTEGER NOT NULL, seed INTEGER NOT NULL, target VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS model_versions (
     analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, model_version VARCHAR NOT NULL,
     label VARCHAR NOT NULL, model_dir VARCHAR NOT NULL, registered_at TIMESTAMP NOT NULL);
@@ -248,16 +256,26 @@ class Store:
             con.execute("COMMIT")
 
     # ---------------------------------------------------------------- tokens
-    def write_tokens(self, table: pl.DataFrame) -> None:
-        """Replace the token rows of the corpus ids present in ``table``."""
+    def write_tokens(self, table: pl.DataFrame, task_labels: pl.DataFrame | None = None,
+                     balance: pl.DataFrame | None = None) -> None:
+        """Replace the token rows of the corpus ids present in ``table`` (and, in the same
+        transaction, their concept-task labels and balancing counts)."""
         missing = [c for c in TOKEN_COLUMNS if c not in table.columns]
         if missing:
             raise ValueError(f"token table lacks columns {missing}; expected {list(TOKEN_COLUMNS)}.")
         frame = table.select(TOKEN_COLUMNS)
         corpus_ids = frame["corpus_id"].unique().to_list()
         with self.transaction() as con:
-            con.execute("DELETE FROM tokens WHERE corpus_id IN (SELECT unnest(?))", [corpus_ids])
+            for name in ("tokens", "task_labels", "task_balance"):
+                con.execute(f"DELETE FROM {name} WHERE corpus_id IN (SELECT unnest(?))", [corpus_ids])
             con.execute("INSERT INTO tokens SELECT * FROM frame")
+            if task_labels is not None and task_labels.height:
+                labels = task_labels.select("corpus_id", "task", "sentence_id", "position", "label")  # noqa: F841
+                con.execute("INSERT INTO task_labels SELECT * FROM labels")
+            if balance is not None and balance.height:
+                counts = balance.select("corpus_id", "task", "label", "n_before", "n_after", "seed",  # noqa: F841
+                                        pl.col("target").cast(pl.String))
+                con.execute("INSERT INTO task_balance SELECT * FROM counts")
 
     def read_tokens(self, corpus_id: str, *, splits: Sequence[str] | None = None) -> pl.DataFrame:
         """The token rows of one corpus, ordered by sentence and position."""

@@ -34,7 +34,7 @@ def test_yaml_overrides_and_relative_paths(tmp_path):
 
 
 @pytest.mark.parametrize("raw, message", [
-    ({"modle": {}}, r"unknown setting 'modle' \(did you mean 'model'\?\); valid settings: \['corpus'"),
+    ({"modle": {}}, r"unknown setting 'modle' \(did you mean 'model'\?\); valid settings: \['balance', 'concepts', 'corpus'"),
     ({"model": {"dtpye": "x"}}, r"unknown setting 'model.dtpye' \(did you mean 'model.dtype'\?\)"),
     ({"extraction": {"aggregation": "average"}}, r"extraction.aggregation must be one of \['first', 'last', 'mean'\], got 'average'"),
     ({"corpus": {"format": "conllu"}}, r"corpus.train is required"),

@@ -146,3 +146,28 @@ def test_config_typo_is_reported_before_anything_runs(tmp_path):
     assert proc.returncode != 0
     assert "unknown setting 'corpus.fromat' (did you mean 'corpus.format'?)" in proc.stderr
     assert not (tmp_path / "home" / "dagster_home").exists()
+
+
+def test_export_to_neurox_and_import_back(ran):
+    import numpy as np
+
+    from neuro_pipeline.config import load_config
+    from neuro_pipeline.interop import read_neurox_activations
+    from neuro_pipeline.pipeline import current_activation_set, load_split
+    from neuro_pipeline.store import Store
+
+    analysis_dir, home, _ = ran
+    config = str(analysis_dir / "pipeline.yaml")
+    out = analysis_dir / "test.hdf5"
+    proc = subprocess.run([*CLI, "export-neurox", "-c", config, "--out", str(out), "--split", "test"],
+                          cwd=analysis_dir, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    cfg = load_config(config)
+    store = Store(cfg.store_path)
+    test = load_split(cfg, store, current_activation_set(cfg, store), "test")
+    read = read_neurox_activations(out)
+    assert sum(len(s) for s in read.sentences) == test.X.shape[0]
+    np.testing.assert_array_equal(read.to_matrix(), test.X)      # NeuroX's layout: layers side by side
+    proc = subprocess.run([*CLI, "import-neurox", str(out), "-c", config], cwd=analysis_dir, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 0 and "8 sentences written" in proc.stdout, proc.stdout + proc.stderr

@@ -88,9 +88,9 @@ def test_registry_sensor_adds_partitions_launches_runs_and_sees_in_place_rewrite
     with dg.instance_for_test() as instance:
         result = _sensor_result(defs, "model_registry_sensor", instance)
         assert [r.partition_keys for r in result.dynamic_partitions_requests] == [["v1"]]
-        assert [r.partition_key for r in result.run_requests] == ["v1"]
-        selected = {"/".join(k.path) for k in result.run_requests[0].asset_selection}
-        assert "annotated_corpus" in selected and "model_drift" in selected   # the corpus was never built
+        # The corpus was never built: the sensor launches it; the automation analyses the version.
+        assert [(r.partition_key, r.asset_selection) for r in result.run_requests] == [
+            (None, [dg.AssetKey("annotated_corpus")])]
         assert [e.partition for e in result.asset_events] == ["v1"]
         instance.add_dynamic_partitions(MODEL_VERSIONS, ["v1"])
         again = _sensor_result(defs, "model_registry_sensor", instance, cursor=result.cursor)
@@ -255,3 +255,35 @@ def test_a_model_overwritten_in_place_at_a_fixed_path_is_a_new_data_version(anal
         shutil.copyfile(tmp / "model.safetensors", model / "model.safetensors")
         changed = _sensor_result(defs, "input_watch_sensor", instance, cursor=first.cursor)
         assert [e.asset_key.path[-1] for e in changed.asset_events] == ["model_checkpoint"]
+
+
+def test_a_new_registry_version_is_requested_by_the_automation(tmp_path, tiny_model_dir):
+    """The sensor registers and observes the version; the automation requests its analysis
+    (and only that) on its next tick."""
+    config = _registry_config(tmp_path)
+    defs = build_definitions(config)
+
+    def tick(sensor: str, cursor: str | None = None) -> str | None:
+        result = _sensor_result(defs, sensor, instance, cursor=cursor)
+        for request in result.dynamic_partitions_requests:
+            instance.add_dynamic_partitions(MODEL_VERSIONS, list(request.partition_keys))
+        for event in result.asset_events:
+            instance.report_runless_asset_event(event)
+        assert result.run_requests == []
+        return result.cursor
+
+    with dg.instance_for_test() as instance:
+        tick("input_watch_sensor")
+        corpus = defs.resolve_job_def("analysis_job").execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey("annotated_corpus")])
+        assert corpus.success
+        before = dg.evaluate_automation_conditions(defs=defs, instance=instance)   # the daemon's earlier ticks
+        assert before.total_requested == 0
+        shutil.copytree(tiny_model_dir, tmp_path / "registry" / "v1")
+        tick("model_registry_sensor")
+        evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
+        requested = {"/".join(k.path): evaluation.get_requested_partitions(k)
+                     for k in defs.resolve_asset_graph().get_all_asset_keys() if evaluation.get_num_requested(k)}
+        assert requested.get("token_activations") == {"v1"} and "annotated_corpus" not in requested
+        again = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=evaluation.cursor)
+        assert again.get_num_requested(dg.AssetKey("token_activations")) == 0    # requested once

@@ -32,7 +32,6 @@ import re
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import duckdb
@@ -44,7 +43,7 @@ from tests.pipeline.browser import (
     full_page_screenshot,
     page_sections,
 )
-from tests.pipeline.dagster_ui import graphql
+from tests.pipeline.dagster_ui import graphql, wait_for_ui
 
 CLI = [sys.executable, "-m", "neuro_pipeline.cli"]
 
@@ -95,18 +94,6 @@ def screenshots(tmp_path: Path) -> Path:
     folder = Path(os.environ.get("NEURO_SCREENSHOTS") or tmp_path / "screenshots")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def _wait_for_ui(port: int, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
-            return
-        except OSError:
-            if time.time() > deadline:
-                pytest.fail(f"the Dagster UI did not answer /server_info within {timeout:.0f} s")
-            time.sleep(1)
 
 
 def _report_path(store: Path) -> Path:
@@ -229,7 +216,7 @@ def test_report_and_dagster_ui_in_headless_chromium(chromium, analysis_dir, scre
     full_page_screenshot(report.as_uri(), screenshots / "report_full.png", width=REPORT_WINDOW[0])
 
     # 2. The Dagster UI: GraphQL first, then the lineage pages in the browser.
-    _wait_for_ui(port)
+    wait_for_ui(port)
     assert graphql(port, "mutation { setNuxSeen }")["setNuxSeen"]  # no first-use pop-up in the screenshots
     nodes = graphql(port, """{ assetNodes { assetKey { path } groupName repository { location { name } }
         dependencyKeys { path } dependedByKeys { path }

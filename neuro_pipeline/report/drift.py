@@ -286,22 +286,26 @@ def drift_markdown(
     return "\n".join(out)
 
 
+_LAYER_HEADER = ["layer", "median r", "5th percentile", "95th percentile", "constant units"]
+
+
+def _layer_rows(layers: pl.DataFrame) -> list[list[object]]:
+    return [[r["layer"], _num(r["corr_median"]), _num(r["corr_p05"]), _num(r["corr_p95"]), r["n_constant"]]
+            for r in layers.iter_rows(named=True)]
+
+
 def layer_drift_html(layers: pl.DataFrame | None) -> str:
     """The per-layer unit correlation between the versions (:func:`~neuro_pipeline.monitoring.activation_drift`)."""
     if layers is None or layers.is_empty():
         return ""
-    rows = [[r["layer"], _num(r["corr_median"]), _num(r["corr_p05"]), _num(r["corr_p95"]), r["n_constant"]]
-            for r in layers.iter_rows(named=True)]
     return ("<p>Does each unit still compute the same thing? Pearson correlation of every unit's activations in the "
             f"two versions over the same {layers['n_words'][0]:,} evaluation words, per layer (1 = unchanged; "
             "a moved top set over high correlations means the ranking changed its mind among similar units).</p>"
-            + _html_table(["layer", "median r", "5th percentile", "95th percentile", "constant units"], rows))
+            + _html_table(_LAYER_HEADER, _layer_rows(layers)))
 
 
 def layer_drift_markdown(layers: pl.DataFrame | None) -> str:
     if layers is None or layers.is_empty():
         return ""
-    rows = [[r["layer"], _num(r["corr_median"]), _num(r["corr_p05"]), _num(r["corr_p95"]), r["n_constant"]]
-            for r in layers.iter_rows(named=True)]
     return ("\n\nCorrelation of each unit with itself in the previous version, per layer:\n\n"
-            + markdown_table(["layer", "median r", "5th percentile", "95th percentile", "constant units"], rows) + "\n")
+            + markdown_table(_LAYER_HEADER, _layer_rows(layers)) + "\n")

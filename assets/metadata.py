@@ -30,6 +30,7 @@ def corpus_metadata(s, cfg) -> dict:
         "dagster/row_count": sum(s.n_tokens.values()),
         "n_sentences": sum(s.n_sentences.values()),
         "n_labels": s.n_labels,
+        "n_sentence_pairs": s.n_pairs,
         "corpus_version": s.version,
         "task": cfg.task,
         "sources": dg.MetadataValue.json(s.sources),

@@ -92,6 +92,13 @@ class CorpusConfig:
     train_labels: str | None = None
     dev_labels: str | None = None
     test_labels: str | None = None
+    #: Sentence pairs (a second segment fed after each sentence, as context): for the
+    #: parallel format, files with one second segment per line of the word files; for the
+    #: text format, ``pairs: true`` reads each line as ``sentence<TAB>second segment``.
+    train_pairs: str | None = None
+    dev_pairs: str | None = None
+    test_pairs: str | None = None
+    pairs: bool = False
     label_column: str = "upos"
     #: Used only when a single file is given: deterministic split by sentence content.
     dev_fraction: float = 0.0
@@ -444,9 +451,27 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
             if c.format == "conllu" and labels:
                 raise ConfigError(f"{src}: corpus.{split}_labels is only for corpus.format='parallel'; "
                                   "CoNLL-U files carry their labels (choose the column with corpus.label_column).")
-            for value in (words, labels):
+            pairs = getattr(c, f"{split}_pairs")
+            if pairs and c.format != "parallel":
+                raise ConfigError(f"{src}: corpus.{split}_pairs is only for corpus.format='parallel'"
+                                  + ("; with corpus.format='text' set corpus.pairs: true and separate each "
+                                     "sentence from its second segment by a TAB." if c.format == "text" else "."))
+            if pairs and not words:
+                raise ConfigError(f"{src}: corpus.{split}_pairs is set but corpus.{split} is not.")
+            if c.format == "parallel" and words and any(getattr(c, f"{s}_pairs") for s in ("train", "dev", "test")) \
+                    and not pairs:
+                raise ConfigError(f"{src}: corpus.{split}_pairs is required: the other splits have sentence "
+                                  f"pairs, and a model fed pairs must see them in every split.")
+            for value in (words, labels, pairs):
                 if value and not cfg.path(value).is_file():
                     raise ConfigError(f"{src}: corpus file not found: {value} (resolved to {cfg.path(value)}).")
+    if not isinstance(c.pairs, bool):
+        raise ConfigError(f"{src}: corpus.pairs must be true or false, got {c.pairs!r}.")
+    if c.pairs and c.format != "text":
+        raise ConfigError(f"{src}: corpus.pairs is for corpus.format='text' (TAB-separated sentence pairs)"
+                          + ("; with corpus.format='parallel' give corpus.train_pairs (and dev_pairs, "
+                             "test_pairs) files." if c.format == "parallel" else
+                             f"; corpus.format={c.format!r} has no sentence pairs."))
     if not (0 <= c.dev_fraction < 1 and 0 <= c.test_fraction < 1 and c.dev_fraction + c.test_fraction < 1):
         raise ConfigError(f"{src}: corpus.dev_fraction and corpus.test_fraction must be in [0, 1) "
                           f"and sum to less than 1, got {c.dev_fraction} and {c.test_fraction}.")

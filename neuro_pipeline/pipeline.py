@@ -47,7 +47,7 @@ def corpus_version(cfg: PipelineConfig) -> str:
     """Hash of the corpus files' bytes and of the options that turn them into labelled tokens."""
     h = hashlib.sha256(cfg.section_hash("corpus", "concepts", "balance").encode())
     for split in ("train", "dev", "test"):
-        for key in (split, f"{split}_labels"):
+        for key in (split, f"{split}_labels", f"{split}_pairs"):
             path = cfg.path(getattr(cfg.corpus, key))
             if path is not None:
                 h.update(f"{key}={hash_file(path)}".encode())
@@ -101,12 +101,20 @@ class CorpusSummary:
     #: Label counts per split of each concept task, and the balancing counts of every task.
     tasks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     balance: list[dict[str, Any]] = field(default_factory=list)
+    #: Sentences fed with a second segment (sentence pairs).
+    n_pairs: int = 0
 
 
 def read_corpus(cfg: PipelineConfig) -> pl.DataFrame:
     """Read (or generate) the configured corpus and return its keyed token table."""
-    from neuro_pipeline.corpus import (generate_demo_corpus, read_conllu, read_parallel,
-                                       sentences_to_table, split_sentences)
+    from neuro_pipeline.corpus import sentences_to_table
+
+    return sentences_to_table(read_splits(cfg), corpus_id=cfg.name)
+
+
+def read_splits(cfg: PipelineConfig) -> dict[str, list]:
+    """Read (or generate) the configured corpus as sentences per split (train, dev, test)."""
+    from neuro_pipeline.corpus import generate_demo_corpus, read_conllu, read_parallel, split_sentences
 
     c = cfg.corpus
     if c.format == "demo":
@@ -123,8 +131,9 @@ def read_corpus(cfg: PipelineConfig) -> pl.DataFrame:
             if c.format == "text":
                 from neuro_pipeline.corpus.text import read_text
 
-                return list(read_text(words, tokenizer=c.tokenizer).sentences)
-            return read_parallel(words, cfg.path(getattr(c, f"{split}_labels")))
+                return list(read_text(words, tokenizer=c.tokenizer, pairs=c.pairs).sentences)
+            return read_parallel(words, cfg.path(getattr(c, f"{split}_labels")),
+                                 cfg.path(getattr(c, f"{split}_pairs")))
 
         given = {s: read(s) for s in ("train", "dev", "test")}
         if given["test"] is None and given["dev"] is None:
@@ -135,7 +144,7 @@ def read_corpus(cfg: PipelineConfig) -> pl.DataFrame:
     splits = {s: v for s, v in splits.items() if v}
     if "train" not in splits:
         raise ValueError(f"{cfg.source}: the corpus has no training sentences after splitting.")
-    return sentences_to_table(splits, corpus_id=cfg.name)
+    return splits
 
 
 def task_label_table(cfg: PipelineConfig, table: pl.DataFrame) -> pl.DataFrame:
@@ -191,11 +200,17 @@ def _balance(cfg: PipelineConfig, labels: np.ndarray):
 def materialize_corpus(cfg: PipelineConfig, store: Store) -> CorpusSummary:
     """Stage 1: read the corpus, key every word, label it for every concept task, and store
     the ``tokens`` rows (with ``task_labels`` and the ``task_balance`` counts)."""
-    table = read_corpus(cfg)
+    from neuro_pipeline.corpus import pairs_table, sentences_to_table
+
+    splits = read_splits(cfg)
+    table = sentences_to_table(splits, corpus_id=cfg.name)
+    pairs = pairs_table(splits, corpus_id=cfg.name)
     labels = task_label_table(cfg, table)
     balance = balance_table(cfg, table, labels)
-    store.write_tokens(table, labels, balance)
-    return summarize_corpus(cfg, table, labels, balance)
+    store.write_tokens(table, labels, balance, pairs)
+    summary = summarize_corpus(cfg, table, labels, balance)
+    summary.n_pairs = pairs.height
+    return summary
 
 
 def summarize_corpus(cfg: PipelineConfig, table: pl.DataFrame, task_labels: pl.DataFrame | None = None,
@@ -259,6 +274,12 @@ def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Prog
     sentences = (tokens.group_by("sentence_id", maintain_order=True)
                  .agg(pl.col("sentence_hash").first(), pl.col("token").sort_by("position"))
                  .unique(subset="sentence_hash", keep="first", maintain_order=True))
+    pairs = store.read_pairs(cfg.name)
+    if pairs.height:
+        sentences = sentences.join(pairs, on="sentence_id", how="left", maintain_order="left")
+        if sentences["pair"].null_count():
+            raise ValueError(f"{cfg.name}: {sentences['pair'].null_count()} of {sentences.height} sentences have "
+                             "no second segment while the others are sentence pairs.")
     start = time.perf_counter()
     import_seconds = 0.0
     version = model_version(cfg)
@@ -289,6 +310,7 @@ def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Prog
     load_seconds = time.perf_counter() - start
     hashes = todo["sentence_hash"].to_list()
     words = todo["token"].to_list()
+    seconds = todo["pair"].to_list() if "pair" in todo.columns else None
     stats = ExtractionStats()
     buffer: list[tuple[str, np.ndarray, bool]] = []
     buffered_words = 0
@@ -301,7 +323,7 @@ def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Prog
     windowed_before = 0
     for index, array in ([] if model is None else extract_activations(
             model, words, aggregation=cfg.extraction.aggregation, batch_size=cfg.model.batch_size,
-            long_sentences=cfg.extraction.long_sentences, stats=stats, progress=on_batch)):
+            long_sentences=cfg.extraction.long_sentences, stats=stats, progress=on_batch, pairs=seconds)):
         windowed = stats.n_windowed_sentences > windowed_before
         windowed_before = stats.n_windowed_sentences
         buffer.append((hashes[index], array, windowed))

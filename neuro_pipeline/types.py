@@ -42,6 +42,10 @@ class Sentence:
         The ``# sent_id`` of a CoNLL-U sentence, where present.
     token_lines : tuple of int
         1-based line number of each word in ``source`` (empty when not known).
+    pair : tuple of str or None
+        A second segment fed to the model after the sentence (``[CLS] words [SEP] pair
+        [SEP]``) for models trained on sentence pairs; it is context only and has no labels.
+        Part of the sentence's :attr:`hash`.
     """
 
     tokens: tuple[str, ...]
@@ -50,6 +54,7 @@ class Sentence:
     line: int
     sent_id: str | None = None
     token_lines: tuple[int, ...] = field(default=())
+    pair: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.tokens) != len(self.labels):
@@ -62,14 +67,19 @@ class Sentence:
                 f"{self.source}:{self.line}: token_lines has {len(self.token_lines)} entries "
                 f"for {len(self.tokens)} tokens."
             )
+        if self.pair is not None and not self.pair:
+            raise ValueError(f"{self.source}:{self.line}: the sentence's pair is empty; expected "
+                             "at least one word in the second segment (or no pair at all).")
 
     @property
     def hash(self) -> str:
-        return sentence_hash(self.tokens)
+        return sentence_hash(self.tokens, self.pair)
 
 
-def sentence_hash(tokens: tuple[str, ...] | list[str]) -> str:
-    """Content hash of a sentence's words: 16 hex digits of SHA-256 over the words.
+def sentence_hash(tokens: tuple[str, ...] | list[str], pair: tuple[str, ...] | list[str] | None = None) -> str:
+    """Content hash of a sentence's words (and of its pair, where it has one): 16 hex
+    digits of SHA-256. A sentence seen with two different pairs has two hashes, because
+    its activations differ.
 
     Activations are stored under this hash, so an unchanged sentence is never extracted
     twice for the same model version, wherever it sits in the corpus.
@@ -80,7 +90,12 @@ def sentence_hash(tokens: tuple[str, ...] | list[str]) -> str:
     True
     >>> sentence_hash(["The", "cat"]) == sentence_hash(["The cat"])
     False
+    >>> sentence_hash(["The", "cat"]) == sentence_hash(["The", "cat"], ["It", "sat"])
+    False
     """
     digest = hashlib.sha256("\x1f".join(tokens).encode("utf-8"))
     digest.update(f"\x1e{len(tokens)}".encode())
+    if pair is not None:
+        digest.update(("\x1d" + "\x1f".join(pair)).encode("utf-8"))
+        digest.update(f"\x1e{len(pair)}".encode())
     return digest.hexdigest()[:16]

@@ -22,7 +22,7 @@ from neuro_pipeline.corpus.conllu import LABEL_COLUMNS, read_conllu
 from neuro_pipeline.corpus.demo import DEMO_CORPUS_NAME, DEMO_SOURCE, generate_demo_corpus
 from neuro_pipeline.corpus.errors import CorpusFormatError
 from neuro_pipeline.corpus.parallel import read_parallel
-from neuro_pipeline.corpus.table import SPLITS, label_counts, sentences_to_table, split_sentences
+from neuro_pipeline.corpus.table import SPLITS, label_counts, pairs_table, sentences_to_table, split_sentences
 from neuro_pipeline.corpus.text import TOKENIZERS, UNLABELLED, TextCorpus, read_text, tokenize
 
 __all__ = [
@@ -49,5 +49,6 @@ __all__ = [
     "read_conllu",
     "read_parallel",
     "sentences_to_table",
+    "pairs_table",
     "split_sentences",
 ]

@@ -42,7 +42,8 @@ def _read_rows(path: str | os.PathLike[str]) -> list[list[str]]:
 
 
 def read_parallel(
-    words_path: str | os.PathLike[str], labels_path: str | os.PathLike[str]
+    words_path: str | os.PathLike[str], labels_path: str | os.PathLike[str],
+    pairs_path: str | os.PathLike[str] | None = None,
 ) -> list[Sentence]:
     """Read a NeuroX-style pair of parallel files into sentences.
 
@@ -52,6 +53,9 @@ def read_parallel(
         One sentence per line, words separated by whitespace.
     labels_path : str or os.PathLike
         One line per line of ``words_path``, one whitespace-separated label per word.
+    pairs_path : str or os.PathLike, optional
+        One line per line of ``words_path``: the second segment of each sentence pair
+        (words separated by whitespace, no labels; see :attr:`Sentence.pair`).
 
     Returns
     -------
@@ -64,7 +68,7 @@ def read_parallel(
     CorpusFormatError
         If either file is empty, has an empty line, a byte-order mark, non-UTF-8 bytes or
         CRLF line ends; if the files have different numbers of lines; or if a line has a
-        different number of labels than words.
+        different number of labels than words. The same holds for ``pairs_path``.
 
     Examples
     --------
@@ -79,14 +83,23 @@ def read_parallel(
             labels_path, None, f"expected as many lines as the words file {words_path} "
             f"({len(words)} lines), got {len(labels)} lines"
         )
+    seconds: list[list[str]] | list[None] = [None] * len(words)
+    if pairs_path is not None:
+        seconds = _read_rows(pairs_path)
+        if len(seconds) != len(words):
+            raise CorpusFormatError(
+                pairs_path, None, f"expected one second segment per line of the words file "
+                f"{words_path} ({len(words)} lines), got {len(seconds)} lines"
+            )
     source = str(words_path)
     sentences = []
-    for number, (tokens, tags) in enumerate(zip(words, labels), start=1):
+    for number, (tokens, tags, pair) in enumerate(zip(words, labels, seconds), start=1):
         if len(tokens) != len(tags):
             raise CorpusFormatError(
                 labels_path, number, f"expected {len(tokens)} labels, one per word of "
                 f"{words_path}:{number}, got {len(tags)} labels"
             )
-        sentences.append(Sentence(tuple(tokens), tuple(tags), source, number))
+        sentences.append(Sentence(tuple(tokens), tuple(tags), source, number,
+                                  pair=None if pair is None else tuple(pair)))
     logger.debug("read %d sentences from %s and %s", len(sentences), words_path, labels_path)
     return sentences

@@ -21,7 +21,7 @@ import polars as pl
 
 from neuro_pipeline.types import TOKEN_COLUMNS, Sentence
 
-__all__ = ["SPLITS", "split_sentences", "sentences_to_table", "label_counts"]
+__all__ = ["SPLITS", "split_sentences", "sentences_to_table", "pairs_table", "label_counts"]
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +196,36 @@ def sentences_to_table(
     table = pl.DataFrame(columns, schema=_SCHEMA)
     logger.debug("token table %r: %d sentences, %d rows", corpus_id, sentence_id, table.height)
     return table
+
+
+def pairs_table(splits: Mapping[str, Sequence[Sentence]], *, corpus_id: str) -> pl.DataFrame:
+    """The second segments of sentence pairs, keyed like :func:`sentences_to_table`'s rows.
+
+    Returns
+    -------
+    polars.DataFrame
+        Columns corpus_id (Utf8), sentence_id (Int32), pair (List[Utf8]): one row per
+        sentence that has a pair, with the ``sentence_id`` that sentence gets in the token
+        table. Empty (with these columns) when no sentence has a pair.
+
+    Examples
+    --------
+    >>> from neuro_pipeline.types import Sentence
+    >>> a = Sentence(("Dogs", "bark"), ("NOUN", "VERB"), "demo:x", 1, pair=("Cats", "purr"))
+    >>> pairs_table({"train": [a]}, corpus_id="toy").rows()
+    [('toy', 0, ['Cats', 'purr'])]
+    """
+    ids: list[int] = []
+    pairs: list[list[str]] = []
+    sentence_id = 0
+    for name in SPLITS:
+        for sentence in splits.get(name, ()):
+            if sentence.pair is not None:
+                ids.append(sentence_id)
+                pairs.append(list(sentence.pair))
+            sentence_id += 1
+    return pl.DataFrame({"corpus_id": [corpus_id] * len(ids), "sentence_id": ids, "pair": pairs},
+                        schema={"corpus_id": pl.Utf8, "sentence_id": pl.Int32, "pair": pl.List(pl.Utf8)})
 
 
 def label_counts(table: pl.DataFrame) -> pl.DataFrame:

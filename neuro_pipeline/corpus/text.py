@@ -131,6 +131,21 @@ def tokenize(text: str, tokenizer: str = "whitespace") -> list[str]:
     return _get_tokenizer(tokenizer)(text)
 
 
+def _split_pair(path, number: int, text: str, split: Callable[[str], list[str]]) -> tuple[str, tuple[str, ...]]:
+    """The sentence part of a ``sentence<TAB>pair`` line and the pair's words."""
+    n_tabs = text.count("\t")
+    if n_tabs != 1:
+        raise CorpusFormatError(
+            path, number, f"expected a sentence pair, the sentence and its second segment "
+            f"separated by one TAB, got {n_tabs} TABs"
+        )
+    first, second = text.split("\t")
+    for name, segment in (("sentence (before the TAB)", first), ("second segment (after the TAB)", second)):
+        if not split(segment):
+            raise CorpusFormatError(path, number, f"expected words in the {name}, got none")
+    return first, tuple(split(second))
+
+
 @dataclass(frozen=True)
 class TextCorpus:
     """The sentences of a plain text file and what was skipped while reading it.
@@ -165,7 +180,7 @@ class TextCorpus:
         return len(self.sentences)
 
 
-def read_text(path: str | os.PathLike[str], *, tokenizer: str = "whitespace") -> TextCorpus:
+def read_text(path: str | os.PathLike[str], *, tokenizer: str = "whitespace", pairs: bool = False) -> TextCorpus:
     """Read a plain text file, one sentence per line, with placeholder labels.
 
     Parameters
@@ -174,6 +189,11 @@ def read_text(path: str | os.PathLike[str], *, tokenizer: str = "whitespace") ->
         UTF-8 text without byte-order mark, LF line ends.
     tokenizer : {"whitespace", "punct"}, default "whitespace"
         How a line is split into words; see the module docstring.
+    pairs : bool, default False
+        Every line is a sentence pair: the sentence, one TAB, then its second segment
+        (context for models trained on pairs; see :attr:`Sentence.pair`). Each segment is
+        split by ``tokenizer``; a line without exactly one TAB, or with an empty segment,
+        is an error.
 
     Returns
     -------
@@ -186,7 +206,8 @@ def read_text(path: str | os.PathLike[str], *, tokenizer: str = "whitespace") ->
         If ``tokenizer`` is unknown (the message lists the valid names).
     CorpusFormatError
         If the file is empty or has only blank lines, starts with a byte-order mark, has
-        bytes that are not UTF-8 or CRLF line ends (the message names file and line).
+        bytes that are not UTF-8 or CRLF line ends (the message names file and line); with
+        ``pairs``, if a non-blank line has no TAB, more than one, or an empty segment.
 
     Examples
     --------
@@ -205,11 +226,17 @@ def read_text(path: str | os.PathLike[str], *, tokenizer: str = "whitespace") ->
     sentences = []
     n_blank = 0
     for number, text in enumerate(lines, start=1):
-        tokens = split(text)
-        if not tokens:
+        if not text.strip():
             n_blank += 1
             continue
-        sentences.append(Sentence(tuple(tokens), (UNLABELLED,) * len(tokens), source, number))
+        pair = None
+        if pairs:
+            text, pair = _split_pair(path, number, text, split)
+        tokens = split(text)
+        if not tokens:  # only when the line was whitespace; reached with pairs=False
+            n_blank += 1
+            continue
+        sentences.append(Sentence(tuple(tokens), (UNLABELLED,) * len(tokens), source, number, pair=pair))
     if not sentences:
         raise CorpusFormatError(
             path, None, f"expected at least one non-blank line, got {len(lines)} blank lines"

@@ -350,8 +350,16 @@ def load_model(
             "needs a fast tokenizer (word_ids() aligns subwords to words). Add a "
             "tokenizer.json, e.g. by saving the matching fast tokenizer there."
         )
-    if kind != "encoder":
-        _check_words_keep_their_form(tokenizer, model_dir)
+    if getattr(tokenizer, "add_prefix_space", None) is False:
+        # A byte-level BPE encoder (RoBERTa style) saved without add_prefix_space would give
+        # every pre-tokenised word its sentence-initial form ("cat" instead of "Ġcat").
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(
+                str(model_dir), local_files_only=True, trust_remote_code=False, add_prefix_space=True
+            )
+        except Exception as error:  # re-raised with the directory named
+            raise ModelLoadError(f"Cannot load the tokenizer in {model_dir}: {error}") from error
+    _check_words_keep_their_form(tokenizer, model_dir)
     try:
         if random_init_seed is None:
             model = AutoModel.from_pretrained(

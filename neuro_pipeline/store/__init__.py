@@ -67,6 +67,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     corpus_id VARCHAR NOT NULL, split VARCHAR NOT NULL, sentence_id INTEGER NOT NULL,
     position INTEGER NOT NULL, token VARCHAR NOT NULL, label VARCHAR NOT NULL,
     sentence_hash VARCHAR NOT NULL, source VARCHAR NOT NULL, line INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sentence_pairs (
+    corpus_id VARCHAR NOT NULL, sentence_id INTEGER NOT NULL, pair VARCHAR[] NOT NULL);
 CREATE TABLE IF NOT EXISTS activation_sets (
     activation_set VARCHAR PRIMARY KEY, model_version VARCHAR NOT NULL, model_dir VARCHAR NOT NULL,
     aggregation VARCHAR NOT NULL, dtype VARCHAR NOT NULL, long_sentences VARCHAR NOT NULL,
@@ -257,16 +259,16 @@ class Store:
 
     # ---------------------------------------------------------------- tokens
     def write_tokens(self, table: pl.DataFrame, task_labels: pl.DataFrame | None = None,
-                     balance: pl.DataFrame | None = None) -> None:
+                     balance: pl.DataFrame | None = None, pairs: pl.DataFrame | None = None) -> None:
         """Replace the token rows of the corpus ids present in ``table`` (and, in the same
-        transaction, their concept-task labels and balancing counts)."""
+        transaction, their concept-task labels, balancing counts and sentence pairs)."""
         missing = [c for c in TOKEN_COLUMNS if c not in table.columns]
         if missing:
             raise ValueError(f"token table lacks columns {missing}; expected {list(TOKEN_COLUMNS)}.")
         frame = table.select(TOKEN_COLUMNS)
         corpus_ids = frame["corpus_id"].unique().to_list()
         with self.transaction() as con:
-            for name in ("tokens", "task_labels", "task_balance"):
+            for name in ("tokens", "task_labels", "task_balance", "sentence_pairs"):
                 con.execute(f"DELETE FROM {name} WHERE corpus_id IN (SELECT unnest(?))", [corpus_ids])
             con.execute("INSERT INTO tokens SELECT * FROM frame")
             if task_labels is not None and task_labels.height:
@@ -276,6 +278,9 @@ class Store:
                 counts = balance.select("corpus_id", "task", "label", "n_before", "n_after", "seed",  # noqa: F841
                                         pl.col("target").cast(pl.String))
                 con.execute("INSERT INTO task_balance SELECT * FROM counts")
+            if pairs is not None and pairs.height:
+                second = pairs.select("corpus_id", "sentence_id", "pair")  # noqa: F841
+                con.execute("INSERT INTO sentence_pairs SELECT * FROM second")
 
     def read_tokens(self, corpus_id: str, *, splits: Sequence[str] | None = None) -> pl.DataFrame:
         """The token rows of one corpus, ordered by sentence and position."""
@@ -291,6 +296,13 @@ class Store:
                              + (f" in splits {list(splits)}" if splits else "")
                              + "; materialize annotated_corpus first.")
         return frame
+
+    def read_pairs(self, corpus_id: str) -> pl.DataFrame:
+        """The second segments of the corpus's sentence pairs: sentence_id, pair (list of
+        words); empty when the corpus has none."""
+        with self.connect() as con:
+            return con.sql("SELECT sentence_id, pair FROM sentence_pairs WHERE corpus_id = $cid "
+                           "ORDER BY sentence_id", params={"cid": corpus_id}).pl()
 
     # ----------------------------------------------------------- activations
     def register_activation_set(self, aset: ActivationSet) -> None:

@@ -25,7 +25,7 @@ from neuro_pipeline.extraction import (
     random_init_version,
 )
 from neuro_pipeline.hashing import hash_directory
-from tests.library.tiny_models import write_tiny_gpt2, write_tiny_t5
+from tests.library.tiny_models import write_tiny_gpt2, write_tiny_roberta, write_tiny_t5
 
 # Leading punctuation, numbers, non-ASCII letters, a dash, an emoji, split words.
 SENTENCES = [
@@ -65,7 +65,12 @@ def t5_decoder(t5_dir: Path) -> LoadedModel:
     return load_model(t5_dir, component="decoder")
 
 
-@pytest.fixture(params=["gpt2", "t5_encoder", "t5_decoder"])
+@pytest.fixture(scope="module")
+def roberta(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
+    return load_model(write_tiny_roberta(tmp_path_factory.mktemp("tiny_roberta")))
+
+
+@pytest.fixture(params=["gpt2", "t5_encoder", "t5_decoder", "roberta"])
 def any_model(request: pytest.FixtureRequest) -> LoadedModel:
     return request.getfixturevalue(request.param)
 
@@ -151,6 +156,18 @@ def test_gpt2_words_get_their_leading_space_form(gpt2):
     firsts = [encoding.tokens[encoding.word_ids.index(w)] for w in range(len(words))]
     assert all(token.startswith("\u0120") for token in firsts)
     assert encoding.tokens[:3] == ["\u0120The", "\u0120cat", "s"]
+
+
+def test_roberta_words_get_their_leading_space_form(roberta):
+    # RoBERTa's tokenizer is saved without add_prefix_space; pre-tokenised words would then
+    # get their sentence-initial form ("cat" instead of "Ġcat"). load_model turns it on.
+    words = ["The", "cat", "sat", "(hello)", "2024"]
+    encoding = roberta.tokenizer([words], is_split_into_words=True).encodings[0]
+    assert encoding.tokens == roberta.tokenizer(" ".join(words)).encodings[0].tokens
+    assert encoding.tokens[0] == "<s>" and encoding.tokens[-1] == "</s>"
+    firsts = [encoding.tokens[encoding.word_ids.index(w)] for w in range(len(words))]
+    assert all(token.startswith("\u0120") for token in firsts), firsts
+    assert "\u0120cat" in encoding.tokens
 
 
 def test_t5_words_start_with_the_word_marker_and_end_of_sentence_is_excluded(t5_encoder):

@@ -109,3 +109,64 @@ def test_encoding_errors_match_the_other_readers(tmp_path, content, line, reason
 def test_files_without_sentences_are_refused(tmp_path, content, message):
     with pytest.raises(CorpusFormatError, match=message):
         read_text(_write(tmp_path, content))
+
+
+# ------------------------------------------------------------------ sentence pairs
+
+def test_pairs_are_read_from_tab_separated_lines(tmp_path):
+    path = _write(tmp_path, "The cat sat .\tIt was tired .\n\nDogs bark\tLoudly\n")
+    corpus = read_text(path, pairs=True)
+    assert [(s.line, s.tokens, s.pair) for s in corpus.sentences] == [
+        (1, ("The", "cat", "sat", "."), ("It", "was", "tired", ".")),
+        (3, ("Dogs", "bark"), ("Loudly",)),
+    ]
+    assert corpus.n_blank_lines == 1
+    # The pair is part of the content hash: the same sentence with another pair is another
+    # input to the model.
+    alone = read_text(_write(tmp_path, "Dogs bark\n", "alone.txt")).sentences[0]
+    assert alone.pair is None and alone.hash != corpus.sentences[1].hash
+    # Without pairs=True a TAB is whitespace like any other.
+    assert read_text(path).sentences[1].tokens == ("Dogs", "bark", "Loudly")
+
+
+@pytest.mark.parametrize("content, line, message", [
+    ("a b\tc\nno tab here\n", 2, "expected a sentence pair, the sentence and its second segment separated by one TAB, got 0 TABs"),
+    ("a\tb\tc\n", 1, "got 2 TABs"),
+    ("a b\t  \n", 1, r"expected words in the second segment \(after the TAB\), got none"),
+    ("\tb c\n", 1, r"expected words in the sentence \(before the TAB\), got none"),
+])
+def test_malformed_pairs_name_file_and_line(tmp_path, content, line, message):
+    path = _write(tmp_path, content)
+    with pytest.raises(CorpusFormatError, match=f"{re.escape(str(path))}:{line}: .*{message}"):
+        read_text(path, pairs=True)
+
+
+def test_parallel_files_with_a_pairs_file(tmp_path):
+    words = _write(tmp_path, "The cat sat\nDogs bark\n", "w.txt")
+    labels = _write(tmp_path, "DET NOUN VERB\nNOUN VERB\n", "l.txt")
+    seconds = _write(tmp_path, "It slept\nLoudly\n", "p.txt")
+    first, second = read_parallel(words, labels, seconds)
+    assert first.pair == ("It", "slept") and second.pair == ("Loudly",)
+    short = _write(tmp_path, "It slept\n", "short.txt")
+    with pytest.raises(CorpusFormatError, match=rf"{re.escape(str(short))}: expected one second segment per "
+                                                 r"line of the words file .* \(2 lines\), got 1 lines"):
+        read_parallel(words, labels, short)
+    blank = _write(tmp_path, "It slept\n\n", "blank.txt")
+    with pytest.raises(CorpusFormatError, match=rf"{re.escape(str(blank))}:2: expected one sentence per line, got an empty line"):
+        read_parallel(words, labels, blank)
+
+
+def test_pairs_table_keys_pairs_like_the_token_table():
+    from neuro_pipeline.corpus import pairs_table, sentences_to_table
+    from neuro_pipeline.types import Sentence
+
+    a = Sentence(("A", "b"), ("X", "Y"), "t", 1, pair=("c",))
+    b = Sentence(("D",), ("X",), "t", 2, pair=("e", "f"))
+    splits = {"train": [a], "test": [b]}
+    tokens = sentences_to_table(splits, corpus_id="toy")
+    table = pairs_table(splits, corpus_id="toy")
+    assert table.rows() == [("toy", 0, ["c"]), ("toy", 1, ["e", "f"])]
+    assert set(tokens["sentence_id"]) == {0, 1}
+    assert tokens.filter(tokens["sentence_id"] == 1)["sentence_hash"][0] == b.hash
+    with pytest.raises(ValueError, match="the sentence's pair is empty"):
+        Sentence(("A",), ("X",), "t", 1, pair=())

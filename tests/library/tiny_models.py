@@ -154,6 +154,36 @@ def write_tiny_gpt2(
     return path
 
 
+def write_tiny_roberta(path: str | Path, *, seed: int = 0) -> Path:
+    """Save a random ``RobertaModel`` (2 layers, width 32) and a byte-level BPE
+    ``RobertaTokenizerFast`` saved **without** ``add_prefix_space``, as RoBERTa's own is.
+
+    Its vocabulary is ``<s> <pad> </s> <unk> <mask>``, the 256 byte symbols, then merges
+    learnt from :data:`GPT2_TRAINING_TEXT` with the space prefix, so ``"Ġcat"`` is a token.
+    """
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    bpe = ByteLevelBPETokenizer(add_prefix_space=True)
+    bpe.train_from_iterator(GPT2_TRAINING_TEXT, vocab_size=330, min_frequency=1,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+                            show_progress=False)
+    bpe.save_model(str(path))
+    tokenizer = RobertaTokenizerFast(vocab=str(path / "vocab.json"), merges=str(path / "merges.txt"),
+                                     model_max_length=64)
+    config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                           num_attention_heads=2, intermediate_size=64, max_position_embeddings=66,
+                           pad_token_id=tokenizer.pad_token_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = RobertaModel(config)
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 # -------------------------------------------------------------------------------- T5
 # An encoder-decoder model with a SentencePiece-style Unigram tokenizer. The vocabulary is
 # hand-written with log-probability scores (Unigram training is not deterministic across

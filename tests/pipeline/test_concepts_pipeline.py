@@ -114,3 +114,49 @@ def test_the_random_weights_control_is_a_model_version_of_its_own(analysis_dir):
     accuracy = store.query("SELECT activation_set, avg(value) AS acc FROM metrics WHERE selection = 'all' "
                            "AND metric = 'accuracy' AND scope = 'overall' GROUP BY activation_set")
     assert set(accuracy["activation_set"]) == {a.activation_set, b.activation_set}
+
+
+def test_sentence_pairs_are_fed_as_context_for_the_first_segment(tmp_path, tiny_model_dir):
+    """corpus.pairs: each line is ``sentence<TAB>second segment``; the model sees both and
+    the analysis has one vector per word of the first segment only."""
+    from neuro_pipeline.extraction import extract_activations, load_model
+    from neuro_pipeline.pipeline import current_activation_set, load_split
+
+    import random
+
+    rng = random.Random(1)
+    words = ["".join(rng.choice("abcdefghijklmnop") for _ in range(3)) for _ in range(60)]
+
+    def segment(n: int) -> str:
+        return " ".join(rng.choice(["red", "blue"]) if rng.random() < 0.3 else rng.choice(words) for _ in range(n))
+
+    lines = [f"{segment(6)} .\t{segment(4)}" for _ in range(40)]
+    (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (tmp_path / "p.yaml").write_text(
+        f"name: pairs\nstore: s.duckdb\nreports: r\nmodel: {{path: {tiny_model_dir}, batch_size: 4}}\n"
+        "corpus: {format: text, train: pairs.txt, pairs: true, test_fraction: 0.3}\n"
+        "concepts: [{name: colour, words: [red, blue]}]\n"
+        "ranking: {methods: [probeless]}\nevaluation: {fractions: [0.1, 0.3], n_random: 2}\n", encoding="utf-8")
+    cfg = load_config(tmp_path / "p.yaml")
+    assert _run(str(tmp_path / "p.yaml")).success
+    store = Store(cfg.store_path)
+    assert store.query("SELECT count(*) AS n FROM sentence_pairs")["n"][0] == 40
+    aset = current_activation_set(cfg, store)
+    split = load_split(cfg, store, aset, "train")
+    n_words = store.query("SELECT count(*) AS n FROM tokens WHERE split = 'train'")["n"][0]
+    assert split.X.shape[0] == n_words  # first-segment words only
+    # The stored vectors are those of the sentence read with its pair, not alone.
+    model = load_model(tiny_model_dir)
+    first = lines[0].split("\t")
+    with_pair = dict(extract_activations(model, [first[0].split()], pairs=[first[1].split()]))[0]
+    alone = dict(extract_activations(model, [first[0].split()]))[0]
+    keys = store.query("SELECT sentence_hash, position FROM tokens WHERE sentence_id = (SELECT min(sentence_id) "
+                       "FROM (SELECT sentence_id, string_agg(token, ' ' ORDER BY position) AS s FROM tokens "
+                       "GROUP BY sentence_id) WHERE s = ?) ORDER BY position", [first[0]])
+    stored = store.read_activation_matrix(aset.activation_set, keys)
+    assert abs(stored - with_pair.reshape(len(first[0].split()), -1)).max() < 1e-5
+    assert abs(stored - alone.reshape(len(first[0].split()), -1)).max() > 1e-3
+    # Mistakes in the setting are config errors.
+    (tmp_path / "bad.yaml").write_text("corpus: {format: conllu, train: pairs.txt, pairs: true}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="corpus.pairs is for corpus.format='text'"):
+        load_config(tmp_path / "bad.yaml")

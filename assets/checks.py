@@ -21,8 +21,9 @@ def _result(report: QualityReport) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset=annotated_corpus, blocking=True, description=(
-    "great-expectations: no empty tokens or labels, unique keys, valid splits, a training split; "
-    "test labels unseen in training are counted."))
+    "great-expectations: no empty tokens or labels, unique keys, valid splits, a training split, "
+    "training labels in the declared set, one label per word for every concept; test labels outside the "
+    "set or unseen in training are counted, and the label distribution is recorded."))
 def annotated_corpus_quality(pipeline: PipelineResource) -> dg.AssetCheckResult:
     cfg = pipeline.load()
     return _result(np_pipeline.check_corpus(cfg, pipeline.store(cfg)))
@@ -30,7 +31,8 @@ def annotated_corpus_quality(pipeline: PipelineResource) -> dg.AssetCheckResult:
 
 def activations_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=asset, name="token_activations_quality", blocking=True, description=(
-        "great-expectations: one row per corpus word in every layer, the expected width, no NaN or Inf."))
+        "great-expectations: one row per corpus word in every layer, the expected width, no NaN or Inf "
+        "(sentences and layers listed); constant neurons and windowed or rejected sentences are reported."))
     def _check(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource) -> dg.AssetCheckResult:
         cfg = pipeline.load(context)
         return _result(np_pipeline.check_activations(cfg, pipeline.store(cfg)))

@@ -74,11 +74,19 @@ class ModelConfig:
     #: A probing baseline: the same architecture and tokenizer with weights freshly
     #: initialised from this seed (its activations are stored as a model version of their own).
     random_init_seed: int | None = None
+    #: Load pickle-based weights (pytorch_model.bin) when there are no safetensors. Off:
+    #: unpickling can run code hidden in the file. Turn on only for models you trust.
+    allow_pickle: bool = False
 
     def resolved_path(self, base: Path) -> Path:
         if self.path == EMBEDDED_MODEL:
             return embedded_model_dir()
         return _resolve(base, self.path)
+
+
+#: The universal part-of-speech tags of Universal Dependencies v2.
+UPOS_TAGS = ("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN",
+             "PUNCT", "SCONJ", "SYM", "VERB", "X")
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,10 @@ class CorpusConfig:
     test_pairs: str | None = None
     pairs: bool = False
     label_column: str = "upos"
+    #: The declared label set of the corpus's own task: a training label outside it fails
+    #: the corpus check (a test label outside it is counted and reported). Default: the 17
+    #: UD UPOS tags for UPOS from CoNLL-U or the demo corpus, otherwise not checked.
+    labels: tuple[str, ...] | None = None
     #: Used only when a single file is given: deterministic split by sentence content.
     dev_fraction: float = 0.0
     test_fraction: float = 0.2
@@ -272,6 +284,15 @@ class PipelineConfig:
         """The rule of the current task when it is a concept."""
         return next((c for c in self.concepts if c.name == self.task), None)
 
+    @property
+    def declared_labels(self) -> tuple[str, ...] | None:
+        """The label set the corpus's own labels must come from (None: not declared)."""
+        if self.corpus.labels is not None:
+            return tuple(self.corpus.labels)
+        if self.corpus.format in ("conllu", "demo") and self.corpus.label_column.lower() == "upos":
+            return UPOS_TAGS
+        return None
+
     def for_task(self, task: str) -> PipelineConfig:
         """This analysis on one of its tasks."""
         if task not in self.tasks:
@@ -386,6 +407,8 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "<dict>", base_dir: s
             _reject_unknown(value, {f.name for f in dataclasses.fields(cls)}, source, where=f"{key}.")
             if key in ("evaluation", "monitoring"):
                 value = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+            if key == "corpus" and isinstance(value.get("labels"), list):
+                value = {**value, "labels": tuple(value["labels"])}
             kwargs[key] = cls(**value)
         else:
             kwargs[key] = value
@@ -465,6 +488,12 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
             for value in (words, labels, pairs):
                 if value and not cfg.path(value).is_file():
                     raise ConfigError(f"{src}: corpus file not found: {value} (resolved to {cfg.path(value)}).")
+    if c.labels is not None and (isinstance(c.labels, str) or not c.labels
+                                 or not all(isinstance(x, str) and x for x in c.labels)):
+        raise ConfigError(f"{src}: corpus.labels must be a non-empty list of label names, got {c.labels!r}.")
+    if c.labels is not None and c.format == "text":
+        raise ConfigError(f"{src}: corpus.labels is not used with corpus.format='text' (plain text has no "
+                          "labels of its own).")
     if not isinstance(c.pairs, bool):
         raise ConfigError(f"{src}: corpus.pairs must be true or false, got {c.pairs!r}.")
     if c.pairs and c.format != "text":
@@ -483,6 +512,8 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
     _choice(cfg.corpus.tokenizer, TEXT_TOKENIZERS, src, "corpus.tokenizer")
     if cfg.model.component is not None:
         _choice(cfg.model.component, MODEL_COMPONENTS, src, "model.component")
+    if not isinstance(cfg.model.allow_pickle, bool):
+        raise ConfigError(f"{src}: model.allow_pickle must be true or false, got {cfg.model.allow_pickle!r}.")
     seed = cfg.model.random_init_seed
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ConfigError(f"{src}: model.random_init_seed must be an integer or null, got {seed!r}.")

@@ -261,11 +261,14 @@ class ActivationSummary:
     model_label: str = ""
 
 
-def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Progress | None = None) -> ActivationSummary:
+def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Progress | None = None,
+                            flush_words: int = 8192) -> ActivationSummary:
     """Stage 2: extract every layer for each corpus sentence not yet stored for this model version.
 
     Sentences are content-addressed by their hash, so unchanged sentences are reused and
-    an interrupted run resumes where it stopped (each batch is one transaction).
+    an interrupted run (even one killed with SIGKILL) resumes where it stopped: the
+    activations are written every ``flush_words`` words, each write one transaction that
+    also marks its sentences done.
     """
     from neuro_pipeline.extraction import ExtractionStats, extract_activations, load_model
 
@@ -296,7 +299,8 @@ def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Prog
 
         import_seconds = time.perf_counter() - before_import
         model = load_model(cfg.model_dir, device=cfg.model.device, dtype=cfg.model.dtype,
-                           component=cfg.model.component, random_init_seed=cfg.model.random_init_seed)
+                           component=cfg.model.component, random_init_seed=cfg.model.random_init_seed,
+                           allow_pickle=cfg.model.allow_pickle)
         if model.version != version:
             raise RuntimeError(f"{cfg.model_dir}: the model changed while it was being read "
                                f"(version {short_version(version)} then {short_version(model.version)}); "
@@ -314,7 +318,6 @@ def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Prog
     stats = ExtractionStats()
     buffer: list[tuple[str, np.ndarray, bool]] = []
     buffered_words = 0
-    flush_words = 8192  # bounded memory: write every ~8k words
 
     def on_batch(n: int) -> None:
         if progress is not None:
@@ -656,6 +659,7 @@ def materialize_agreement(cfg: PipelineConfig, store: Store) -> AgreementSummary
     key = {"analysis": cfg.name, "activation_set": aset.activation_set, "task": cfg.task}
     schema = {"kind": pl.Utf8, "method_a": pl.Utf8, "method_b": pl.Utf8, "n": pl.Int32, "overlap": pl.Int32,
               "jaccard": pl.Float64}
+    writes: list[tuple[str, pl.DataFrame, dict[str, object]]] = []
     if len(rankings) < 2:
         table = pl.DataFrame(schema=schema)
         pairs = votes = []
@@ -673,11 +677,12 @@ def materialize_agreement(cfg: PipelineConfig, store: Store) -> AgreementSummary
         vote = _FixedRanking(consensus, n_neurons)
         vote_rows = _keyed(ranking_table(vote).with_columns(*_layer_unit(aset.hidden_size)), key,
                            model_version=aset.model_version, params_hash="consensus", method="neuron_vote")
-        store.replace_rows("rankings", vote_rows, {**key, "method": "neuron_vote"})
+        writes.append(("rankings", vote_rows, {**key, "method": "neuron_vote"}))
         pairs = pair_table.to_dicts()
         votes = vote_table.to_dicts()
         vote_top = [neuron_name(int(n), aset.hidden_size) for n in consensus[:10]]
-    store.replace_rows("agreement", _keyed(table, key), key)
+    # The consensus ranking and the agreement table are replaced together, or not at all.
+    store.replace_each([*writes, ("agreement", _keyed(table, key), key)])
     return AgreementSummary(activation_set=aset.activation_set, task=cfg.task, methods=list(rankings), ns=ns,
                             pairs=pairs, votes=votes, vote_top=vote_top)
 
@@ -920,7 +925,7 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
     from neuro_pipeline.evaluation import evaluate_probe, evaluate_selections
     from neuro_pipeline.evaluation.selection import DEFAULT_SELECTION_PROBE_PARAMS
     from neuro_pipeline.probe import LinearProbe
-    from neuro_pipeline.report import render_report
+    from neuro_pipeline.report.render import staged_report
 
     start = time.perf_counter()
     aset = current_activation_set(cfg, store)
@@ -961,15 +966,12 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
     key = {"analysis": cfg.name, "activation_set": aset.activation_set, "task": cfg.task}
     metrics = pl.concat([metrics_table(full, sel.drop("method"), baseline).with_columns(pl.lit(r.name).alias("method"))
                          for r, sel in zip(stored, per_method)])
-    store.replace_rows("metrics", _keyed(metrics, key), key)
     from neuro_pipeline.evaluation.metrics import class_metrics, confusion_table
 
     predicted = probe.predict(test.X)
     labels_all = sorted(set(map(str, np.unique(train.labels))) | set(map(str, np.unique(test.labels))))
     cm = class_metrics(test.labels.astype(str), predicted.astype(str), labels=labels_all)
     confusion = confusion_table(test.labels.astype(str), predicted.astype(str), labels=labels_all)
-    store.replace_tables({"class_metrics": _keyed(cm, key),
-                          "confusion": _keyed(confusion, key)}, key)
     per_class = cm.to_dicts()
     q = list(key.values())
     class_top = store.query(
@@ -1030,10 +1032,15 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
                "selection_probe": ", ".join(f"{k}={v:g}" for k, v in DEFAULT_SELECTION_PROBE_PARAMS.items())},
     )
     summary.seconds = round(time.perf_counter() - start, 3)
-    render_report(summary, out_dir)
-    store.replace_rows("reports", pl.DataFrame([{
-        **key, "model_version": aset.model_version,
-        "html_path": summary.html_path, "markdown_path": summary.markdown_path}]), key)
+    # Metrics and the report row are replaced in one transaction once the page is rendered,
+    # and the page is renamed into place only after that commit: a failure anywhere leaves
+    # the previous report's rows and files as they were.
+    with staged_report(summary, out_dir):
+        store.replace_tables({
+            "metrics": _keyed(metrics, key), "class_metrics": _keyed(cm, key), "confusion": _keyed(confusion, key),
+            "reports": pl.DataFrame([{**key, "model_version": aset.model_version,
+                                      "html_path": summary.html_path, "markdown_path": summary.markdown_path}]),
+        }, key)
     return summary
 
 
@@ -1402,14 +1409,38 @@ def check_each_task(cfg: PipelineConfig, check: Callable[..., Any], *args: Any):
 
 # ---------------------------------------------------------------- quality gates
 def check_corpus(cfg: PipelineConfig, store: Store):
-    """great-expectations suite over the stored tokens of this analysis."""
+    """great-expectations suite over the stored tokens of this analysis (labels in the
+    declared set, see :attr:`PipelineConfig.declared_labels`), and for every concept task
+    exactly one label per word."""
     from neuro_pipeline.quality import validate_tokens
 
-    return validate_tokens(store.read_tokens(cfg.name))
+    tokens = store.read_tokens(cfg.name)
+    report = validate_tokens(tokens, declared_labels=cfg.declared_labels)
+    for concept in cfg.concepts:
+        labels = store.query("SELECT sentence_id, position, label FROM task_labels WHERE corpus_id = ? AND task = ?",
+                             [cfg.name, concept.name])
+        keys = tokens.select("sentence_id", "position")
+        missing = keys.join(labels, on=["sentence_id", "position"], how="anti")
+        extra = labels.join(keys, on=["sentence_id", "position"], how="anti")
+        duplicated = labels.height - labels.unique(["sentence_id", "position"]).height
+        outside = labels.filter(~pl.col("label").is_in([concept.name, "OTHER"])).height
+        bad = missing.height + extra.height + duplicated + outside
+        report.results.append({
+            "expectation": "one_concept_label_per_word", "column": concept.name, "success": bad == 0,
+            "unexpected_count": bad,
+            "unexpected_examples": [f"sentence {r['sentence_id']} position {r['position']} has no label"
+                                    for r in missing.head(5).iter_rows(named=True)],
+            "observed_value": {"words": tokens.height, "labels": labels.height, "missing": missing.height,
+                               "extra": extra.height, "duplicated": duplicated, "outside_label_set": outside},
+        })
+        report.success = report.success and bad == 0
+    return report
 
 
 def check_activations(cfg: PipelineConfig, store: Store):
-    """great-expectations suite over the per-layer summary of this corpus's activations."""
+    """great-expectations suite over the per-layer summary of this corpus's activations,
+    plus: which sentences and layers hold NaN or Inf (failing), the constant ("dead")
+    neurons, and the sentences windowed or rejected for length (reported)."""
     from neuro_pipeline.quality import validate_activation_summary
 
     summary, expected, aset = activation_layer_summary(cfg, store)
@@ -1419,7 +1450,65 @@ def check_activations(cfg: PipelineConfig, store: Store):
         report.results.append({"expectation": "all_layers_present", "column": "layer", "success": False,
                                "unexpected_count": aset.n_layers - summary.height, "unexpected_examples": [],
                                "observed_value": summary.height})
+    params = {"cid": cfg.name, "aset": aset.activation_set}
+    if int(summary["n_nonfinite"].sum() or 0):
+        where = store.query(
+            """
+            WITH bad AS (SELECT sentence_hash, layer, count(*) AS n_words FROM activations
+                         WHERE activation_set = $aset AND len(list_filter(act, lambda x: isnan(x) OR isinf(x))) > 0
+                         GROUP BY sentence_hash, layer),
+            where_from AS (SELECT sentence_hash, min(sentence_id) AS sentence_id, any_value(source) AS source,
+                                  min(line) AS line FROM tokens WHERE corpus_id = $cid GROUP BY sentence_hash)
+            SELECT w.sentence_id, w.source, w.line, list(b.layer ORDER BY b.layer) AS layers
+            FROM bad b JOIN where_from w USING (sentence_hash) GROUP BY ALL ORDER BY w.sentence_id
+            """, params)
+        report.results.append({
+            "expectation": "sentences_with_nan_or_inf", "column": "act", "success": False,
+            "unexpected_count": where.height,
+            "unexpected_examples": [f"{r['source']}:{r['line']} (sentence {r['sentence_id']}) layers {r['layers']}"
+                                    for r in where.head(10).iter_rows(named=True)],
+            "observed_value": where.height})
+    constant = constant_neurons(cfg, store, aset)
+    report.results.append({
+        "expectation": "constant_neurons", "column": "act", "success": True, "unexpected_count": len(constant),
+        "unexpected_examples": [f"L{n // aset.hidden_size}:{n % aset.hidden_size}" for n in constant[:50]],
+        "observed_value": {"n_constant": len(constant), "n_neurons": aset.n_neurons}})
+    lengths = store.query(
+        """
+        SELECT count(*) FILTER (WHERE s.windowed) AS windowed, count(*) FILTER (WHERE s.status = 'rejected') AS rejected,
+               list(t.source || ':' || t.line::VARCHAR) FILTER (WHERE s.status = 'rejected') AS rejected_at
+        FROM (SELECT sentence_hash, any_value(source) AS source, min(line) AS line
+              FROM tokens WHERE corpus_id = $cid GROUP BY sentence_hash) t
+        JOIN activation_sentences s ON s.sentence_hash = t.sentence_hash AND s.activation_set = $aset
+        """, params).row(0, named=True)
+    report.results.append({
+        "expectation": "sentences_over_the_model_limit", "column": "sentence", "success": True,
+        "unexpected_count": int(lengths["rejected"] or 0),
+        "unexpected_examples": sorted(set(lengths["rejected_at"] or []))[:10],
+        "observed_value": {"windowed": int(lengths["windowed"] or 0), "rejected": int(lengths["rejected"] or 0),
+                           "policy": aset.long_sentences}})
+    report.success = report.success and not any(not r["success"] for r in report.results)
     return report
+
+
+def constant_neurons(cfg: PipelineConfig, store: Store, aset: ActivationSet, *, chunk: int = 50_000) -> list[int]:
+    """Neurons (global ids) whose value is the same on every word of the corpus: they
+    cannot encode anything. Read one layer and ``chunk`` words at a time."""
+    keys = store.query("SELECT DISTINCT sentence_hash, position FROM tokens t WHERE corpus_id = $cid AND EXISTS "
+                       "(SELECT 1 FROM activation_sentences s WHERE s.activation_set = $aset AND "
+                       "s.sentence_hash = t.sentence_hash AND s.status = 'ok') ORDER BY ALL",
+                       {"cid": cfg.name, "aset": aset.activation_set})
+    out: list[int] = []
+    for layer in range(aset.n_layers):
+        low = np.full(aset.hidden_size, np.inf, dtype=np.float32)
+        high = np.full(aset.hidden_size, -np.inf, dtype=np.float32)
+        for start in range(0, keys.height, chunk):
+            block = store.read_activation_matrix(aset.activation_set, keys.slice(start, chunk), layers=[layer])
+            with np.errstate(invalid="ignore"):
+                low = np.fmin(low, np.nanmin(block, axis=0, initial=np.inf))
+                high = np.fmax(high, np.nanmax(block, axis=0, initial=-np.inf))
+        out += [layer * aset.hidden_size + int(u) for u in np.flatnonzero(low == high)]
+    return out
 
 
 def check_ranking(cfg: PipelineConfig, store: Store, name: str):

@@ -11,6 +11,7 @@ in the store, so the suite never loads the whole matrix into pandas.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,17 +73,22 @@ def _plain(value: Any) -> Any:
         return str(value)[:200]
 
 
-def validate_tokens(tokens: pl.DataFrame, *, max_position: int | None = None) -> QualityReport:
+def validate_tokens(tokens: pl.DataFrame, *, max_position: int | None = None,
+                    declared_labels: Sequence[str] | None = None) -> QualityReport:
     """Suite for the annotated corpus (``tokens`` table rows of one corpus).
 
-    Expectations: no empty or null tokens and labels, no whitespace inside either (NeuroX files split on it); keys (corpus_id, sentence_id,
-    position) unique; positions non-negative (and below ``max_position`` if given);
-    split in {train, dev, test}; a train split present; and every test label seen in
-    training (unseen labels are counted in the result, the probe scores them as errors).
+    Expectations: no empty or null tokens and labels, no whitespace inside either (NeuroX
+    files split on it); keys (corpus_id, sentence_id, position) unique; positions
+    non-negative (and below ``max_position`` if given); split in {train, dev, test}; a
+    train split present; with ``declared_labels``, every training label in the declared
+    set. Reported without failing: test (and dev) labels outside the declared set or unseen
+    in training (the probe scores those words as errors), and the label distribution.
     """
     import great_expectations as gx
 
-    frame = tokens.with_columns(pl.col("token").str.len_chars().alias("token_length"))
+    frame = tokens.with_columns(
+        pl.col("token").str.len_chars().alias("token_length"),
+        pl.when(pl.col("split") == "train").then(pl.col("label")).alias("train_label"))
     train_labels = sorted(frame.filter(pl.col("split") == "train")["label"].unique().to_list())
     exps = [
         gx.expectations.ExpectColumnValuesToNotBeNull(column="token"),
@@ -95,6 +101,8 @@ def validate_tokens(tokens: pl.DataFrame, *, max_position: int | None = None) ->
         gx.expectations.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "dev", "test"]),
         gx.expectations.ExpectColumnDistinctValuesToContainSet(column="split", value_set=["train"]),
     ]
+    if declared_labels is not None:
+        exps.append(gx.expectations.ExpectColumnValuesToBeInSet(column="train_label", value_set=list(declared_labels)))
     report = _run_suite("annotated_corpus", frame, exps)
     test = frame.filter(pl.col("split") != "train")
     unseen = test.filter(~pl.col("label").is_in(train_labels)) if train_labels else test
@@ -104,6 +112,23 @@ def validate_tokens(tokens: pl.DataFrame, *, max_position: int | None = None) ->
         "unexpected_count": unseen.height,
         "unexpected_examples": sorted(set(unseen["label"].to_list()))[:10],
         "observed_value": unseen.height,
+    })
+    if declared_labels is not None:
+        undeclared = test.filter(~pl.col("label").is_in(list(declared_labels)))
+        report.results.append({
+            "expectation": "test_labels_outside_declared_set", "column": "label", "success": True,
+            "unexpected_count": undeclared.height,
+            "unexpected_examples": [f"{r['label']} ({r['source']}:{r['line']})"
+                                    for r in undeclared.unique("label", keep="first", maintain_order=True)
+                                    .head(10).iter_rows(named=True)],
+            "observed_value": undeclared.height,
+        })
+    counts = frame.group_by("split", "label").len().sort("split", "label")
+    report.results.append({
+        "expectation": "label_distribution", "column": "label", "success": True, "unexpected_count": 0,
+        "unexpected_examples": [],
+        "observed_value": {split: dict(zip(g["label"].to_list(), g["len"].to_list()))
+                           for (split,), g in counts.group_by("split", maintain_order=True)},
     })
     return report
 

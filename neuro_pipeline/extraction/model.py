@@ -253,6 +253,7 @@ def load_model(
     dtype: str = "float32",
     component: str | None = None,
     random_init_seed: int | None = None,
+    allow_pickle: bool = False,
 ) -> LoadedModel:
     """Load a model and its fast tokenizer from a local directory for extraction.
 
@@ -274,6 +275,11 @@ def load_model(
         ``AutoModel.from_config`` after ``torch.manual_seed(random_init_seed)``. Only the
         weights change, so differences from the trained model come from training alone.
         The same seed gives identical weights; the global RNG state is left as it was.
+    allow_pickle : bool, default False
+        Load pickle-based weights (``pytorch_model.bin``) when the directory has no
+        safetensors file. Unpickling can run code hidden in the file, so this is refused
+        unless asked for, and logged as a warning when it is (``torch.load`` still runs with
+        ``weights_only=True``). Code shipped with a model (``trust_remote_code``) is never run.
 
     Returns
     -------
@@ -287,7 +293,8 @@ def load_model(
         names a stack the model does not have.
     ModelLoadError
         If the directory is missing, lacks ``config.json``, weights or tokenizer files,
-        holds an unsupported architecture, a slow (non-fast) tokenizer, a tokenizer whose
+        has only pickle-based weights and ``allow_pickle`` is False, holds an unsupported
+        architecture, a slow (non-fast) tokenizer, a tokenizer whose
         vocabulary is larger than the model's embedding matrix, or a decoder tokenizer that
         cannot give pre-tokenised words their running-text form.
 
@@ -323,6 +330,18 @@ def load_model(
     model_dir = Path(model_dir)
     _check_files(model_dir)
     has_safetensors = any(model_dir.glob("*.safetensors"))
+    if not has_safetensors and random_init_seed is None:
+        pickled = sorted(p.name for p in model_dir.glob("*.bin"))
+        if not allow_pickle:
+            raise ModelLoadError(
+                f"Model directory {model_dir} has only pickle-based weights ({', '.join(pickled)}); "
+                "loading a pickle can run code hidden in the file, so it is refused. Convert the "
+                "weights to safetensors (load the model once where you trust it and call "
+                "save_pretrained(dir, safe_serialization=True)), or, for a model you trust, set "
+                "model.allow_pickle: true in pipeline.yaml."
+            )
+        logger.warning("Loading pickle-based weights %s from %s because allow_pickle is set; only do "
+                       "this for models you trust.", pickled, model_dir)
     try:
         config = AutoConfig.from_pretrained(
             str(model_dir), local_files_only=True, trust_remote_code=False
@@ -367,7 +386,7 @@ def load_model(
                 config=config,
                 local_files_only=True,
                 trust_remote_code=False,
-                use_safetensors=True if has_safetensors else None,
+                use_safetensors=has_safetensors,
                 dtype=DTYPES[dtype],
             )
         else:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 import io
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -454,12 +456,29 @@ Full probe: {e(_fitted_text(x['full_probe']))}.</p>
 
 def render_report(summary: Any, out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` into ``out_dir`` (written to a temporary name, then renamed)."""
+    with staged_report(summary, out_dir) as paths:
+        pass
+    return paths
+
+
+@contextlib.contextmanager
+def staged_report(summary: Any, out_dir: str | Path) -> Iterator[tuple[Path, Path]]:
+    """Render the report into temporary files, yield the final paths, and rename the files
+    into place only if the ``with`` block succeeds (e.g. the database rows that point at
+    the report were committed); on an error the temporary files are removed and the
+    previous report stays as it was."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, text in (("report.md", report_markdown(summary)), ("report.html", report_html(summary))):
-        tmp = out_dir / f".{name}.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(out_dir / name)
-        paths.append(out_dir / name)
-    return paths[0], paths[1]
+    staged = []
+    try:
+        for name, text in (("report.md", report_markdown(summary)), ("report.html", report_html(summary))):
+            tmp = out_dir / f".{name}.tmp"
+            staged.append((tmp, out_dir / name))
+            tmp.write_text(text, encoding="utf-8")
+        yield staged[0][1], staged[1][1]
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, final in staged:
+        tmp.replace(final)

@@ -37,6 +37,13 @@ Tables (keys first):
 ``drift_metrics``     analysis, activation_set, task, label → accuracy/F1/selectivity before, after, delta
 ``drift_layers``      analysis, activation_set, task, layer → correlation of each unit with itself in the previous version
 ``drift_alerts``      analysis, activation_set, task → kind, method, label, k, value, threshold, message
+``sentence_pairs``    corpus_id, sentence_id → pair (the second segment of a sentence-pair corpus)
+
+Concurrency: DuckDB lets one process open a file at a time. A process that finds the file
+locked by another waits (with a log message naming the other process) and retries, up to
+``lock_timeout`` seconds (default 600, or ``NEURO_PIPELINE_LOCK_TIMEOUT``); since every
+operation holds the file only for one read or one write transaction, two runs against the
+same file interleave their operations and both finish.
 
 Activations are content-addressed: an *activation set* is one (model version, aggregation,
 dtype, long-sentence mode) combination, and its rows are keyed by the sentence's content
@@ -50,6 +57,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import re
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,8 +234,42 @@ class Store:
         The database file; created (with its folder) on first write.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, lock_timeout: float | None = None) -> None:
         self.path = Path(path)
+        if lock_timeout is None:
+            lock_timeout = float(os.environ.get("NEURO_PIPELINE_LOCK_TIMEOUT", "600"))
+        self.lock_timeout = lock_timeout
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        """Open the file, waiting while another process holds its lock."""
+        start = time.monotonic()
+        delay, last_log = 0.02, None
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.IOException as exc:
+                message = str(exc)
+                if "not a valid DuckDB database" in message or "not a DuckDB" in message:
+                    raise StoreError(
+                        f"{self.path}: the file exists but is not a DuckDB database (corrupt, or another "
+                        "kind of file). Nothing was changed; move it aside or point `store:` in "
+                        "pipeline.yaml at another file.") from exc
+                if "lock" not in message:
+                    raise StoreError(f"{self.path}: cannot open the DuckDB file: {message}") from exc
+                holder = re.search(r"held in (.*?) \(PID (\d+)\)", message)
+                who = f"PID {holder.group(2)} ({holder.group(1)})" if holder else "another process"
+                waited = time.monotonic() - start
+                if waited >= self.lock_timeout:
+                    raise StoreError(
+                        f"{self.path}: still locked by {who} after waiting {waited:.0f} s (lock_timeout "
+                        f"{self.lock_timeout:g} s); nothing was written. Run again when it has finished, "
+                        "or raise NEURO_PIPELINE_LOCK_TIMEOUT.") from exc
+                if last_log is None or time.monotonic() - last_log >= 30:
+                    log.warning("%s is locked by %s; waiting for it (up to %g s).", self.path, who,
+                                self.lock_timeout)
+                    last_log = time.monotonic()
+                time.sleep(min(delay, max(0.0, self.lock_timeout - waited)))
+                delay = min(delay * 2, 0.5)
 
     @contextlib.contextmanager
     def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -233,11 +277,7 @@ class Store:
         if read_only and not self.path.exists():
             raise StoreError(f"{self.path}: the store does not exist yet; run the pipeline first.")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            con = duckdb.connect(str(self.path), read_only=read_only)
-        except duckdb.IOException as exc:
-            raise StoreError(f"{self.path}: cannot open the DuckDB file ({exc}). Is another process "
-                             "writing to it, or is it not a DuckDB database?") from exc
+        con = self._open(read_only)
         try:
             if not read_only:
                 con.execute(_SCHEMA)
@@ -473,12 +513,20 @@ class Store:
     def replace_tables(self, frames: dict[str, pl.DataFrame], where: dict[str, object]) -> None:
         """For every table, delete the rows matching ``where`` and insert its frame, all in one
         transaction: readers see either every table's old rows or every table's new rows."""
-        unknown = sorted(set(frames) - _WRITABLE)
+        self.replace_each([(table, frame, where) for table, frame in frames.items()])
+
+    def replace_each(self, items: Sequence[tuple[str, pl.DataFrame, dict[str, object]]]) -> None:
+        """Like :meth:`replace_tables` with a ``where`` of its own for each (table, frame,
+        where) item; all in one transaction."""
+        unknown = sorted({table for table, _, _ in items} - _WRITABLE)
         if unknown:
             raise ValueError(f"unknown table '{unknown[0]}'; choose one of {sorted(_WRITABLE)}.")
-        cond = " AND ".join(f"{k} = ${k}" for k in where) or "TRUE"
+        for _, frame, where in items:
+            for name in [*where, *frame.columns]:
+                check_identifier(name)
         with self.transaction() as con:
-            for table, frame in frames.items():
+            for table, frame, where in items:
+                cond = " AND ".join(f"{k} = ${k}" for k in where) or "TRUE"
                 con.execute(f"DELETE FROM {table} WHERE {cond}", where)
                 if frame.height:
                     cols = ", ".join(f'"{c}"' for c in frame.columns)
@@ -490,6 +538,19 @@ class Store:
         """Run a read query and return a polars DataFrame."""
         with self.connect() as con:
             return con.sql(sql, params=params).pl()
+
+
+#: Column names that may appear in SQL text; values are always bound parameters.
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def check_identifier(name: str) -> str:
+    """``name`` if it is a plain lower-case SQL identifier, else ValueError: table and column
+    names are the only parts of a statement built from text, and only these pass."""
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+        raise ValueError(f"{name!r} is not a valid column name; expected lower-case letters, digits "
+                         "and '_', starting with a letter or '_' (at most 63 characters).")
+    return name
 
 
 _WRITABLE = {"rankings", "class_rankings", "ranking_runs", "top_words", "agreement", "redundancy_layers",

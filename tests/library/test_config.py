@@ -56,6 +56,12 @@ def test_yaml_overrides_and_relative_paths(tmp_path):
     ({"ranking": {"metods": ["iou"]}}, r"unknown setting 'ranking.metods' \(did you mean 'ranking.methods'\?\)"),
     ({"ranking": {"agreement_n": [0]}}, r"ranking.agreement_n must be a non-empty list of integers >= 1"),
     ({"ranking": {"redundancy_threshold": 2}}, r"ranking.redundancy_threshold must be a number in \[0, 1\]"),
+    ({"model": {"allow_pickle": "yes"}}, r"model.allow_pickle must be true or false, got 'yes'"),
+    ({"name": "../elsewhere"}, r"name must be letters, digits"),
+    ({"corpus": {"pairs": True}}, r"corpus.pairs is for corpus.format='text' \(TAB-separated sentence pairs\); "
+                                  r"corpus.format='demo' has no sentence pairs"),
+    ({"corpus": {"format": "text", "train": "t.txt", "train_pairs": "p.txt"}},
+     r"corpus.train_pairs is only for corpus.format='parallel'; with corpus.format='text' set corpus.pairs: true"),
 ])
 def test_config_errors(raw, message):
     with pytest.raises(ConfigError, match=message):

@@ -95,6 +95,25 @@ def test_load_model_no_weights(tiny_bert_dir, tmp_path):
         load_model(model_dir)
 
 
+def test_pickle_weights_are_refused_unless_allowed(tiny_bert, tiny_bert_dir, tmp_path, caplog):
+    from transformers import AutoModel
+
+    model_dir = _copy(tiny_bert_dir, tmp_path / "m")
+    (model_dir / "model.safetensors").unlink()
+    # transformers 5 writes only safetensors; a pickle is what torch.save of the weights gives.
+    torch.save(AutoModel.from_pretrained(str(tiny_bert_dir)).state_dict(), model_dir / "pytorch_model.bin")
+    assert (model_dir / "pytorch_model.bin").is_file() and not list(model_dir.glob("*.safetensors"))
+    with pytest.raises(ModelLoadError, match=r"has only pickle-based weights \(pytorch_model\.bin\); loading a "
+                                             r"pickle can run code .* set model\.allow_pickle: true"):
+        load_model(model_dir)
+    with caplog.at_level("WARNING"):
+        loaded = load_model(model_dir, allow_pickle=True)
+    assert "Loading pickle-based weights ['pytorch_model.bin']" in caplog.text
+    words = [["The", "cat", "sat"]]
+    np.testing.assert_allclose(dict(extract_activations(loaded, words))[0],
+                               dict(extract_activations(tiny_bert, words))[0], atol=1e-6)
+
+
 def test_load_model_no_tokenizer(tiny_bert_dir, tmp_path):
     model_dir = _copy(tiny_bert_dir, tmp_path / "m")
     (model_dir / "tokenizer.json").unlink()
@@ -325,6 +344,28 @@ def test_stats_grow_as_each_sentence_comes_out(short_bert):
         before = (stats.n_windowed_sentences, stats.n_words_without_subwords)
     assert windowed == {1, 3}
     assert unknown == {2}
+
+
+def test_a_sentence_of_5000_words_is_windowed_whole(tiny_bert, tmp_path):
+    """A 5,000-word sentence (a pasted document without full stops) is read whole from
+    CoNLL-U and extracted in overlapping windows: 5,000 vectors, nothing truncated."""
+    from neuro_pipeline.corpus import read_conllu
+
+    vocabulary = ["the", "cats", "sat", "on", "mat", "and", "dog", "was", "playing", "unhappiness"]
+    words = [vocabulary[i % len(vocabulary)] for i in range(5000)]
+    lines = [f"{i}\t{w}\t{w}\tNOUN\t_\t_\t0\tdep\t_\t_" for i, w in enumerate(words, start=1)]
+    path = tmp_path / "long.conllu"
+    path.write_text("\n".join(lines) + "\n\n", encoding="utf-8")
+    (sentence,) = read_conllu(path)
+    assert sentence.tokens == tuple(words)
+    stats = ExtractionStats()
+    (vectors,) = _extract(tiny_bert, [list(sentence.tokens)], stats=stats, batch_size=8).values()
+    assert vectors.shape == (5000, tiny_bert.n_layers, tiny_bert.hidden_size)
+    assert np.isfinite(vectors).all() and stats.n_windowed_sentences == 1 and stats.n_words == 5000
+    rejected = ExtractionStats()
+    results = dict(extract_activations(tiny_bert, [list(sentence.tokens), ["a", "dog"]],
+                                       long_sentences="reject", stats=rejected))
+    assert sorted(results) == [1] and rejected.rejected_sentence_indices == [0]
 
 
 def test_long_sentences_can_be_rejected(short_bert):

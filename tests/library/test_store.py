@@ -71,5 +71,55 @@ def test_unknown_activation_set_and_missing_store(tmp_path, store):
 def test_not_a_duckdb_file(tmp_path):
     path = tmp_path / "junk.duckdb"
     path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(StoreError, match="junk.duckdb: cannot open the DuckDB file"):
+    with pytest.raises(StoreError, match="junk.duckdb: the file exists but is not a DuckDB database "
+                                         r"\(corrupt, or another kind of file\). Nothing was changed"):
         Store(path).read_tokens("x")
+    assert path.read_bytes() == b"this is not a database" * 100
+
+
+_ROW = pl.DataFrame({"analysis": ["a"], "activation_set": ["set1"], "task": ["t"], "method": ["m"],
+                     "scope": ["overall"], "selection": ["all"], "metric": ["accuracy"], "value": [0.5]})
+
+
+def _hold_lock(path, seconds: float):
+    """Another process that opens the DuckDB file and keeps it for ``seconds``."""
+    import subprocess
+    import sys
+
+    code = ("import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('locked', flush=True); "
+            "time.sleep(float(sys.argv[2])); con.close()")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path), str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_a_locked_store_is_waited_for_with_a_message(store, caplog):
+    store.replace_rows("metrics", _ROW, {"analysis": "a"})
+    holder = _hold_lock(store.path, 1.5)
+    try:
+        with caplog.at_level("WARNING", logger="neuro_pipeline.store"):
+            assert store.query("SELECT value FROM metrics")["value"].to_list() == [0.5]
+    finally:
+        holder.wait()
+    assert f"is locked by PID {holder.pid}" in caplog.text and "waiting for it" in caplog.text
+
+
+def test_a_store_locked_for_too_long_is_a_clear_error_and_nothing_is_written(store):
+    holder = _hold_lock(store.path, 3)
+    try:
+        impatient = Store(store.path, lock_timeout=0.3)
+        with pytest.raises(StoreError, match=rf"still locked by PID {holder.pid} \(.*\) after waiting 0 s "
+                                             r"\(lock_timeout 0.3 s\); nothing was written"):
+            impatient.replace_rows("metrics", _ROW, {"analysis": "a"})
+    finally:
+        holder.wait()
+    assert store.query("SELECT count(*) AS n FROM metrics")["n"][0] == 0
+
+
+def test_column_names_are_checked_before_any_sql_is_built(store):
+    bad = pl.DataFrame({"value; DROP TABLE metrics; --": [1.0]})
+    with pytest.raises(ValueError, match="is not a valid column name"):
+        store.replace_rows("metrics", bad, {"analysis": "a"})
+    with pytest.raises(ValueError, match="is not a valid column name"):
+        store.replace_rows("metrics", pl.DataFrame({"value": [1.0]}), {"analysis = 'x' OR 1=1 --": "a"})
+    assert "metrics" in store.query("SHOW TABLES")["name"].to_list()

@@ -67,6 +67,11 @@ class ModelConfig:
     device: str = "cpu"
     dtype: str = "float32"
     batch_size: int = 32
+    #: Cap on padded subword positions per forward pass (rows × longest row); null = only
+    #: batch_size counts. Bounds memory per pass whatever the sentence lengths.
+    batch_tokens: int | None = None
+    #: torch intra-op threads for extraction and probes; null = torch's default (all cores).
+    threads: int | None = None
     #: The stack whose states are extracted: null = the model's own (the encoder of BERT
     #: and T5, the decoder of GPT-2); for encoder-decoder models (T5) "decoder" gives the
     #: decoder's states under teacher forcing with the sentence as target.
@@ -426,6 +431,12 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
         raise ConfigError(f"{src}: name must be letters, digits, '_', '.' or '-', got {cfg.name!r}.")
     if int(cfg.model.batch_size) < 1:
         raise ConfigError(f"{src}: model.batch_size must be >= 1, got {cfg.model.batch_size}.")
+    for key in ("batch_tokens", "threads"):
+        value = getattr(cfg.model, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{src}: model.{key} must be an integer >= 1 or null, got {value!r}.")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", str(cfg.model.device)):
+        raise ConfigError(f"{src}: model.device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {cfg.model.device!r}.")
     fr = cfg.evaluation.fractions
     if not fr or any(not (0 < float(f) <= 1) for f in fr):
         raise ConfigError(f"{src}: evaluation.fractions must be a non-empty list of numbers in (0, 1], got {list(fr)}.")

@@ -272,6 +272,7 @@ def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Prog
     """
     from neuro_pipeline.extraction import ExtractionStats, extract_activations, load_model
 
+    use_threads(cfg)
     tokens = store.read_tokens(cfg.name)
     # One entry per distinct sentence: a sentence that occurs twice is extracted once.
     sentences = (tokens.group_by("sentence_id", maintain_order=True)
@@ -298,6 +299,7 @@ def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Prog
         import transformers  # noqa: F401  (timed apart: a once-per-process cost, not extraction work)
 
         import_seconds = time.perf_counter() - before_import
+        check_device(cfg.model.device)
         model = load_model(cfg.model_dir, device=cfg.model.device, dtype=cfg.model.dtype,
                            component=cfg.model.component, random_init_seed=cfg.model.random_init_seed,
                            allow_pickle=cfg.model.allow_pickle)
@@ -326,7 +328,8 @@ def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Prog
     windowed_before = 0
     for index, array in ([] if model is None else extract_activations(
             model, words, aggregation=cfg.extraction.aggregation, batch_size=cfg.model.batch_size,
-            long_sentences=cfg.extraction.long_sentences, stats=stats, progress=on_batch, pairs=seconds)):
+            long_sentences=cfg.extraction.long_sentences, stats=stats, progress=on_batch, pairs=seconds,
+            batch_tokens=cfg.model.batch_tokens)):
         windowed = stats.n_windowed_sentences > windowed_before
         windowed_before = stats.n_windowed_sentences
         buffer.append((hashes[index], array, windowed))
@@ -415,8 +418,34 @@ class Split:
     words: np.ndarray
 
 
+def use_threads(cfg: PipelineConfig) -> None:
+    """Apply ``model.threads`` (torch intra-op threads) to this process, if set."""
+    if cfg.model.threads is not None:
+        import torch
+
+        if torch.get_num_threads() != cfg.model.threads:
+            torch.set_num_threads(cfg.model.threads)
+
+
+def check_device(device: str) -> None:
+    """A clear error when ``model.device`` names hardware this machine does not have."""
+    import torch
+
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"model.device is {device!r} but this torch ({torch.__version__}) sees no CUDA "
+                             "device; set model.device: cpu or install a CUDA build of torch.")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"model.device is {device!r} but only {torch.cuda.device_count()} CUDA device(s) exist.")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("model.device is 'mps' but this torch has no MPS (Apple GPU) support here; "
+                         "set model.device: cpu.")
+
+
 def load_split(cfg: PipelineConfig, store: Store, aset: ActivationSet, split: str) -> Split:
     """Activation matrix and labels of one split, joined on keys; rejected sentences counted."""
+    use_threads(cfg)
     tokens = store.read_tokens(cfg.name, splits=[split])
     if cfg.concept is not None:
         concept = store.query("SELECT sentence_id, position, label FROM task_labels WHERE corpus_id = ? AND task = ?",

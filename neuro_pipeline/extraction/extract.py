@@ -172,6 +172,7 @@ def extract_activations(
     stats: ExtractionStats | None = None,
     progress: Callable[[int], None] | None = None,
     pairs: Sequence[Sequence[str]] | None = None,
+    batch_tokens: int | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield word activations of every layer for each sentence, in batches.
 
@@ -185,7 +186,12 @@ def extract_activations(
         Which subword stands for a multi-subword word (NeuroX's default is ``"last"``;
         ``"average"`` is an alias of ``"mean"``).
     batch_size : int
-        Sentences (or windows) per forward pass.
+        Sentences (or windows) per forward pass, at most.
+    batch_tokens : int, optional
+        Also cap each forward pass at this many padded subword positions (rows × longest
+        row): batches of short sentences hold up to ``batch_size`` sentences, batches of
+        long ones fewer, so memory per pass stays bounded whatever the lengths. A single
+        sentence (window) longer than the cap still runs, alone.
     long_sentences : {"window", "reject"}
         What to do with a sentence of more than ``model.max_length`` subwords (special
         tokens included). ``"window"`` runs overlapping windows of whole words, each within
@@ -273,6 +279,9 @@ def extract_activations(
         )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
+    if batch_tokens is not None and (isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int)
+                                     or batch_tokens < 1):
+        raise ValueError(f"batch_tokens must be a positive int or None; got {batch_tokens!r}.")
     for index, sentence in enumerate(sentences):
         if isinstance(sentence, str):
             raise TypeError(
@@ -285,7 +294,7 @@ def extract_activations(
         _check_pairs(model, sentences, pairs)
     return _extract(
         model, sentences, how, batch_size, long_sentences,
-        stats if stats is not None else ExtractionStats(), progress, pairs,
+        stats if stats is not None else ExtractionStats(), progress, pairs, batch_tokens,
     )
 
 
@@ -321,6 +330,7 @@ def _extract(
     stats: ExtractionStats,
     progress: Callable[[int], None] | None,
     pairs: Sequence[Sequence[str]] | None,
+    batch_tokens: int | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     counted = (stats.n_windowed_sentences, stats.n_rejected_sentences,
                stats.n_words_without_subwords)
@@ -334,8 +344,7 @@ def _extract(
         )
         done += n_rejected
         items.sort(key=lambda item: len(item.ids), reverse=True)
-        for batch_start in range(0, len(items), batch_size):
-            batch = items[batch_start:batch_start + batch_size]
+        for batch in _batches(items, batch_size, batch_tokens):
             result = _run_batch(model, batch, how)
             offset = 0
             for item in batch:
@@ -382,6 +391,18 @@ def _extract(
             model.model_dir, n_windowed, model.max_length, n_rejected, n_unknown,
             model.tokenizer.unk_token,
         )
+
+
+def _batches(items: list[_Item], batch_size: int, batch_tokens: int | None) -> Iterator[list[_Item]]:
+    """Consecutive batches of ``items`` (sorted longest first): at most ``batch_size`` items
+    and, with ``batch_tokens``, at most that many padded positions (a longer item runs alone)."""
+    start = 0
+    while start < len(items):
+        size = batch_size
+        if batch_tokens is not None:
+            size = max(1, min(size, batch_tokens // max(1, len(items[start].ids))))
+        yield items[start:start + size]
+        start += size
 
 
 def _tokenise_chunk(

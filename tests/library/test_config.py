@@ -43,7 +43,7 @@ def test_yaml_overrides_and_relative_paths(tmp_path):
     ({"evaluation": {"fractions": [0, 0.5]}}, r"evaluation.fractions must be a non-empty list of numbers in \(0, 1\]"),
     ({"name": "a b"}, r"name must be letters, digits"),
     ({"ranking": {"methods": ["iou_probe"]}},
-     r"ranking.methods\[0\]: unknown ranking method 'iou_probe' \(did you mean 'linear_probe'\?\); valid methods: \['gaussian', 'iou'"),
+     r"ranking.methods\[0\]: unknown ranking method 'iou_probe' \(did you mean 'linear_probe'\?\); valid methods: \[(.*, )?'gaussian', 'iou'"),
     ({"ranking": {"methods": [{"method": "linear_probe", "params": {"penalti": "lasso"}}]}},
      r"ranking.methods\[0\].params: unknown parameter 'penalti' for linear_probe \(did you mean 'penalty'\?\); valid parameters: \["),
     ({"ranking": {"methods": [{"method": "linear_probe", "params": {"penalty": "l1"}}]}},

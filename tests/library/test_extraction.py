@@ -231,6 +231,25 @@ def test_batched_equals_one_at_a_time(tiny_bert, how):
         np.testing.assert_allclose(batched[index], single[index], atol=1e-5, rtol=0)
 
 
+def test_batches_capped_by_tokens(tiny_bert):
+    from neuro_pipeline.extraction.extract import _batches, _Item
+
+    items = [_Item(sentence=i, window=-1, n_words=1, ids=[0] * n, type_ids=[0] * n, word_ids=np.zeros(n), n_unknown=0)
+             for i, n in enumerate([30, 12, 10, 10, 9, 5, 5, 5, 5, 5, 5, 5])]
+    sizes = [[len(item.ids) for item in batch] for batch in _batches(items, 4, 25)]
+    # 30 > 25 runs alone; then 2 rows of 12, 2 of 10 (the longest row sets the width), 4 of 5.
+    assert sizes == [[30], [12, 10], [10, 9], [5, 5, 5, 5], [5, 5, 5]]
+    assert all(len(b) * max(b) <= 25 or len(b) == 1 for b in sizes)
+    assert [len(b) for b in _batches(items, 4, None)] == [4, 4, 4]
+    sentences = [WORDS, *OTHER_SENTENCES, ["unhappiness"] * 9]
+    capped = _extract(tiny_bert, sentences, batch_size=8, batch_tokens=24)
+    single = _extract(tiny_bert, sentences, batch_size=1)
+    for index in range(len(sentences)):
+        np.testing.assert_allclose(capped[index], single[index], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="batch_tokens must be a positive int or None; got 0"):
+        extract_activations(tiny_bert, sentences, batch_tokens=0)
+
+
 def test_stats_and_progress(tiny_bert):
     stats = ExtractionStats()
     calls: list[int] = []

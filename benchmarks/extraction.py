@@ -1,0 +1,145 @@
+"""Benchmark: our extraction stage against a bare batched forward pass, in one process.
+
+Start here: the extraction stage (``neuro_pipeline.pipeline.materialize_activations``:
+tokenisation, length-sorted batches, every layer's hidden states, subword→word
+aggregation, the write of every layer to DuckDB) is timed against the least work any tool
+must do to get the same states: the forward pass of the same length-sorted batches with
+``output_hidden_states=True``, nothing kept. Both run on the same sentences, with the same
+model object, threads and precision, alternately (A B A B …) so that drift on a shared
+machine hits both; medians and min–max are printed with the ratio ours / bare.
+
+The stage's own model load is not counted (it is reported apart as ``load_s``); the bare
+pass is given pre-tokenised batches, so its figure excludes tokenisation, which ours pays.
+
+    .venv/bin/python -m benchmarks.extraction --corpus ../shared/data/ud-en-ewt/en_ewt-ud-dev.conllu \\
+        --reps 3 --dtype float32 --threads 2
+
+The last stdout line is one JSON object (fields line up for ``../shared/bench/ab.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--corpus", type=Path, required=True, help="a CoNLL-U file (all its sentences are extracted)")
+    ap.add_argument("--model", default="embedded", help="model directory (default: the embedded MiniLM)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--aggregation", default="last")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--max-sentences", type=int, default=None)
+    return ap.parse_args(argv)
+
+
+def bare_forward(model, batches) -> float:
+    """Seconds for the forward passes alone, hidden states requested and dropped."""
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for batch in batches:
+            out = model.model(**batch, output_hidden_states=True)
+            del out
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from neuro_pipeline.config import config_from_dict
+    from neuro_pipeline.corpus import read_conllu
+    from neuro_pipeline.extraction import load_model
+    from neuro_pipeline.pipeline import materialize_activations, materialize_corpus
+    from neuro_pipeline.store import Store
+
+    sentences = read_conllu(args.corpus)[: args.max_sentences]
+    words = [list(s.tokens) for s in sentences]
+    n_words = sum(len(w) for w in words)
+    corpus_file = args.corpus.resolve()
+    model_dir = None if args.model == "embedded" else str(Path(args.model).resolve())
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-extraction-"))
+    if args.max_sentences:
+        # A file of exactly these sentences, so that both sides see the same input.
+        blocks = []
+        for s in sentences:
+            blocks.append("\n".join(f"{i}\t{w}\t_\t{t}\t_\t_\t_\t_\t_\t_"
+                                    for i, (w, t) in enumerate(zip(s.tokens, s.labels), start=1)))
+        corpus_file = tmp / "corpus.conllu"
+        corpus_file.write_text("\n\n".join(blocks) + "\n\n", encoding="utf-8")
+
+    def config(rep: int):
+        raw = {"name": "bench", "store": str(tmp / f"s{rep}.duckdb"), "reports": str(tmp / "r"),
+               "model": {"dtype": args.dtype, "batch_size": args.batch_size,
+                         **({"path": model_dir} if model_dir else {})},
+               "extraction": {"aggregation": args.aggregation},
+               "corpus": {"format": "conllu", "train": str(corpus_file), "test_fraction": 0.0}}
+        return config_from_dict(raw, source="bench", base_dir=str(tmp))
+
+    cfg0 = config(0)
+    model = load_model(cfg0.model_dir, dtype=args.dtype)
+    encodings = model.tokenizer(words, is_split_into_words=True, truncation=False)["input_ids"]
+    order = sorted(range(len(words)), key=lambda i: len(encodings[i]))
+    batches = []
+    for start in range(0, len(order), args.batch_size):
+        chunk = [encodings[i] for i in order[start:start + args.batch_size]]
+        width = max(len(c) for c in chunk)
+        ids = torch.full((len(chunk), width), model.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, c in enumerate(chunk):
+            ids[row, : len(c)] = torch.tensor(c)
+            mask[row, : len(c)] = 1
+        batches.append({"input_ids": ids, "attention_mask": mask})
+    too_long = sum(len(e) > model.max_length for e in encodings)
+    if too_long:
+        print(f"note: {too_long} sentences exceed {model.max_length} subwords; the bare pass "
+              "cannot run them, use --max-sentences or a shorter corpus", file=sys.stderr)
+        return 2
+
+    bare_forward(model, batches[:2])  # warm-up (allocator, kernels)
+    bare, ours, loads = [], [], []
+    for rep in range(args.reps):
+        bare.append(bare_forward(model, batches))
+        cfg = config(rep + 1)
+        store = Store(cfg.store_path)
+        materialize_corpus(cfg, store)
+        summary = materialize_activations(cfg, store)
+        ours.append(summary.seconds - summary.load_seconds)
+        loads.append(summary.load_seconds)
+        print(f"rep {rep + 1}: bare {bare[-1]:.2f} s, ours {ours[-1]:.2f} s (+ load {loads[-1]:.2f} s)",
+              file=sys.stderr)
+        Path(cfg.store_path).unlink()
+
+    def stats(values):
+        return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
+                "max": round(max(values), 3)}
+
+    result = {
+        "corpus": str(args.corpus), "n_sentences": len(words), "n_words": n_words, "dtype": args.dtype,
+        "batch_size": args.batch_size, "threads": torch.get_num_threads(), "reps": args.reps,
+        "bare_forward_s": stats(bare), "ours_s": stats(ours), "load_s": stats(loads),
+        "ratio_ours_over_bare": round(statistics.median(ours) / statistics.median(bare), 3),
+        "ours_words_per_s": round(n_words / statistics.median(ours), 1),
+        "bare_words_per_s": round(n_words / statistics.median(bare), 1),
+    }
+    print(f"{len(words)} sentences, {n_words} words, {args.dtype}, batch {args.batch_size}, "
+          f"{torch.get_num_threads()} threads: bare {result['bare_forward_s']['median']} s, ours "
+          f"{result['ours_s']['median']} s (ratio {result['ratio_ours_over_bare']}), "
+          f"{result['ours_words_per_s']} words/s", file=sys.stderr)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

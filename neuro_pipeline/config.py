@@ -132,6 +132,10 @@ class CorpusConfig:
 class ExtractionConfig:
     aggregation: str = "last"
     long_sentences: str = "window"
+    #: How activations are stored: float32, or float16 / bfloat16 (half the disk and the
+    #: read volume; float16 keeps 11 significant bits and refuses values above 65504,
+    #: bfloat16 keeps float32's range with 8 bits).
+    storage_dtype: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -427,6 +431,7 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
     _choice(cfg.extraction.aggregation, AGGREGATIONS, src, "extraction.aggregation")
     _choice(cfg.extraction.long_sentences, LONG_SENTENCE_MODES, src, "extraction.long_sentences")
     _choice(cfg.model.dtype, DTYPES, src, "model.dtype")
+    _choice(cfg.extraction.storage_dtype, ("float32", "float16", "bfloat16"), src, "extraction.storage_dtype")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(cfg.name)):
         raise ConfigError(f"{src}: name must be letters, digits, '_', '.' or '-', got {cfg.name!r}.")
     if int(cfg.model.batch_size) < 1:

@@ -89,6 +89,10 @@ CREATE TABLE IF NOT EXISTS activation_sentences (
 CREATE TABLE IF NOT EXISTS activations (
     activation_set VARCHAR NOT NULL, sentence_hash VARCHAR NOT NULL, position INTEGER NOT NULL,
     layer SMALLINT NOT NULL, act FLOAT[] NOT NULL);
+CREATE TABLE IF NOT EXISTS activations16 (
+    activation_set VARCHAR NOT NULL, sentence_hash VARCHAR NOT NULL, position INTEGER NOT NULL,
+    layer SMALLINT NOT NULL, act USMALLINT[] NOT NULL);
+ALTER TABLE activation_sets ADD COLUMN IF NOT EXISTS storage_dtype VARCHAR DEFAULT 'float32';
 CREATE TABLE IF NOT EXISTS rankings (
     analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, model_version VARCHAR NOT NULL,
     task VARCHAR NOT NULL, method VARCHAR NOT NULL, params_hash VARCHAR NOT NULL,
@@ -219,10 +223,63 @@ class ActivationSet:
     long_sentences: str
     n_layers: int
     hidden_size: int
+    #: How the values are stored: float32 in ``activations``; float16 or bfloat16 as their
+    #: 16-bit patterns in ``activations16`` (half the disk and read volume).
+    storage_dtype: str = "float32"
 
     @property
     def n_neurons(self) -> int:
         return self.n_layers * self.hidden_size
+
+    @property
+    def table(self) -> str:
+        """The table holding this set's rows."""
+        return "activations" if self.storage_dtype == "float32" else "activations16"
+
+    @property
+    def nonfinite_sql(self) -> str:
+        """A DuckDB lambda body true for a stored value ``x`` that is NaN or infinite."""
+        return {"float32": "isnan(x) OR isinf(x)", "float16": "(x & 31744) = 31744",
+                "bfloat16": "(x & 32640) = 32640"}[self.storage_dtype]
+
+
+#: Storage dtypes of activations (``extraction.storage_dtype``).
+STORAGE_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def encode_activations(values: np.ndarray, storage_dtype: str) -> np.ndarray:
+    """float32 values as stored: unchanged, or the uint16 bit patterns of float16 or
+    bfloat16 (round to nearest even). Raises ValueError when a finite value overflows float16."""
+    values = np.asarray(values, dtype=np.float32)
+    if storage_dtype == "float32":
+        return values
+    if storage_dtype == "float16":
+        with np.errstate(over="ignore"):
+            half = values.astype(np.float16)
+        overflow = np.isinf(half) & np.isfinite(values)
+        if overflow.any():
+            raise ValueError(f"{int(overflow.sum())} activation values exceed float16's range (largest "
+                             f"|value| {float(np.abs(values[overflow]).max()):.4g} > 65504); use "
+                             "extraction.storage_dtype: bfloat16 or float32.")
+        return half.view(np.uint16)
+    if storage_dtype == "bfloat16":
+        bits = values.view(np.uint32).astype(np.uint64)
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+        nan = np.isnan(values)
+        out = rounded.astype(np.uint16)
+        out[nan] = (bits[nan] >> 16).astype(np.uint16) | 0x0040  # stays a NaN
+        return out
+    raise ValueError(f"Unknown storage dtype {storage_dtype!r}; choose one of {list(STORAGE_DTYPES)}.")
+
+
+def decode_activations(stored: np.ndarray, storage_dtype: str) -> np.ndarray:
+    """Inverse of :func:`encode_activations`: float32 values."""
+    if storage_dtype == "float32":
+        return np.asarray(stored, dtype=np.float32)
+    bits = np.asarray(stored, dtype=np.uint16)
+    if storage_dtype == "float16":
+        return bits.view(np.float16).astype(np.float32)
+    return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
 class Store:
@@ -350,9 +407,9 @@ class Store:
             con.execute("DELETE FROM activation_sets WHERE activation_set = ?", [aset.activation_set])
             con.execute(
                 "INSERT INTO activation_sets (activation_set, model_version, model_dir, aggregation, dtype, "
-                "long_sentences, n_layers, hidden_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "long_sentences, n_layers, hidden_size, storage_dtype) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [aset.activation_set, aset.model_version, aset.model_dir, aset.aggregation, aset.dtype,
-                 aset.long_sentences, aset.n_layers, aset.hidden_size],
+                 aset.long_sentences, aset.n_layers, aset.hidden_size, aset.storage_dtype],
             )
 
     def register_model_version(self, analysis: str, aset: ActivationSet, label: str) -> None:
@@ -373,7 +430,8 @@ class Store:
         with self.connect() as con:
             row = con.execute(
                 "SELECT activation_set, model_version, model_dir, aggregation, dtype, long_sentences, "
-                "n_layers, hidden_size FROM activation_sets WHERE activation_set = ?", [activation_set]
+                "n_layers, hidden_size, coalesce(storage_dtype, 'float32') FROM activation_sets "
+                "WHERE activation_set = ?", [activation_set]
             ).fetchone()
         if row is None:
             raise StoreError(f"{self.path}: unknown activation set '{activation_set}'; "
@@ -420,6 +478,7 @@ class Store:
         rejected = [(h, n) for h, n in rejected if h not in done]
         if not todo and not rejected:
             return
+        aset = self.activation_set(activation_set)
         index = pl.DataFrame({
             "activation_set": activation_set,
             "sentence_hash": [h for h, a, _ in todo for _ in range(a.shape[0])],
@@ -439,14 +498,15 @@ class Store:
                 stacked = np.concatenate([a for _, a, _ in todo], axis=0)  # (n_rows, L, H)
                 if not np.issubdtype(stacked.dtype, np.floating):
                     raise TypeError(f"activations must be floating point, got {stacked.dtype}.")
-                stacked = stacked.astype(np.float32, copy=False)
+                stacked = encode_activations(stacked, aset.storage_dtype)
+                element = pl.Float32 if aset.storage_dtype == "float32" else pl.UInt16
                 for layer in range(stacked.shape[1]):
                     frame = index.with_columns(
                         pl.lit(layer, pl.Int16).alias("layer"),
                         pl.Series("act", np.ascontiguousarray(stacked[:, layer]),
-                                  dtype=pl.Array(pl.Float32, stacked.shape[2])).cast(pl.List(pl.Float32)),
+                                  dtype=pl.Array(element, stacked.shape[2])).cast(pl.List(element)),
                     )
-                    con.execute("INSERT INTO activations SELECT * FROM frame")
+                    con.execute(f"INSERT INTO {aset.table} SELECT * FROM frame")
             con.execute("INSERT INTO activation_sentences SELECT * FROM status")
 
     def read_activation_matrix(
@@ -489,8 +549,9 @@ class Store:
         with self.connect() as con:
             con.execute("CREATE TEMP TABLE wanted AS SELECT * FROM wanted")
             for j, layer in enumerate(layers):
+                element = "FLOAT" if aset.storage_dtype == "float32" else "USMALLINT"
                 got = con.sql(
-                    f"SELECT w.idx, a.act::FLOAT[{hsz}] AS act FROM wanted w JOIN activations a "
+                    f"SELECT w.idx, a.act::{element}[{hsz}] AS act FROM wanted w JOIN {aset.table} a "
                     "ON a.sentence_hash = w.sentence_hash AND a.position = w.position "
                     "WHERE a.activation_set = ? AND a.layer = ? ORDER BY w.idx",
                     params=[activation_set, layer]).pl()
@@ -502,7 +563,7 @@ class Store:
                         f"{self.path}: activation set '{activation_set}' lacks {n - got.height} of {n} "
                         f"requested words in layer {layer} (e.g. sentence {example.get('sentence_hash')} "
                         f"position {example.get('position')}); re-materialize token_activations.")
-                out[:, j * hsz:(j + 1) * hsz] = got["act"].to_numpy()
+                out[:, j * hsz:(j + 1) * hsz] = decode_activations(got["act"].to_numpy(), aset.storage_dtype)
         return out
 
     # ------------------------------------------------- rankings and metrics

@@ -123,3 +123,38 @@ def test_column_names_are_checked_before_any_sql_is_built(store):
     with pytest.raises(ValueError, match="is not a valid column name"):
         store.replace_rows("metrics", pl.DataFrame({"value": [1.0]}), {"analysis = 'x' OR 1=1 --": "a"})
     assert "metrics" in store.query("SHOW TABLES")["name"].to_list()
+
+
+@pytest.mark.parametrize("storage, rtol", [("float16", 2 ** -11), ("bfloat16", 2 ** -8)])
+def test_16_bit_storage_round_trips_within_its_precision(tmp_path, storage, rtol):
+    from neuro_pipeline.store import decode_activations, encode_activations
+
+    store = Store(tmp_path / "s.duckdb")
+    store.register_activation_set(ActivationSet("h", "mv", "/m", "last", "float32", "window", 3, 4, storage))
+    rng = np.random.default_rng(0)
+    a = rng.normal(scale=3.0, size=(5, 3, 4)).astype(np.float32)
+    store.write_activations("h", [("s1", a, False)])
+    keys = pl.DataFrame({"sentence_hash": ["s1"] * 5, "position": list(range(5))})
+    got = store.read_activation_matrix("h", keys)
+    np.testing.assert_allclose(got, a.reshape(5, -1), rtol=rtol, atol=0)
+    assert not np.array_equal(got, a.reshape(5, -1))  # really stored in 16 bits
+    assert store.query("SELECT count(*) AS n FROM activations")["n"][0] == 0
+    assert store.query("SELECT count(*) AS n FROM activations16")["n"][0] == 15
+    # NaN and Inf survive and the SQL test for them sees them.
+    special = np.array([np.nan, np.inf, -np.inf, 1.0], dtype=np.float32)
+    back = decode_activations(encode_activations(special, storage), storage)
+    assert np.isnan(back[0]) and back[1] == np.inf and back[2] == -np.inf and back[3] == 1.0
+    aset = store.activation_set("h")
+    assert aset.storage_dtype == storage
+    bits = [int(b) for b in encode_activations(special, storage)]
+    n_bad = store.query(f"SELECT len(list_filter(?::USMALLINT[], lambda x: {aset.nonfinite_sql})) AS n", [bits])
+    assert n_bad["n"][0] == 3
+
+
+def test_float16_overflow_is_refused_not_stored_as_inf():
+    from neuro_pipeline.store import encode_activations
+
+    with pytest.raises(ValueError, match=r"1 activation values exceed float16's range \(largest \|value\| 7e\+04 > 65504\); "
+                                         "use extraction.storage_dtype: bfloat16"):
+        encode_activations(np.array([1.0, 70000.0], dtype=np.float32), "float16")
+    assert encode_activations(np.array([1.0, 70000.0], dtype=np.float32), "bfloat16").dtype == np.uint16

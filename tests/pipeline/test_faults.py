@@ -245,3 +245,21 @@ def test_labels_outside_the_declared_set(analysis_dir):
     failed = [r for r in report.results if not r["success"]]
     assert [(r["expectation"], r["column"], r["unexpected_examples"]) for r in failed] == [
         ("expect_column_values_to_be_in_set", "train_label", ["VRB"])]
+
+
+def test_bfloat16_storage_is_a_set_of_its_own_and_passes_its_checks(analysis_dir):
+    config = analysis_dir / "pipeline.yaml"
+    half = analysis_dir / "half.yaml"
+    half.write_text(config.read_text(encoding="utf-8").replace(
+        "corpus:", "extraction:\n  storage_dtype: bfloat16\ncorpus:"), encoding="utf-8")
+    full_cfg, half_cfg = load_config(config), load_config(half)
+    store = Store(full_cfg.store_path)
+    npl.materialize_corpus(full_cfg, store)
+    for cfg in (full_cfg, half_cfg):
+        npl.materialize_activations(cfg, store)
+        assert npl.check_activations(cfg, store).success
+    a, b = npl.current_activation_set(full_cfg, store), npl.current_activation_set(half_cfg, store)
+    assert a.activation_set != b.activation_set and (a.storage_dtype, b.storage_dtype) == ("float32", "bfloat16")
+    xa = npl.load_split(full_cfg, store, a, "train").X
+    xb = npl.load_split(half_cfg, store, b, "train").X
+    np.testing.assert_allclose(xb, xa, rtol=2 ** -8, atol=0)

@@ -329,17 +329,18 @@ def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Prog
             progress(n, len(words))
 
     windowed_before = 0
-    for index, array in ([] if model is None else extract_activations(
-            model, words, aggregation=cfg.extraction.aggregation, batch_size=cfg.model.batch_size,
-            long_sentences=cfg.extraction.long_sentences, stats=stats, progress=on_batch, pairs=seconds,
-            batch_tokens=cfg.model.batch_tokens)):
-        windowed = stats.n_windowed_sentences > windowed_before
-        windowed_before = stats.n_windowed_sentences
-        buffer.append((hashes[index], array, windowed))
-        buffered_words += array.shape[0]
-        if buffered_words >= flush_words:
-            store.write_activations(aset.activation_set, buffer)
-            buffer, buffered_words = [], 0
+    with _BackgroundWriter(store, aset.activation_set) as writer:
+        for index, array in ([] if model is None else extract_activations(
+                model, words, aggregation=cfg.extraction.aggregation, batch_size=cfg.model.batch_size,
+                long_sentences=cfg.extraction.long_sentences, stats=stats, progress=on_batch, pairs=seconds,
+                batch_tokens=cfg.model.batch_tokens)):
+            windowed = stats.n_windowed_sentences > windowed_before
+            windowed_before = stats.n_windowed_sentences
+            buffer.append((hashes[index], array, windowed))
+            buffered_words += array.shape[0]
+            if buffered_words >= flush_words:
+                writer.put(buffer)
+                buffer, buffered_words = [], 0
     if progress is not None and words:
         progress(len(words), len(words))
     rejected = [(hashes[i], len(words[i])) for i in stats.rejected_sentence_indices]
@@ -419,6 +420,49 @@ class Split:
     keys: pl.DataFrame
     n_skipped_rejected: int
     words: np.ndarray
+
+
+class _BackgroundWriter:
+    """Writes buffers of extracted sentences to the store in a second thread while the model
+    computes the next batches (DuckDB and torch both release the GIL). At most one buffer
+    waits while another is written, so memory stays bounded; a write error is raised in the
+    extracting thread at the next :meth:`put` or when the ``with`` block ends. Leaving the
+    block waits until every buffer is committed."""
+
+    def __init__(self, store: Store, activation_set: str) -> None:
+        import queue
+        import threading
+
+        self._store, self._set = store, activation_set
+        self._queue: queue.Queue = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="activation-writer", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            buffer = self._queue.get()
+            if buffer is None:
+                return
+            if self._error is None:
+                try:
+                    self._store.write_activations(self._set, buffer)
+                except BaseException as exc:  # re-raised in the extracting thread
+                    self._error = exc
+
+    def put(self, buffer: list) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(buffer)
+
+    def __enter__(self) -> _BackgroundWriter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None and exc_info[0] is None:
+            raise self._error
 
 
 def use_threads(cfg: PipelineConfig) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import polars as pl
+import pytest
 
 from assets.definitions import build_definitions
 from neuro_pipeline import pipeline as npl
@@ -263,3 +264,15 @@ def test_bfloat16_storage_is_a_set_of_its_own_and_passes_its_checks(analysis_dir
     xa = npl.load_split(full_cfg, store, a, "train").X
     xb = npl.load_split(half_cfg, store, b, "train").X
     np.testing.assert_allclose(xb, xa, rtol=2 ** -8, atol=0)
+
+
+def test_a_failed_background_write_stops_the_extraction_with_its_error(tmp_path):
+    from neuro_pipeline.store import StoreError
+
+    store = Store(tmp_path / "s.duckdb")
+    buffer = [("h1", np.zeros((2, 3, 4), np.float32), False)]
+    with pytest.raises(StoreError, match="unknown activation set 'nope'"):
+        with npl._BackgroundWriter(store, "nope") as writer:
+            writer.put(buffer)
+            writer.put(buffer)  # the first failure is raised here or when the block ends
+    assert store.query("SELECT count(*) AS n FROM activation_sentences")["n"][0] == 0

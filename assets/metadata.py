@@ -58,6 +58,7 @@ def activation_metadata(s) -> dict:
         "extraction_seconds": s.seconds,
         "model_load_seconds": s.load_seconds,
         "import_seconds": s.import_seconds,
+        "write_wait_seconds": s.write_wait_seconds,
         "words_per_second": s.words_per_second if s.words_per_second is not None else 0.0,
         **({"model_label": s.model_label} if s.model_label else {}),
     }

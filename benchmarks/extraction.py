@@ -35,6 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--corpus", type=Path, required=True, help="a CoNLL-U file (all its sentences are extracted)")
     ap.add_argument("--model", default="embedded", help="model directory (default: the embedded MiniLM)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--storage-dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--aggregation", default="last")
     ap.add_argument("--reps", type=int, default=3)
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
         raw = {"name": "bench", "store": str(tmp / f"s{rep}.duckdb"), "reports": str(tmp / "r"),
                "model": {"dtype": args.dtype, "batch_size": args.batch_size,
                          **({"path": model_dir} if model_dir else {})},
-               "extraction": {"aggregation": args.aggregation},
+               "extraction": {"aggregation": args.aggregation, "storage_dtype": args.storage_dtype},
                "corpus": {"format": "conllu", "train": str(corpus_file), "test_fraction": 0.0}}
         return config_from_dict(raw, source="bench", base_dir=str(tmp))
 
@@ -108,7 +109,7 @@ def main(argv=None) -> int:
         return 2
 
     bare_forward(model, batches[:2])  # warm-up (allocator, kernels)
-    bare, ours, loads = [], [], []
+    bare, ours, loads, waits = [], [], [], []
     for rep in range(args.reps):
         bare.append(bare_forward(model, batches))
         cfg = config(rep + 1)
@@ -117,7 +118,9 @@ def main(argv=None) -> int:
         summary = materialize_activations(cfg, store)
         ours.append(summary.seconds - summary.load_seconds)
         loads.append(summary.load_seconds)
-        print(f"rep {rep + 1}: bare {bare[-1]:.2f} s, ours {ours[-1]:.2f} s (+ load {loads[-1]:.2f} s)",
+        waits.append(summary.write_wait_seconds)
+        print(f"rep {rep + 1}: bare {bare[-1]:.2f} s, ours {ours[-1]:.2f} s (+ load {loads[-1]:.2f} s; "
+              f"{waits[-1]:.2f} s of it waiting for the store)",
               file=sys.stderr)
         Path(cfg.store_path).unlink()
 
@@ -127,8 +130,9 @@ def main(argv=None) -> int:
 
     result = {
         "corpus": str(args.corpus), "n_sentences": len(words), "n_words": n_words, "dtype": args.dtype,
+        "storage_dtype": args.storage_dtype,
         "batch_size": args.batch_size, "threads": torch.get_num_threads(), "reps": args.reps,
-        "bare_forward_s": stats(bare), "ours_s": stats(ours), "load_s": stats(loads),
+        "bare_forward_s": stats(bare), "ours_s": stats(ours), "load_s": stats(loads), "write_wait_s": stats(waits),
         "ratio_ours_over_bare": round(statistics.median(ours) / statistics.median(bare), 3),
         "ours_words_per_s": round(n_words / statistics.median(ours), 1),
         "bare_words_per_s": round(n_words / statistics.median(bare), 1),

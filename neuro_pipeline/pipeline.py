@@ -261,6 +261,9 @@ class ActivationSummary:
     load_seconds: float = 0.0
     import_seconds: float = 0.0
     model_label: str = ""
+    #: Of ``seconds``, the time extraction waited for the store (writes that did not
+    #: overlap with the model's work, the last one included).
+    write_wait_seconds: float = 0.0
 
 
 def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Progress | None = None,
@@ -344,7 +347,9 @@ def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Prog
     if progress is not None and words:
         progress(len(words), len(words))
     rejected = [(hashes[i], len(words[i])) for i in stats.rejected_sentence_indices]
+    before_last = time.perf_counter()
     store.write_activations(aset.activation_set, buffer, rejected)
+    write_wait = writer.wait_seconds + time.perf_counter() - before_last
     seconds = time.perf_counter() - start
     extract_seconds = seconds - load_seconds
     status = store.extracted_sentences(aset.activation_set)
@@ -358,6 +363,7 @@ def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Prog
         n_rejected=int((in_corpus["status"] == "rejected").sum()),
         n_words_without_subwords=stats.n_words_without_subwords,
         seconds=round(seconds, 3), load_seconds=round(load_seconds, 3), import_seconds=round(import_seconds, 3),
+        write_wait_seconds=round(write_wait, 3),
         model_label=cfg.model_label,
         words_per_second=(round(stats.n_words / extract_seconds, 1)
                           if stats.n_words and extract_seconds > 0 else None),
@@ -436,6 +442,8 @@ class _BackgroundWriter:
         self._store, self._set = store, activation_set
         self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
+        #: Seconds the extracting thread waited for a write to finish (the store kept up if ~0).
+        self.wait_seconds = 0.0
         self._thread = threading.Thread(target=self._run, name="activation-writer", daemon=True)
 
     def _run(self) -> None:
@@ -452,15 +460,19 @@ class _BackgroundWriter:
     def put(self, buffer: list) -> None:
         if self._error is not None:
             raise self._error
+        start = time.perf_counter()
         self._queue.put(buffer)
+        self.wait_seconds += time.perf_counter() - start
 
     def __enter__(self) -> _BackgroundWriter:
         self._thread.start()
         return self
 
     def __exit__(self, *exc_info) -> None:
+        start = time.perf_counter()
         self._queue.put(None)
         self._thread.join()
+        self.wait_seconds += time.perf_counter() - start
         if self._error is not None and exc_info[0] is None:
             raise self._error
 

@@ -136,6 +136,12 @@ class ExtractionConfig:
     #: read volume; float16 keeps 11 significant bits and refuses values above 65504,
     #: bfloat16 keeps float32's range with 8 bits).
     storage_dtype: str = "float32"
+    #: Where activations go: "duckdb" (rows in the DuckDB file) or "parquet" (one Parquet
+    #: file per write under parquet_dir, read by DuckDB; about 3x cheaper to write, and a
+    #: folder other machines can share).
+    storage: str = "duckdb"
+    #: Folder of the Parquet files (default: "activations" next to the store file).
+    parquet_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -294,6 +300,15 @@ class PipelineConfig:
         return next((c for c in self.concepts if c.name == self.task), None)
 
     @property
+    def parquet_dir(self) -> Path | None:
+        """The folder of Parquet activation files (None when activations are in DuckDB)."""
+        if self.extraction.storage != "parquet":
+            return None
+        if self.extraction.parquet_dir is not None:
+            return self.path(self.extraction.parquet_dir)
+        return self.store_path.parent / "activations"
+
+    @property
     def declared_labels(self) -> tuple[str, ...] | None:
         """The label set the corpus's own labels must come from (None: not declared)."""
         if self.corpus.labels is not None:
@@ -432,6 +447,10 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
     _choice(cfg.extraction.long_sentences, LONG_SENTENCE_MODES, src, "extraction.long_sentences")
     _choice(cfg.model.dtype, DTYPES, src, "model.dtype")
     _choice(cfg.extraction.storage_dtype, ("float32", "float16", "bfloat16"), src, "extraction.storage_dtype")
+    _choice(cfg.extraction.storage, ("duckdb", "parquet"), src, "extraction.storage")
+    if cfg.extraction.parquet_dir is not None and cfg.extraction.storage != "parquet":
+        raise ConfigError(f"{src}: extraction.parquet_dir is set but extraction.storage is "
+                          f"{cfg.extraction.storage!r}; set extraction.storage: parquet to use it.")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(cfg.name)):
         raise ConfigError(f"{src}: name must be letters, digits, '_', '.' or '-', got {cfg.name!r}.")
     if int(cfg.model.batch_size) < 1:

@@ -85,6 +85,8 @@ def activation_set_id(cfg: PipelineConfig, model_ver: str) -> str:
     key = f"{model_ver}|{cfg.extraction.aggregation}|{cfg.model.dtype}|{cfg.extraction.long_sentences}"
     if cfg.extraction.storage_dtype != "float32":
         key += f"|storage={cfg.extraction.storage_dtype}"  # float32 sets keep the ids they always had
+    if cfg.extraction.storage != "duckdb":
+        key += f"|{cfg.extraction.storage}"
     if cfg.model.component is not None:
         key += f"|{cfg.model.component}"  # T5's encoder and decoder states are different sets
     return hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -316,7 +318,8 @@ def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Prog
             activation_set=set_id, model_version=model.version,
             model_dir=str(cfg.model_dir), aggregation=cfg.extraction.aggregation, dtype=cfg.model.dtype,
             long_sentences=cfg.extraction.long_sentences, n_layers=model.n_layers, hidden_size=model.hidden_size,
-            storage_dtype=cfg.extraction.storage_dtype)
+            storage_dtype=cfg.extraction.storage_dtype,
+            parquet_dir=None if cfg.parquet_dir is None else str(cfg.parquet_dir))
         store.register_activation_set(aset)
     store.register_model_version(cfg.name, aset, cfg.model_label or short_version(version))
     load_seconds = time.perf_counter() - start
@@ -384,16 +387,17 @@ def activation_layer_summary(cfg: PipelineConfig, store: Store) -> tuple[pl.Data
     activation set.
     """
     aset = current_activation_set(cfg, store)
+    relation, relation_params = store.activation_relation(aset)
     summary = store.query(
         """
         WITH keys AS (SELECT DISTINCT sentence_hash, position FROM tokens WHERE corpus_id = $cid),
-        rows AS (SELECT a.layer, a.act FROM {aset.table} a JOIN keys k
+        rows AS (SELECT a.layer, a.act FROM {relation} a JOIN keys k
                  ON a.sentence_hash = k.sentence_hash AND a.position = k.position
                  WHERE a.activation_set = $aset)
         SELECT layer, count(*) AS n_rows, min(len(act)) AS width_min, max(len(act)) AS width_max,
                sum(len(list_filter(act, lambda x: {aset.nonfinite_sql}))) AS n_nonfinite
         FROM rows GROUP BY layer ORDER BY layer
-        """.format(aset=aset), {"cid": cfg.name, "aset": aset.activation_set})
+        """.format(aset=aset, relation=relation), {"cid": cfg.name, "aset": aset.activation_set, **relation_params})
     expected = store.query(
         """
         WITH keys AS (SELECT DISTINCT sentence_hash, position FROM tokens WHERE corpus_id = $cid)
@@ -1540,16 +1544,17 @@ def check_activations(cfg: PipelineConfig, store: Store):
                                "observed_value": summary.height})
     params = {"cid": cfg.name, "aset": aset.activation_set}
     if int(summary["n_nonfinite"].sum() or 0):
+        relation, relation_params = store.activation_relation(aset)
         where = store.query(
             """
-            WITH bad AS (SELECT sentence_hash, layer, count(*) AS n_words FROM {aset.table}
+            WITH bad AS (SELECT sentence_hash, layer, count(*) AS n_words FROM {relation} a
                          WHERE activation_set = $aset AND len(list_filter(act, lambda x: {aset.nonfinite_sql})) > 0
                          GROUP BY sentence_hash, layer),
             where_from AS (SELECT sentence_hash, min(sentence_id) AS sentence_id, any_value(source) AS source,
                                   min(line) AS line FROM tokens WHERE corpus_id = $cid GROUP BY sentence_hash)
             SELECT w.sentence_id, w.source, w.line, list(b.layer ORDER BY b.layer) AS layers
             FROM bad b JOIN where_from w USING (sentence_hash) GROUP BY ALL ORDER BY w.sentence_id
-            """.format(aset=aset), params)
+            """.format(aset=aset, relation=relation), {**params, **relation_params})
         report.results.append({
             "expectation": "sentences_with_nan_or_inf", "column": "act", "success": False,
             "unexpected_count": where.height,

@@ -93,6 +93,9 @@ CREATE TABLE IF NOT EXISTS activations16 (
     activation_set VARCHAR NOT NULL, sentence_hash VARCHAR NOT NULL, position INTEGER NOT NULL,
     layer SMALLINT NOT NULL, act USMALLINT[] NOT NULL);
 ALTER TABLE activation_sets ADD COLUMN IF NOT EXISTS storage_dtype VARCHAR DEFAULT 'float32';
+ALTER TABLE activation_sets ADD COLUMN IF NOT EXISTS parquet_dir VARCHAR;
+CREATE TABLE IF NOT EXISTS activation_files (
+    activation_set VARCHAR NOT NULL, file VARCHAR NOT NULL, n_rows BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS rankings (
     analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, model_version VARCHAR NOT NULL,
     task VARCHAR NOT NULL, method VARCHAR NOT NULL, params_hash VARCHAR NOT NULL,
@@ -226,6 +229,9 @@ class ActivationSet:
     #: How the values are stored: float32 in ``activations``; float16 or bfloat16 as their
     #: 16-bit patterns in ``activations16`` (half the disk and read volume).
     storage_dtype: str = "float32"
+    #: Where the rows are: None = in the DuckDB file; a folder = Parquet files under
+    #: ``<parquet_dir>/<activation_set>/``, listed in ``activation_files`` once committed.
+    parquet_dir: str | None = None
 
     @property
     def n_neurons(self) -> int:
@@ -407,9 +413,10 @@ class Store:
             con.execute("DELETE FROM activation_sets WHERE activation_set = ?", [aset.activation_set])
             con.execute(
                 "INSERT INTO activation_sets (activation_set, model_version, model_dir, aggregation, dtype, "
-                "long_sentences, n_layers, hidden_size, storage_dtype) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "long_sentences, n_layers, hidden_size, storage_dtype, parquet_dir) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [aset.activation_set, aset.model_version, aset.model_dir, aset.aggregation, aset.dtype,
-                 aset.long_sentences, aset.n_layers, aset.hidden_size, aset.storage_dtype],
+                 aset.long_sentences, aset.n_layers, aset.hidden_size, aset.storage_dtype, aset.parquet_dir],
             )
 
     def register_model_version(self, analysis: str, aset: ActivationSet, label: str) -> None:
@@ -430,7 +437,7 @@ class Store:
         with self.connect() as con:
             row = con.execute(
                 "SELECT activation_set, model_version, model_dir, aggregation, dtype, long_sentences, "
-                "n_layers, hidden_size, coalesce(storage_dtype, 'float32') FROM activation_sets "
+                "n_layers, hidden_size, coalesce(storage_dtype, 'float32'), parquet_dir FROM activation_sets "
                 "WHERE activation_set = ?", [activation_set]
             ).fetchone()
         if row is None:
@@ -493,12 +500,17 @@ class Store:
             "windowed": [bool(w) for _, _, w in todo] + [False] * len(rejected),
         }, schema={"activation_set": pl.Utf8, "sentence_hash": pl.Utf8, "n_words": pl.Int32,
                    "status": pl.Utf8, "windowed": pl.Boolean})
+        stacked = None
+        if todo:
+            stacked = np.concatenate([a for _, a, _ in todo], axis=0)  # (n_rows, L, H)
+            if not np.issubdtype(stacked.dtype, np.floating):
+                raise TypeError(f"activations must be floating point, got {stacked.dtype}.")
+            stacked = encode_activations(stacked, aset.storage_dtype)
+        if aset.parquet_dir is not None:
+            self._write_parquet(aset, index, stacked, status)
+            return
         with self.transaction() as con:
-            if todo:
-                stacked = np.concatenate([a for _, a, _ in todo], axis=0)  # (n_rows, L, H)
-                if not np.issubdtype(stacked.dtype, np.floating):
-                    raise TypeError(f"activations must be floating point, got {stacked.dtype}.")
-                stacked = encode_activations(stacked, aset.storage_dtype)
+            if stacked is not None:
                 element = pl.Float32 if aset.storage_dtype == "float32" else pl.UInt16
                 for layer in range(stacked.shape[1]):
                     frame = index.with_columns(
@@ -508,6 +520,84 @@ class Store:
                     )
                     con.execute(f"INSERT INTO {aset.table} SELECT * FROM frame")
             con.execute("INSERT INTO activation_sentences SELECT * FROM status")
+
+    def _write_parquet(self, aset: ActivationSet, index: pl.DataFrame, stacked: np.ndarray | None,
+                       status: pl.DataFrame) -> None:
+        """One Parquet file for the buffer (rows ordered by layer, so a layer's reads skip the
+        other row groups), renamed into place, then listed in ``activation_files`` in the
+        transaction that marks its sentences done. A crash before that commit leaves an
+        unlisted file, which is never read (and is removed by :meth:`remove_unlisted_files`)."""
+        import uuid
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        files = []
+        if stacked is not None:
+            folder = Path(aset.parquet_dir) / aset.activation_set
+            folder.mkdir(parents=True, exist_ok=True)
+            n, n_layers, width = stacked.shape
+            element = pa.float32() if aset.storage_dtype == "float32" else pa.uint16()
+            values = np.ascontiguousarray(stacked.transpose(1, 0, 2)).reshape(-1)
+            table = pa.table({
+                "sentence_hash": pa.array(np.tile(index["sentence_hash"].to_numpy(), n_layers).astype(object),
+                                          pa.string()),
+                "position": pa.array(np.tile(index["position"].to_numpy(), n_layers), pa.int32()),
+                "layer": pa.array(np.repeat(np.arange(n_layers, dtype=np.int16), n), pa.int16()),
+                "act": pa.FixedSizeListArray.from_arrays(pa.array(values, element), width).cast(pa.list_(element)),
+            })
+            name = f"part-{uuid.uuid4().hex}.parquet"
+            tmp = folder / f".{name}.tmp"
+            pq.write_table(table, tmp, compression="lz4", row_group_size=max(1, n))
+            tmp.replace(folder / name)
+            files.append((aset.activation_set, str(folder / name), table.num_rows))
+        listed = pl.DataFrame(files, schema={"activation_set": pl.Utf8, "file": pl.Utf8, "n_rows": pl.Int64},
+                              orient="row")
+        try:
+            with self.transaction() as con:
+                if listed.height:
+                    con.execute("INSERT INTO activation_files SELECT * FROM listed")
+                con.execute("INSERT INTO activation_sentences SELECT * FROM status")
+        except BaseException:
+            for _, file, _ in files:
+                Path(file).unlink(missing_ok=True)
+            raise
+
+    def activation_files(self, activation_set: str) -> list[str]:
+        """The committed Parquet files of a set (empty for a set stored in DuckDB)."""
+        with self.connect() as con:
+            return [r[0] for r in con.execute("SELECT file FROM activation_files WHERE activation_set = ? "
+                                              "ORDER BY file", [activation_set]).fetchall()]
+
+    def activation_relation(self, aset: ActivationSet) -> tuple[str, dict[str, object]]:
+        """SQL for the set's activation rows (columns activation_set-less: sentence_hash,
+        position, layer, act, plus activation_set for DuckDB tables) and its parameters:
+        the DuckDB table, or ``read_parquet`` over the committed files."""
+        if aset.parquet_dir is None:
+            return aset.table, {}
+        files = self.activation_files(aset.activation_set)
+        element = "FLOAT" if aset.storage_dtype == "float32" else "USMALLINT"
+        if not files:
+            return (f"(SELECT NULL::VARCHAR AS activation_set, NULL::VARCHAR AS sentence_hash, NULL::INTEGER AS "
+                    f"position, NULL::SMALLINT AS layer, NULL::{element}[] AS act WHERE false)"), {}
+        return (f"(SELECT $set_id AS activation_set, sentence_hash, position, layer, act "
+                f"FROM read_parquet($files))"), {"files": files, "set_id": aset.activation_set}
+
+    def remove_unlisted_files(self, aset: ActivationSet, *, older_than_seconds: float = 3600) -> int:
+        """Delete Parquet files of the set that no commit lists (left by a crash) and that are
+        older than ``older_than_seconds`` (a younger one may belong to a run about to commit
+        it); their count. Unlisted files are never read, so this only frees disk."""
+        if aset.parquet_dir is None:
+            return 0
+        folder = Path(aset.parquet_dir) / aset.activation_set
+        listed = set(self.activation_files(aset.activation_set))
+        removed = 0
+        now = time.time()
+        for path in list(folder.glob("part-*.parquet")) + list(folder.glob(".part-*.tmp")):
+            if str(path) not in listed and now - path.stat().st_mtime >= older_than_seconds:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     def read_activation_matrix(
         self,
@@ -546,15 +636,16 @@ class Store:
             pl.int_range(0, n, dtype=pl.Int64).alias("idx"),
             pl.col("sentence_hash").cast(pl.Utf8), pl.col("position").cast(pl.Int32))
         out = np.empty((n, len(layers) * hsz), dtype=np.float32)
+        relation, params = self.activation_relation(aset)
         with self.connect() as con:
             con.execute("CREATE TEMP TABLE wanted AS SELECT * FROM wanted")
             for j, layer in enumerate(layers):
                 element = "FLOAT" if aset.storage_dtype == "float32" else "USMALLINT"
                 got = con.sql(
-                    f"SELECT w.idx, a.act::{element}[{hsz}] AS act FROM wanted w JOIN {aset.table} a "
+                    f"SELECT w.idx, a.act::{element}[{hsz}] AS act FROM wanted w JOIN {relation} a "
                     "ON a.sentence_hash = w.sentence_hash AND a.position = w.position "
-                    "WHERE a.activation_set = ? AND a.layer = ? ORDER BY w.idx",
-                    params=[activation_set, layer]).pl()
+                    "WHERE a.activation_set = $aset AND a.layer = $layer ORDER BY w.idx",
+                    params={**params, "aset": activation_set, "layer": layer}).pl()
                 if got.height != n:
                     have = set(got["idx"].to_list())
                     missing = wanted.filter(~pl.col("idx").is_in(list(have)))

@@ -158,3 +158,37 @@ def test_float16_overflow_is_refused_not_stored_as_inf():
                                          "use extraction.storage_dtype: bfloat16"):
         encode_activations(np.array([1.0, 70000.0], dtype=np.float32), "float16")
     assert encode_activations(np.array([1.0, 70000.0], dtype=np.float32), "bfloat16").dtype == np.uint16
+
+
+@pytest.mark.parametrize("storage_dtype", ["float32", "bfloat16"])
+def test_parquet_storage_round_trips_and_lists_only_committed_files(tmp_path, storage_dtype):
+    import os
+
+    store = Store(tmp_path / "s.duckdb")
+    parquet = tmp_path / "acts"
+    aset = ActivationSet("p", "mv", "/m", "last", "float32", "window", 3, 4, storage_dtype, str(parquet))
+    store.register_activation_set(aset)
+    assert store.activation_set("p") == aset
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(2, 3, 4)).astype(np.float32), rng.normal(size=(3, 3, 4)).astype(np.float32)
+    store.write_activations("p", [("s1", a, False)])
+    store.write_activations("p", [("s2", b, True), ("s1", a, False)], rejected=[("s3", 9)])
+    files = store.activation_files("p")
+    assert len(files) == 2 and all(f.startswith(str(parquet / "p")) for f in files)
+    keys = pl.DataFrame({"sentence_hash": ["s2", "s1", "s2"], "position": [2, 0, 0]})
+    got = store.read_activation_matrix("p", keys, layers=[2, 0])
+    expected = np.stack([np.concatenate([b[2, 2], b[2, 0]]), np.concatenate([a[0, 2], a[0, 0]]),
+                         np.concatenate([b[0, 2], b[0, 0]])])
+    tol = 0 if storage_dtype == "float32" else 2 ** -8
+    np.testing.assert_allclose(got, expected, rtol=tol, atol=0)
+    assert store.query("SELECT count(*) AS n FROM activations")["n"][0] == 0
+    assert set(store.extracted_sentences("p")["status"]) == {"ok", "rejected"}
+    # A file no commit lists (a crash between the rename and the commit) is never read.
+    stray = parquet / "p" / "part-stray.parquet"
+    stray.write_bytes(open(files[0], "rb").read())
+    assert store.read_activation_matrix("p", keys).shape == (3, 12)
+    assert store.remove_unlisted_files(store.activation_set("p")) == 0  # too young to be an orphan
+    os.utime(stray, (0, 0))
+    assert store.remove_unlisted_files(store.activation_set("p")) == 1 and not stray.exists()
+    with pytest.raises(StoreError, match="lacks 1 of 1 requested words"):
+        store.read_activation_matrix("p", pl.DataFrame({"sentence_hash": ["s9"], "position": [0]}))

@@ -71,8 +71,12 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-def test_sigkill_during_extraction_resumes_and_equals_an_uninterrupted_run(analysis_dir):
+@pytest.mark.parametrize("storage", ["duckdb", "parquet"])
+def test_sigkill_during_extraction_resumes_and_equals_an_uninterrupted_run(analysis_dir, storage):
     config = analysis_dir / "pipeline.yaml"
+    if storage == "parquet":
+        config.write_text(config.read_text(encoding="utf-8").replace("corpus:", "extraction: {storage: parquet}\ncorpus:"),
+                          encoding="utf-8")
     cfg = load_config(config)
     store = Store(cfg.store_path)
     npl.materialize_corpus(cfg, store)
@@ -95,7 +99,9 @@ def test_sigkill_during_extraction_resumes_and_equals_an_uninterrupted_run(analy
     done_before = store.extracted_sentences(aset.activation_set).height
     assert 0 < done_before < n_sentences, "the kill must land between the first and the last write"
     # Nothing half-written: every sentence marked done has all its rows in every layer.
-    rows = store.query("SELECT count(*) AS n FROM activations WHERE activation_set = ?", [aset.activation_set])["n"][0]
+    relation, params = store.activation_relation(aset)
+    rows = store.query(f"SELECT count(*) AS n FROM {relation} WHERE activation_set = $aset",
+                       {**params, "aset": aset.activation_set})["n"][0]
     words = store.query("SELECT sum(n_words) AS n FROM activation_sentences WHERE activation_set = ?",
                         [aset.activation_set])["n"][0]
     assert rows == words * aset.n_layers
@@ -248,22 +254,43 @@ def test_labels_outside_the_declared_set(analysis_dir):
         ("expect_column_values_to_be_in_set", "train_label", ["VRB"])]
 
 
-def test_bfloat16_storage_is_a_set_of_its_own_and_passes_its_checks(analysis_dir):
+@pytest.mark.parametrize("setting, storage_dtype, parquet, rtol", [
+    ("storage_dtype: bfloat16", "bfloat16", False, 2 ** -8),
+    ("storage: parquet", "float32", True, 0),
+    ("{storage: parquet, storage_dtype: float16}", "float16", True, 2 ** -11),
+])
+def test_other_storage_is_a_set_of_its_own_and_passes_its_checks(analysis_dir, setting, storage_dtype, parquet, rtol):
     config = analysis_dir / "pipeline.yaml"
-    half = analysis_dir / "half.yaml"
-    half.write_text(config.read_text(encoding="utf-8").replace(
-        "corpus:", "extraction:\n  storage_dtype: bfloat16\ncorpus:"), encoding="utf-8")
-    full_cfg, half_cfg = load_config(config), load_config(half)
+    other = analysis_dir / "other.yaml"
+    text = (f"extraction: {setting}\ncorpus:" if setting.startswith("{") else f"extraction:\n  {setting}\ncorpus:")
+    other.write_text(config.read_text(encoding="utf-8").replace("corpus:", text), encoding="utf-8")
+    full_cfg, other_cfg = load_config(config), load_config(other)
     store = Store(full_cfg.store_path)
     npl.materialize_corpus(full_cfg, store)
-    for cfg in (full_cfg, half_cfg):
+    for cfg in (full_cfg, other_cfg):
         npl.materialize_activations(cfg, store)
         assert npl.check_activations(cfg, store).success
-    a, b = npl.current_activation_set(full_cfg, store), npl.current_activation_set(half_cfg, store)
-    assert a.activation_set != b.activation_set and (a.storage_dtype, b.storage_dtype) == ("float32", "bfloat16")
+    a, b = npl.current_activation_set(full_cfg, store), npl.current_activation_set(other_cfg, store)
+    assert a.activation_set != b.activation_set and (a.storage_dtype, b.storage_dtype) == ("float32", storage_dtype)
+    assert (b.parquet_dir == str(analysis_dir / "store" / "activations")) == parquet
+    if parquet:
+        assert store.activation_files(b.activation_set)
     xa = npl.load_split(full_cfg, store, a, "train").X
-    xb = npl.load_split(half_cfg, store, b, "train").X
-    np.testing.assert_allclose(xb, xa, rtol=2 ** -8, atol=0)
+    xb = npl.load_split(other_cfg, store, b, "train").X
+    np.testing.assert_allclose(xb, xa, rtol=rtol, atol=0)
+    # The NaN check reads the same rows: a NaN in one stored value is found.
+    if parquet and storage_dtype == "float32":
+        import pyarrow.parquet as pq
+
+        file = store.activation_files(b.activation_set)[0]
+        table = pq.read_table(file).to_pydict()
+        table["act"][0][0] = float("nan")
+        import pyarrow as pa
+
+        pq.write_table(pa.table(table, schema=pq.read_schema(file)), file)
+        report = npl.check_activations(other_cfg, store)
+        assert not report.success
+        assert {r["expectation"]: r for r in report.results}["sentences_with_nan_or_inf"]["unexpected_count"] == 1
 
 
 def test_a_failed_background_write_stops_the_extraction_with_its_error(tmp_path):

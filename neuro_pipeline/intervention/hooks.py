@@ -20,16 +20,17 @@ For the hidden-state neurons that extraction and ranking number globally as
 from __future__ import annotations
 
 import contextlib
-import difflib
 import math
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Real
 from typing import Any
 
 import numpy as np
 import torch
+
+from neuro_pipeline.extraction.hooks import resolve_module
 
 __all__ = [
     "INTERVENTION_MODES",
@@ -189,31 +190,6 @@ def scale_units(units: Sequence[int] | np.ndarray, factor: float) -> UnitEdit:
     return UnitEdit(_check_units(units, "scale_units"), "scale", factor=float(factor))
 
 
-def resolve_module(model: torch.nn.Module, name: str) -> torch.nn.Module:
-    """The submodule of ``model`` called ``name`` (a dotted path from ``named_modules``).
-
-    Raises
-    ------
-    ValueError
-        If there is no such module; the message lists the closest valid names.
-
-    Examples
-    --------
-    >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU())
-    >>> resolve_module(net, "1")
-    ReLU()
-    """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"A module name must be a non-empty str such as 'encoder.layer.0'; got {name!r}.")
-    modules = dict(model.named_modules())
-    if name in modules:
-        return modules[name]
-    names = [n for n in modules if n]
-    close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
-    hint = f" Close names: {close}." if close else f" It has {len(names)} modules, e.g. {names[:5]}."
-    raise ValueError(f"{type(model).__name__} has no module named {name!r}.{hint}")
-
-
 @contextlib.contextmanager
 def intervene(model: torch.nn.Module, edits: Mapping[str, UnitEdit]) -> Iterator[None]:
     """Apply ``edits`` to the outputs of named modules of ``model`` while the block runs.
@@ -327,7 +303,7 @@ def layer_sites(loaded) -> list[str]:
     encoding = loaded.tokenizer([_PROBE_WORDS], is_split_into_words=True).encodings[0]
     ids = np.array([encoding.ids], dtype=np.int64)
     type_ids = np.array([encoding.type_ids], dtype=np.int64)
-    outputs: dict[str, list[torch.Tensor]] = {}
+    outputs: dict[str, list[torch.Tensor | None]] = {}
     names = [name for name, _ in model.named_modules() if name]
     handles = []
     try:
@@ -339,7 +315,7 @@ def layer_sites(loaded) -> list[str]:
     finally:
         for handle in handles:
             handle.remove()
-    once = [name for name in names if len(outputs.get(name, [])) == 1]
+    once = [name for name in names if len(outputs.get(name, [])) == 1 and outputs[name][0] is not None]
     sites = []
     for layer, state in enumerate(hidden):
         matches = [name for name in once
@@ -354,13 +330,11 @@ def layer_sites(loaded) -> list[str]:
     return sites
 
 
-def _recorder(outputs: dict[str, list[torch.Tensor]], name: str):
+def _recorder(outputs: dict[str, list[torch.Tensor | None]], name: str):
     def hook(module, args, output):
         first = output[0] if isinstance(output, (tuple, list)) and output else output
-        if isinstance(first, torch.Tensor):
-            outputs.setdefault(name, []).append(first)
-        else:  # a ModelOutput or None: not editable, but record that it ran
-            outputs.setdefault(name, []).extend([torch.empty(0), torch.empty(0)])
+        # None marks an output UnitEdit cannot edit (a ModelOutput, say).
+        outputs.setdefault(name, []).append(first if isinstance(first, torch.Tensor) else None)
 
     return hook
 
@@ -417,11 +391,14 @@ def neuron_edits(
     if mode == "mean":
         if means is None:
             raise ValueError("mode='mean' needs means: the value of every neuron, e.g. X.mean(axis=0).")
-        means = np.asarray(means, dtype=np.float64).reshape(-1) if np.ndim(means) == 2 else np.asarray(means)
+        shape = np.shape(means)
+        means = np.asarray(means, dtype=np.float64)
+        if shape == (loaded.n_layers, loaded.hidden_size):
+            means = means.reshape(-1)
         if means.shape != (n_neurons,):
             raise ValueError(
                 f"means must have one value per neuron, shape ({n_neurons},) or "
-                f"({loaded.n_layers}, {loaded.hidden_size}); got shape {np.shape(means)}."
+                f"({loaded.n_layers}, {loaded.hidden_size}); got shape {shape}."
             )
     sites = layer_sites(loaded)
     layers, units = np.divmod(neurons, loaded.hidden_size)
@@ -457,6 +434,3 @@ def ablate_neurons(
     """
     return intervene(loaded.model, neuron_edits(loaded, neurons, mode=mode, means=means, factor=factor))
 
-
-def _is_int(value) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)

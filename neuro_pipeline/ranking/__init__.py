@@ -81,6 +81,7 @@ def ranking_table(ranker: NeuronRanker) -> pl.DataFrame:
 
 
 # Method modules register themselves on import.
+from neuro_pipeline.ranking.attribution import AttributionRanker  # noqa: E402
 from neuro_pipeline.ranking.gaussian import GaussianProbeRanker  # noqa: E402
 from neuro_pipeline.ranking.iou import IoURanker  # noqa: E402
 from neuro_pipeline.ranking.linear_probe import LinearProbeRanker  # noqa: E402

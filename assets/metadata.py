@@ -142,6 +142,19 @@ def ablation_metadata(s) -> dict:
                                    for (m, k, mode, fill, sel), v in agg.items()])}
 
 
+def interventions_metadata(s) -> dict:
+    rows = [r for r in s.rows if r["group"] == "concept" and r["metric"] == "accuracy"
+            and r["top_k"] == min(x["top_k"] for x in s.rows)] if s.rows else []
+    md = {"classes": ", ".join(s.classes), "methods": ", ".join(s.methods), "seconds": s.seconds,
+          "mlm_head": dg.MetadataValue.json(s.head)}
+    if rows:
+        md["accuracy_drop"] = _md_table(
+            ["class", "method", "baseline", "top-k ablated", "random-k ablated (95% interval)"],
+            [[r["label"], r["method"], f"{r['baseline']:.3f}", f"{r['top']:.3f}",
+              f"{r['random_mean']:.3f} [{r['random_low']:.3f}, {r['random_high']:.3f}]"] for r in rows])
+    return md
+
+
 def class_neurons_metadata(s) -> dict:
     return {"method": s.method, "seconds": s.seconds,
             "minimal_neurons": _md_table(["label", "neurons", "F1 reached", "target", "full F1"],

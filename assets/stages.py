@@ -19,6 +19,7 @@ from .metadata import (
     class_neurons_metadata,
     corpus_metadata,
     drift_metadata,
+    interventions_metadata,
     per_task,
     ranking_metadata,
     redundancy_metadata,
@@ -57,13 +58,20 @@ class Stages:
     class_neurons: dg.AssetsDefinition
     evaluation_report: dg.AssetsDefinition
     model_drift: dg.AssetsDefinition
+    #: Only when ``interventions.enabled``.
+    model_interventions: dg.AssetsDefinition | None = None
+
+    @property
+    def derived(self) -> list[dg.AssetsDefinition]:
+        """The evaluation assets between the rankings and the report."""
+        return [self.method_agreement, self.probe_selectivity, self.probe_ablation, self.class_neurons,
+                *([self.model_interventions] if self.model_interventions is not None else [])]
 
     @property
     def per_model(self) -> list[dg.AssetsDefinition]:
         """Every asset computed per model version (partitioned with a registry)."""
-        return [self.token_activations, *self.rankings, self.neuron_redundancy, self.method_agreement,
-                self.probe_selectivity, self.probe_ablation, self.class_neurons, self.evaluation_report,
-                self.model_drift]
+        return [self.token_activations, *self.rankings, self.neuron_redundancy, *self.derived,
+                self.evaluation_report, self.model_drift]
 
     @property
     def all(self) -> list[dg.AssetsDefinition]:
@@ -71,8 +79,9 @@ class Stages:
 
 
 def build_stages(methods, model_checkpoint: dg.SourceAsset,
-                 partitions_def: dg.PartitionsDefinition | None) -> Stages:
-    """The per-model-version assets for the configured ranking ``methods``."""
+                 partitions_def: dg.PartitionsDefinition | None, *, interventions: bool = False) -> Stages:
+    """The per-model-version assets for the configured ranking ``methods`` (and the
+    intervention asset when ``interventions``)."""
     common = dict(group_name=GROUP, pool=POOL, partitions_def=partitions_def, automation_condition=AUTOMATION)
 
     @dg.asset(code_version="2", deps=[annotated_corpus, model_checkpoint, analysis_settings],
@@ -140,8 +149,19 @@ def build_stages(methods, model_checkpoint: dg.SourceAsset,
         summaries = np_pipeline.each_task(cfg, np_pipeline.materialize_class_neurons, pipeline.store(cfg))
         return dg.MaterializeResult(metadata=per_task(summaries, class_neurons_metadata))
 
+    model_interventions = None
+    if interventions:
+        @dg.asset(code_version="1", deps=[*rankings, analysis_settings], kinds={"pytorch", "duckdb"}, **common)
+        def model_interventions(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+            """Do the top neurons matter to the model? Each method's top neurons of a class ablated inside the live model, its masked-word accuracy and log-likelihood on the class's words and on others, against layer-matched random neurons: table `interventions`."""
+            cfg = pipeline.load(context)
+            summaries = np_pipeline.each_task(cfg, np_pipeline.materialize_interventions, pipeline.store(cfg),
+                                              progress=_progress_logger(context, "interventions", "class x method"))
+            return dg.MaterializeResult(metadata=per_task(summaries, interventions_metadata))
+
     @dg.asset(code_version="5",
               deps=[*rankings, method_agreement, neuron_redundancy, probe_selectivity, probe_ablation, class_neurons,
+                    *([model_interventions] if model_interventions is not None else []),
                     analysis_settings], kinds={"duckdb", "html"}, **common)
     def evaluation_report(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
         """Probe accuracy with all neurons and with each method's top, random and bottom neurons, per class, and the HTML report: table `metrics`."""
@@ -160,7 +180,7 @@ def build_stages(methods, model_checkpoint: dg.SourceAsset,
     return Stages(token_activations=token_activations, neuron_redundancy=neuron_redundancy, rankings=rankings,
                   method_agreement=method_agreement, probe_selectivity=probe_selectivity,
                   probe_ablation=probe_ablation, class_neurons=class_neurons, evaluation_report=evaluation_report,
-                  model_drift=model_drift)
+                  model_drift=model_drift, model_interventions=model_interventions)
 
 
 def _progress_logger(context: dg.AssetExecutionContext, what: str, unit: str):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -36,6 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--model", default="embedded", help="model directory (default: the embedded MiniLM)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--storage-dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    ap.add_argument("--storage", default="duckdb", choices=["duckdb", "parquet"])
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--aggregation", default="last")
     ap.add_argument("--reps", type=int, default=3)
@@ -84,7 +86,8 @@ def main(argv=None) -> int:
         raw = {"name": "bench", "store": str(tmp / f"s{rep}.duckdb"), "reports": str(tmp / "r"),
                "model": {"dtype": args.dtype, "batch_size": args.batch_size,
                          **({"path": model_dir} if model_dir else {})},
-               "extraction": {"aggregation": args.aggregation, "storage_dtype": args.storage_dtype},
+               "extraction": {"aggregation": args.aggregation, "storage_dtype": args.storage_dtype,
+                              "storage": args.storage},
                "corpus": {"format": "conllu", "train": str(corpus_file), "test_fraction": 0.0}}
         return config_from_dict(raw, source="bench", base_dir=str(tmp))
 
@@ -123,6 +126,7 @@ def main(argv=None) -> int:
               f"{waits[-1]:.2f} s of it waiting for the store)",
               file=sys.stderr)
         Path(cfg.store_path).unlink()
+        shutil.rmtree(Path(cfg.store_path).parent / "activations", ignore_errors=True)
 
     def stats(values):
         return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
@@ -130,7 +134,7 @@ def main(argv=None) -> int:
 
     result = {
         "corpus": str(args.corpus), "n_sentences": len(words), "n_words": n_words, "dtype": args.dtype,
-        "storage_dtype": args.storage_dtype,
+        "storage_dtype": args.storage_dtype, "storage": args.storage,
         "batch_size": args.batch_size, "threads": torch.get_num_threads(), "reps": args.reps,
         "bare_forward_s": stats(bare), "ours_s": stats(ours), "load_s": stats(loads), "write_wait_s": stats(waits),
         "ratio_ours_over_bare": round(statistics.median(ours) / statistics.median(bare), 3),

@@ -190,6 +190,31 @@ class RankingConfig:
 
 
 @dataclass(frozen=True)
+class InterventionConfig:
+    """Do the top neurons matter to the model? Ablate each method's top ``k`` neurons of a
+    class inside the live model and measure its own masked-word predictions (asset
+    ``model_interventions``). Off by default: it trains a masked-LM head when the checkpoint
+    has none and runs (1 + n_random) forward passes per class and method."""
+
+    enabled: bool = False
+    #: Classes to test; empty = the 5 most frequent training labels of the task.
+    classes: tuple[str, ...] = ()
+    #: Rankings to test; empty = every configured ranking.
+    methods: tuple[str, ...] = ()
+    k: int = 50
+    n_random: int = 10
+    mode: str = "mean"
+    #: Evaluation sentences (from the evaluation split, at most ``max_words`` words each).
+    eval_sentences: int = 150
+    max_words: int = 40
+    #: Training sentences of the masked-LM head (when the checkpoint has none).
+    head_sentences: int = 2000
+    #: Accuracy counts a masked word correct when its rank is at most each of these.
+    top_k: tuple[int, ...] = (1, 10)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class EvaluationConfig:
     fractions: tuple[float, ...] = (0.01, 0.05, 0.10, 0.20)
     n_random: int = 3
@@ -265,6 +290,7 @@ class PipelineConfig:
     ranking: RankingConfig = field(default_factory=RankingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
+    interventions: InterventionConfig = field(default_factory=InterventionConfig)
     #: Binary concepts defined by rules (word list, regex, function), each a task of its own.
     concepts: tuple[ConceptSpec, ...] = ()
     #: Optional undersampling of majority classes in the training split (None: off).
@@ -404,6 +430,7 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "<dict>", base_dir: s
     sections = {
         "model": ModelConfig, "corpus": CorpusConfig, "extraction": ExtractionConfig,
         "ranking": RankingConfig, "evaluation": EvaluationConfig, "monitoring": MonitoringConfig,
+        "interventions": InterventionConfig,
     }
     top = {f.name for f in dataclasses.fields(PipelineConfig)} - {"base_dir", "source", "model_label", "task_name"}
     _reject_unknown(raw, top, source, where="")
@@ -429,7 +456,7 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "<dict>", base_dir: s
                 continue
             cls = sections[key]
             _reject_unknown(value, {f.name for f in dataclasses.fields(cls)}, source, where=f"{key}.")
-            if key in ("evaluation", "monitoring"):
+            if key in ("evaluation", "monitoring", "interventions"):
                 value = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
             if key == "corpus" and isinstance(value.get("labels"), list):
                 value = {**value, "labels": tuple(value["labels"])}
@@ -543,6 +570,7 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
         raise ConfigError(f"{src}: model.path is not a directory: {cfg.model.path} (resolved to {cfg.model_dir}).")
     _check_ranking(cfg)
     _check_monitoring(cfg)
+    _check_interventions(cfg)
     _check_concepts(cfg)
     _choice(cfg.corpus.tokenizer, TEXT_TOKENIZERS, src, "corpus.tokenizer")
     if cfg.model.component is not None:
@@ -604,6 +632,28 @@ def _check_concepts(cfg: PipelineConfig) -> None:
             raise ConfigError(f"{src}: balance.target must be 'minority' or an integer >= 1, got {b.target!r}.")
         if isinstance(b.seed, bool) or not isinstance(b.seed, int):
             raise ConfigError(f"{src}: balance.seed must be an integer, got {b.seed!r}.")
+
+
+def _check_interventions(cfg: PipelineConfig) -> None:
+    src, ic = cfg.source, cfg.interventions
+    if not isinstance(ic.enabled, bool):
+        raise ConfigError(f"{src}: interventions.enabled must be true or false, got {ic.enabled!r}.")
+    for key, low in (("k", 1), ("n_random", 2), ("eval_sentences", 1), ("max_words", 1), ("head_sentences", 10)):
+        value = getattr(ic, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{src}: interventions.{key} must be an integer >= {low}, got {value!r}.")
+    if ic.mode not in ("mean", "zero"):
+        raise ConfigError(f"{src}: interventions.mode must be one of ['mean', 'zero'], got {ic.mode!r}.")
+    if not ic.top_k or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ic.top_k):
+        raise ConfigError(f"{src}: interventions.top_k must be a non-empty list of integers >= 1, got {list(ic.top_k)}.")
+    if any(not isinstance(c, str) or not c for c in ic.classes):
+        raise ConfigError(f"{src}: interventions.classes must be a list of label names, got {list(ic.classes)}.")
+    names = [m.name for m in cfg.ranking.methods]
+    for name in ic.methods:
+        if name not in names:
+            hint = _close(str(name), set(names))
+            raise ConfigError(f"{src}: interventions.methods names an unknown ranking {name!r}"
+                              + (f" (did you mean {hint!r}?)" if hint else "") + f"; the rankings are {names}.")
 
 
 def _check_monitoring(cfg: PipelineConfig) -> None:

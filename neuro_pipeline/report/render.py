@@ -133,6 +133,39 @@ def minimal_rows(summary: Any) -> list[list[str]]:
 _MINIMAL_HEADER = ["label", "fewest neurons", "F1 reached", "target F1", "full-probe F1"]
 
 
+def intervention_rows(summary: Any, metric: str) -> list[list[str]]:
+    """Masked-word scores of the model itself with each method's top-k neurons of a class
+    ablated, against random neurons of the same per-layer counts (mean [95% interval])."""
+    rows = [r for r in summary.extra.get("interventions", []) if r["metric"] == metric]
+    if rows:  # accuracy@k for the smallest k; the log-likelihood does not depend on k
+        smallest = min(r["top_k"] for r in rows)
+        rows = [r for r in rows if r["top_k"] == smallest]
+    scale, digits = (100.0, 1) if metric == "accuracy" else (1.0, 2)
+
+    def f(x: float | None) -> str:
+        return "–" if x is None else f"{scale * x:.{digits}f}"
+
+    return [[r["label"], r["method"], r["group"], str(r["n_words"]), str(r["n_neurons"]), f(r["baseline"]), f(r["top"]),
+             f"{f(r['random_mean'])} [{f(r['random_low'])}, {f(r['random_high'])}]",
+             _num(r["random_share_below_top"], 2)]
+            for r in sorted(rows, key=lambda r: (r["label"], r["method"], r["group"]))]
+
+
+def _intervention_header(summary: Any, metric: str) -> list[str]:
+    rows = summary.extra.get("interventions", [])
+    what = (f"accuracy@{min(r['top_k'] for r in rows)} (%)" if metric == "accuracy" and rows
+            else "log-likelihood (nats)")
+    return ["class", "method", "words", "n", "neurons", f"baseline {what}", "top-k ablated",
+            "random-k ablated [95%]", "random ≤ top"]
+
+
+_INTERVENTION_TEXT = (
+    "The model's own masked-word predictions (masked-LM head: {head}) on words of the class and on other words, "
+    "with each method's top neurons of the class set to their {mode} inside the live model, against random "
+    "neurons with the same count per layer ({n_random} draws; interval over draws). A probe shows that neurons "
+    "encode a class; this shows whether the model uses them (Antverg & Belinkov 2022).")
+
+
 def report_markdown(summary: Any) -> str:
     """The report as Markdown (also used as Dagster metadata)."""
     x = summary.extra
@@ -173,6 +206,10 @@ def report_markdown(summary: Any) -> str:
         parts += ["## Ablation at the probe", "", markdown_table(_ablation_header(summary), ablation_rows(summary)), ""]
     if minimal_rows(summary):
         parts += ["## Fewest neurons per class", "", markdown_table(_MINIMAL_HEADER, minimal_rows(summary)), ""]
+    if intervention_rows(summary, "accuracy"):
+        parts += ["## Interventions in the model", "", _intervention_text(summary), ""]
+        for metric in ("accuracy", "log_likelihood"):
+            parts += [markdown_table(_intervention_header(summary, metric), intervention_rows(summary, metric)), ""]
     header, rows = agreement_rows(summary)
     if rows:
         parts += ["## Agreement between methods (Jaccard overlap of the top-n neurons)", "",
@@ -367,6 +404,14 @@ def insert_drift_section(out_dir: str | Path, html_fragment: str, markdown: str)
         tmp.replace(path)
 
 
+def _intervention_text(summary: Any) -> str:
+    rows = summary.extra.get("interventions", [])
+    head = summary.extra.get("mlm_head", {}) or {}
+    source = head.get("source", "the checkpoint's own")
+    return _INTERVENTION_TEXT.format(head=source, mode="mean" if rows and rows[0].get("mode") == "mean" else "zero",
+                                     n_random=rows[0]["n_random"] if rows else 0)
+
+
 def report_html(summary: Any) -> str:
     """The report as one self-contained HTML page."""
     x = summary.extra
@@ -409,6 +454,10 @@ def report_html(summary: Any) -> str:
     minimal = ("<h2 id='minimal'>Fewest neurons per class</h2><p>The shortest prefix of each class's ranking "
                f"({e(first)}) whose one-vs-rest probe reaches the target share of the full probe's F1.</p>"
                + _html_table(_MINIMAL_HEADER, minimal_rows(summary))) if minimal_rows(summary) else ""
+    interventions = ("<h2 id='interventions'>Interventions in the model</h2><p>" + e(_intervention_text(summary))
+                     + "</p>" + "".join(_html_table(_intervention_header(summary, m), intervention_rows(summary, m))
+                                        for m in ("accuracy", "log_likelihood"))) \
+        if intervention_rows(summary, "accuracy") else ""
     heatmaps = "".join(f"<div class='heatmap'>{h['svg']}</div>" for h in x.get("heatmaps", []))
     heatmaps = ("<h2 id='heatmaps'>Strongest neuron of each class over real sentences</h2><p>Activation of "
                 f"each class's best neuron ({e(first)}) on test sentences that contain the class: blue positive, "
@@ -441,6 +490,7 @@ Full probe: {e(_fitted_text(x['full_probe']))}.</p>
 {layers}
 {distribution}
 {ablation}
+{interventions}
 {agreement}
 {top_words}
 {heatmaps}

@@ -96,6 +96,12 @@ ALTER TABLE activation_sets ADD COLUMN IF NOT EXISTS storage_dtype VARCHAR DEFAU
 ALTER TABLE activation_sets ADD COLUMN IF NOT EXISTS parquet_dir VARCHAR;
 CREATE TABLE IF NOT EXISTS activation_files (
     activation_set VARCHAR NOT NULL, file VARCHAR NOT NULL, n_rows BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS interventions (
+    analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, task VARCHAR NOT NULL, method VARCHAR NOT NULL,
+    label VARCHAR NOT NULL, top_k INTEGER NOT NULL, "group" VARCHAR NOT NULL, metric VARCHAR NOT NULL,
+    n_words BIGINT, n_neurons INTEGER, n_random INTEGER, baseline DOUBLE, top DOUBLE, random_mean DOUBLE,
+    random_low DOUBLE, random_high DOUBLE, top_drop DOUBLE, random_drop DOUBLE, random_share_below_top DOUBLE,
+    ranking VARCHAR, layer_counts VARCHAR, mode VARCHAR);
 CREATE TABLE IF NOT EXISTS rankings (
     analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, model_version VARCHAR NOT NULL,
     task VARCHAR NOT NULL, method VARCHAR NOT NULL, params_hash VARCHAR NOT NULL,
@@ -708,7 +714,7 @@ def check_identifier(name: str) -> str:
 _WRITABLE = {"rankings", "class_rankings", "ranking_runs", "top_words", "agreement", "redundancy_layers",
              "redundancy_neurons", "metrics", "selectivity", "layer_probes", "ablation", "layer_distribution",
              "minimal_neurons", "class_metrics", "confusion", "reports", "class_selectivity", "drift_runs",
-             "drift_rankings", "drift_classes", "drift_metrics", "drift_alerts", "drift_layers"}
+             "drift_rankings", "drift_classes", "drift_metrics", "drift_alerts", "drift_layers", "interventions"}
 
 
 def to_json(obj: object) -> str:

@@ -160,3 +160,33 @@ def test_sentence_pairs_are_fed_as_context_for_the_first_segment(tmp_path, tiny_
     (tmp_path / "bad.yaml").write_text("corpus: {format: conllu, train: pairs.txt, pairs: true}\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="corpus.pairs is for corpus.format='text'"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_interventions_ablate_top_neurons_inside_the_model(analysis_dir):
+    """interventions.enabled: a masked-LM head is trained on the tiny BERT (it has none) and
+    kept next to the store; each method's top neurons of each class are ablated inside the
+    model, against layer-matched random neurons; table, check and report section."""
+    config = analysis_dir / "pipeline.yaml"
+    config.write_text(config.read_text(encoding="utf-8").replace("evaluation:", (
+        "ranking: {methods: [probeless, mean_select]}\n"
+        "interventions: {enabled: true, classes: [NOUN, DET], k: 8, n_random: 3, eval_sentences: 8, "
+        "head_sentences: 20, top_k: [1, 5]}\n"
+        "evaluation:")), encoding="utf-8")
+    cfg = load_config(config)
+    result = _run(str(config))
+    assert result.success
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["model_interventions_quality"] is True
+    store = Store(cfg.store_path)
+    table = store.query('SELECT method, label, top_k, "group", metric, n_neurons, n_random, baseline, top, '
+                        "random_mean, random_low, random_high, layer_counts FROM interventions")
+    assert set(table["method"]) == {"probeless", "mean_select"} and set(table["label"]) == {"NOUN", "DET"}
+    assert set(table["top_k"]) == {1, 5} and set(table["group"]) == {"concept", "outside"}
+    assert set(table["n_neurons"]) == {8} and set(table["n_random"]) == {3}
+    acc = table.filter(pl.col("metric") == "accuracy")
+    assert ((acc["random_low"] <= acc["random_mean"]) & (acc["random_mean"] <= acc["random_high"])).all()
+    assert all(sum(map(int, c.split(","))) == 8 for c in table["layer_counts"])
+    heads = list((cfg.store_path.parent / "mlm_heads").glob("*/mlm_head.json"))
+    assert len(heads) == 1 and (heads[0].parent / "mlm_head.safetensors").is_file()
+    page = open(store.query("SELECT html_path FROM reports")["html_path"][0], encoding="utf-8").read()
+    assert "Interventions in the model" in page and "trained here on the frozen encoder" in page

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -65,12 +66,12 @@ def write_corpus(path: Path, repeats: float) -> tuple[int, int]:
     return n_total, n_words
 
 
-def run_size(workdir: Path, repeats: float, threads: int, cgroup: Path | None) -> dict:
+def run_size(workdir: Path, repeats: float, threads: int, cgroup: Path | None, storage: str = "duckdb") -> dict:
     folder = workdir / f"x{repeats:g}"
     folder.mkdir(parents=True, exist_ok=True)
     n_sentences, n_words = write_corpus(folder / "corpus.conllu", repeats)
     (folder / "p.yaml").write_text(
-        "name: scale\nstore: s.duckdb\nreports: r\nmodel: {batch_size: 64}\n"
+        f"name: scale\nstore: s.duckdb\nreports: r\nmodel: {{batch_size: 64}}\nextraction: {{storage: {storage}}}\n"
         "corpus: {format: conllu, train: corpus.conllu, test_fraction: 0.0}\n", encoding="utf-8")
     command = [sys.executable, "-c", _CHILD, str(folder / "p.yaml"), str(threads)]
     start = time.perf_counter()
@@ -87,8 +88,11 @@ def run_size(workdir: Path, repeats: float, threads: int, cgroup: Path | None) -
     activation_mb = n_words * 7 * 384 * 4 / 2**20
     store_mb = (folder / "s.duckdb").stat().st_size / 2**20
     (folder / "s.duckdb").unlink()
+    if (folder / "activations").exists():
+        store_mb += sum(f.stat().st_size for f in (folder / "activations").rglob("*.parquet")) / 2**20
+        shutil.rmtree(folder / "activations")
     return {"repeats": repeats, "n_sentences": n_sentences, "n_words": n_words, "activation_mb": round(activation_mb),
-            "store_mb": round(store_mb), "wall_s": round(wall, 2), "stage_s": float(seconds),
+            "store_mb": round(store_mb), "storage": storage, "wall_s": round(wall, 2), "stage_s": float(seconds),
             "load_s": float(load), "write_wait_s": float(wait),
             "words_per_s": round(n_words / (float(seconds) - float(load)), 1),
             "peak_rss_mb": round(usage.ru_maxrss / 1024), "cgroup_limit_mb": None}
@@ -111,7 +115,7 @@ def make_cgroup(limit_mb: int) -> Path:
     return cgroup
 
 
-def plot(results: list[dict], path: Path) -> None:
+def plot(results: list[dict], path: Path, storage: str = "duckdb") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,7 +133,7 @@ def plot(results: list[dict], path: Path) -> None:
     right.set_ylabel("MB")
     right.set_ylim(bottom=0)
     right.legend()
-    fig.suptitle("Extraction of repeated UD EWT dev with MiniLM (2 threads)")
+    fig.suptitle(f"Extraction of repeated UD EWT dev with MiniLM ({storage} storage)")
     fig.tight_layout()
     fig.savefig(path)
 
@@ -138,6 +142,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", default="0.25,0.5,1,2", help="comma-separated multiples of EWT dev")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--storage", default="duckdb", choices=["duckdb", "parquet"])
     ap.add_argument("--cgroup-limit-mb", type=int, default=None,
                     help="run the largest size in a memory cgroup with this limit")
     ap.add_argument("--plot", type=Path, default=None, help="write time and memory against size (SVG/PNG)")
@@ -149,7 +154,7 @@ def main(argv=None) -> int:
     for repeats in sizes:
         cgroup = make_cgroup(args.cgroup_limit_mb) if args.cgroup_limit_mb and repeats == max(sizes) else None
         try:
-            result = run_size(workdir, repeats, args.threads, cgroup)
+            result = run_size(workdir, repeats, args.threads, cgroup, args.storage)
             if cgroup is not None:
                 result["cgroup_limit_mb"] = args.cgroup_limit_mb
                 result["cgroup_max_usage_mb"] = round(int((cgroup / "memory.max_usage_in_bytes").read_text()) / 2**20)
@@ -171,7 +176,7 @@ def main(argv=None) -> int:
               f"{r['peak_rss_mb']:>11} {r.get('time_ratio_vs_smallest', 1):>10} {r.get('size_ratio_vs_smallest', 1):>10}",
               file=sys.stderr)
     if args.plot:
-        plot(results, args.plot)
+        plot(results, args.plot, args.storage)
     print(json.dumps({"threads": args.threads, "results": results}))
     return 0
 

@@ -315,7 +315,8 @@ class Store:
         delay, last_log = 0.02, None
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=read_only)
+                return duckdb.connect(str(self.path), read_only=read_only,
+                                      config={"memory_limit": os.environ.get("NEURO_PIPELINE_DUCKDB_MEMORY", "512MB")})
             except duckdb.IOException as exc:
                 message = str(exc)
                 if "not a valid DuckDB database" in message or "not a DuckDB" in message:

@@ -43,7 +43,10 @@ Concurrency: DuckDB lets one process open a file at a time. A process that finds
 locked by another waits (with a log message naming the other process) and retries, up to
 ``lock_timeout`` seconds (default 600, or ``NEURO_PIPELINE_LOCK_TIMEOUT``); since every
 operation holds the file only for one read or one write transaction, two runs against the
-same file interleave their operations and both finish.
+same file interleave their operations and both finish. DuckDB's own memory is capped at
+512 MB per process (``NEURO_PIPELINE_DUCKDB_MEMORY``): uncapped, its buffer pool grew with
+every write of a long extraction (peak RSS 1.06 → 1.91 GB from 8k to 52k words) and the
+writes slowed down; larger operations spill to disk.
 
 Activations are content-addressed: an *activation set* is one (model version, aggregation,
 dtype, long-sentence mode) combination, and its rows are keyed by the sentence's content

@@ -278,11 +278,14 @@ def encode_activations(values: np.ndarray, storage_dtype: str) -> np.ndarray:
                              "extraction.storage_dtype: bfloat16 or float32.")
         return half.view(np.uint16)
     if storage_dtype == "bfloat16":
-        bits = values.view(np.uint32).astype(np.uint64)
-        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+        # Round to nearest even in uint32: no finite value or infinity overflows (the
+        # largest, 0xFF7FFFFF + 0x8000, stays below 2**32); NaNs are set apart below.
+        bits = np.ascontiguousarray(values).view(np.uint32)
+        rounded = bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
+        out = (rounded >> np.uint32(16)).astype(np.uint16)
         nan = np.isnan(values)
-        out = rounded.astype(np.uint16)
-        out[nan] = (bits[nan] >> 16).astype(np.uint16) | 0x0040  # stays a NaN
+        if nan.any():
+            out[nan] = (bits[nan] >> np.uint32(16)).astype(np.uint16) | np.uint16(0x0040)  # stays a NaN
         return out
     raise ValueError(f"Unknown storage dtype {storage_dtype!r}; choose one of {list(STORAGE_DTYPES)}.")
 

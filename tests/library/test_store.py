@@ -192,3 +192,17 @@ def test_parquet_storage_round_trips_and_lists_only_committed_files(tmp_path, st
     assert store.remove_unlisted_files(store.activation_set("p")) == 1 and not stray.exists()
     with pytest.raises(StoreError, match="lacks 1 of 1 requested words"):
         store.read_activation_matrix("p", pl.DataFrame({"sentence_hash": ["s9"], "position": [0]}))
+
+
+def test_bfloat16_encoding_rounds_like_torch():
+    import torch
+
+    from neuro_pipeline.store import encode_activations
+
+    rng = np.random.default_rng(3)
+    values = np.concatenate([rng.normal(scale=s, size=5000) for s in (1e-3, 1.0, 1e3)]).astype(np.float32)
+    edges = np.array([np.finfo(np.float32).max, -np.finfo(np.float32).max, np.inf, -np.inf, 0.0, -0.0, 1e-45,
+                      1.00390625, 1.01171875], dtype=np.float32)  # ties round to even
+    values = np.concatenate([values, edges])
+    expected = torch.from_numpy(values).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    np.testing.assert_array_equal(encode_activations(values, "bfloat16"), expected)

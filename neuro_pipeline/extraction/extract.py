@@ -282,6 +282,17 @@ def extract_activations(
     if batch_tokens is not None and (isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int)
                                      or batch_tokens < 1):
         raise ValueError(f"batch_tokens must be a positive int or None; got {batch_tokens!r}.")
+    check_sentences(sentences)
+    if pairs is not None:
+        _check_pairs(model, sentences, pairs)
+    return _extract(
+        model, sentences, how, batch_size, long_sentences,
+        stats if stats is not None else ExtractionStats(), progress, pairs, batch_tokens,
+    )
+
+
+def check_sentences(sentences: Sequence[Sequence[str]]) -> None:
+    """TypeError for a sentence given as a string, ValueError for an empty one (by index)."""
     for index, sentence in enumerate(sentences):
         if isinstance(sentence, str):
             raise TypeError(
@@ -290,12 +301,6 @@ def extract_activations(
             )
         if len(sentence) == 0:
             raise ValueError(f"Sentence {index} is empty; every sentence needs at least one word.")
-    if pairs is not None:
-        _check_pairs(model, sentences, pairs)
-    return _extract(
-        model, sentences, how, batch_size, long_sentences,
-        stats if stats is not None else ExtractionStats(), progress, pairs, batch_tokens,
-    )
 
 
 def _check_pairs(

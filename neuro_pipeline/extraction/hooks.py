@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from neuro_pipeline.extraction.aggregate import Aggregation, check_aggregation, select_and_aggregate
+from neuro_pipeline.extraction.extract import check_sentences
 from neuro_pipeline.extraction.model import LoadedModel
 
 __all__ = ["Tokenize", "capture_outputs", "extract_module_activations", "hf_tokenize", "resolve_module"]
@@ -250,14 +251,7 @@ def extract_module_activations(
         raise TypeError(f"model must be a LoadedModel or a torch.nn.Module; got {type(model).__name__}.")
     for name in modules:
         resolve_module(root, name)
-    for index, sentence in enumerate(sentences):
-        if isinstance(sentence, str):
-            raise TypeError(
-                f"Sentence {index} is a str ({sentence[:40]!r}); expected a sequence of words, "
-                "e.g. sentence.split()."
-            )
-        if len(sentence) == 0:
-            raise ValueError(f"Sentence {index} is empty; every sentence needs at least one word.")
+    check_sentences(sentences)
     return _extract(root, runner, sentences, modules, tokenize, how, batch_size)
 
 

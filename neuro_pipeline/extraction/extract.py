@@ -291,16 +291,17 @@ def extract_activations(
     )
 
 
-def check_sentences(sentences: Sequence[Sequence[str]]) -> None:
-    """TypeError for a sentence given as a string, ValueError for an empty one (by index)."""
+def check_sentences(sentences: Sequence[Sequence[str]], what: str = "sentence") -> None:
+    """TypeError for a sentence (or, with ``what="pair"``, a second segment) given as a
+    string, ValueError for an empty one, naming its index."""
     for index, sentence in enumerate(sentences):
         if isinstance(sentence, str):
             raise TypeError(
-                f"Sentence {index} is a str ({sentence[:40]!r}); expected a sequence of words, "
-                "e.g. sentence.split()."
+                f"{what.capitalize()} {index} is a str ({sentence[:40]!r}); expected a sequence of words, "
+                f"e.g. {what}.split()."
             )
         if len(sentence) == 0:
-            raise ValueError(f"Sentence {index} is empty; every sentence needs at least one word.")
+            raise ValueError(f"{what.capitalize()} {index} is empty; every {what} needs at least one word.")
 
 
 def _check_pairs(
@@ -316,14 +317,7 @@ def _check_pairs(
         got = "a str" if isinstance(pairs, str) else f"{len(pairs)}"
         raise ValueError(f"pairs must hold one second segment per sentence: {len(sentences)} "
                          f"sentences but got {got}.")
-    for index, pair in enumerate(pairs):
-        if isinstance(pair, str):
-            raise TypeError(
-                f"Pair {index} is a str ({pair[:40]!r}); expected a sequence of words, "
-                "e.g. pair.split()."
-            )
-        if len(pair) == 0:
-            raise ValueError(f"Pair {index} is empty; every pair needs at least one word.")
+    check_sentences(pairs, what="pair")
 
 
 def _extract(

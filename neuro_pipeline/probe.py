@@ -31,6 +31,9 @@ _PARALLEL_MIN_ELEMENTS = 1 << 22
 
 _SOLVERS = ("fista", "minibatch")
 
+#: Contiguous rows the minibatch solver reads at a time from a file-backed matrix.
+_FILE_BLOCK_ROWS = 16_384
+
 
 class LinearProbe(BaseEstimator):
     """Multinomial logistic regression with an elastic-net penalty, fitted by FISTA.
@@ -477,6 +480,26 @@ class _FistaSolver:
         logger.debug("LinearProbe: %d iterations, objective %.6g, step %.3g", n_iter, objective, 1.0 / L)
         return W.numpy(), b.numpy(), grad.numpy(), n_iter, objective, converged
 
+    def _minibatches(self, rng, batch_size):
+        """One epoch's (rows, X[rows]) mini-batches, every row once. In memory: rows drawn
+        uniformly without replacement. File-backed X (a ``numpy.memmap``): blocks of
+        ``_FILE_BLOCK_ROWS`` contiguous rows in random order, rows shuffled within each
+        block, so that the file is read sequentially (a random read per row made an epoch
+        over 2.8 GB in a 1 GB memory cgroup take minutes)."""
+        if not isinstance(self.X, np.memmap):
+            order = rng.permutation(self.n)
+            for start in range(0, self.n, batch_size):
+                rows = np.sort(order[start : start + batch_size])
+                yield rows, self.X[rows]
+            return
+        size = max(batch_size, _FILE_BLOCK_ROWS)
+        for first in rng.permutation(np.arange(0, self.n, size)):
+            data = np.asarray(self.X[first : first + size])  # one sequential read
+            local = rng.permutation(len(data))
+            for start in range(0, len(data), batch_size):
+                rows = np.sort(local[start : start + batch_size])
+                yield first + rows, data[rows]
+
     def solve_minibatch(self, W0, b0, *, l1, l2, epochs, batch_size, learning_rate, seed):
         """Adam on mini-batches drawn without replacement, each step followed by the L1
         proximal step; returns the weights with the loss gradient and objective of one final
@@ -492,10 +515,7 @@ class _FistaSolver:
         y = self.y_col.reshape(-1)
         step = 0
         for epoch in range(epochs):
-            order = rng.permutation(self.n)
-            for start in range(0, self.n, batch_size):
-                rows = np.sort(order[start : start + batch_size])
-                block = self.X[rows]
+            for rows, block in self._minibatches(rng, batch_size):
                 if block.dtype != np.float32:
                     block = block.astype(np.float32)
                 block = torch.from_numpy(np.ascontiguousarray(block))

@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 from sklearn.exceptions import ConvergenceWarning
 
+from neuro_pipeline.matrix import take_rows
 from neuro_pipeline.probe import LinearProbe
 from neuro_pipeline.ranking import register_ranker
 from neuro_pipeline.ranking._base import NeuronRanker, check_activations
@@ -90,9 +91,12 @@ class LinearProbeRanker(NeuronRanker):
         Minimum chunk size for ``ordering="granular"``.
     standardize : bool, default=True
         Standardise activations inside the probe.
-    solver, max_iter, tol, chunk_size
-        Passed to every :class:`~neuro_pipeline.probe.LinearProbe`. The default FISTA
-        solver fits the weights to a tolerance, which is what a ranking should read.
+    solver, max_iter, tol, max_epochs, batch_size, learning_rate, chunk_size
+        Passed to every :class:`~neuro_pipeline.probe.LinearProbe` (``random_state`` too,
+        as the minibatch solver's seed). The default FISTA solver fits the weights to a
+        tolerance, which is what a ranking should read; ``solver="minibatch"`` with
+        ``penalty="none"`` is NeuroX's own probe (a few epochs of Adam, no penalty), for
+        when the same work as NeuroX is wanted at the lowest cost.
     lambda_grid : sequence of (l1, l2) pairs, default=((1e-2, 1e-3), (3e-3, 3e-4), (1e-3, 1e-4), (3e-4, 3e-5))
         Candidate penalties for ``"auto"``, tried from the strongest (largest ``l1 + l2``).
     validation_fraction : float, default=0.2
@@ -145,6 +149,9 @@ class LinearProbeRanker(NeuronRanker):
         solver: str = "fista",
         max_iter: int = 500,
         tol: float = 1e-4,
+        max_epochs: int = 3,
+        batch_size: int = 256,
+        learning_rate: float = 1e-3,
         chunk_size: int = 4096,
         lambda_grid: tuple[tuple[float, float], ...] = ((1e-2, 1e-3), (3e-3, 3e-4), (1e-3, 1e-4), (3e-4, 3e-5)),
         validation_fraction: float = 0.2,
@@ -161,6 +168,9 @@ class LinearProbeRanker(NeuronRanker):
         self.solver = solver
         self.max_iter = max_iter
         self.tol = tol
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
         self.chunk_size = chunk_size
         self.lambda_grid = lambda_grid
         self.validation_fraction = validation_fraction
@@ -266,6 +276,10 @@ class LinearProbeRanker(NeuronRanker):
             solver=self.solver,
             max_iter=self.max_iter,
             tol=self.tol,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            random_state=self.random_state,
             chunk_size=self.chunk_size,
             warm_start=True,
         )
@@ -275,8 +289,9 @@ class LinearProbeRanker(NeuronRanker):
         ``l2_`` and ``lambda_search_``, and return the chosen probe (warm start for the
         final fit)."""
         held_out = self._held_out_mask(len(y), groups)
-        X_fit, y_fit = X[~held_out], y[~held_out]
-        X_val, y_val = X[held_out], y[held_out]
+        # File-backed (memory-mapped) activations give file-backed parts: memory stays bounded.
+        X_fit, y_fit = take_rows(X, ~held_out), y[~held_out]
+        X_val, y_val = take_rows(X, held_out), y[held_out]
         if len(np.unique(y_fit)) < 2:
             raise ValueError(
                 f"{type(self).__name__}: the training part of the held-out split has fewer than 2 classes; "

@@ -60,6 +60,16 @@ def test_yaml_overrides_and_relative_paths(tmp_path):
     ({"name": "../elsewhere"}, r"name must be letters, digits"),
     ({"corpus": {"pairs": True}}, r"corpus.pairs is for corpus.format='text' \(TAB-separated sentence pairs\); "
                                   r"corpus.format='demo' has no sentence pairs"),
+    ({"stages": {"probe_selectivty": False}},
+     r"unknown setting 'stages.probe_selectivty' \(did you mean 'stages.probe_selectivity'\?\)"),
+    ({"stages": {"probe_ablation": "no"}}, r"stages.probe_ablation must be true or false, got 'no'"),
+    ({"stages": {"neuron_redundancy": False}, "ranking": {"methods": [{"method": "iou", "diversify": True}]}},
+     r"stages.neuron_redundancy is false but ranking 'iou' has diversify: true"),
+    ({"evaluation": {"selection_probe": {"solvr": "minibatch"}}},
+     r"evaluation.selection_probe: unknown setting 'solvr' \(did you mean 'solver'\?\)"),
+    ({"evaluation": {"selection_probe": {"solver": "adam"}}},
+     r"evaluation.selection_probe: The 'solver' parameter of LinearProbe must be one of"),
+    ({"evaluation": {"matrix_memory_mb": -1}}, r"evaluation.matrix_memory_mb must be a number of MB >= 0 or null"),
     ({"corpus": {"format": "text", "train": "t.txt", "train_pairs": "p.txt"}},
      r"corpus.train_pairs is only for corpus.format='parallel'; with corpus.format='text' set corpus.pairs: true"),
 ])
@@ -95,3 +105,24 @@ def test_ranking_methods_names_and_the_single_method_shorthand():
     assert [(m.name, m.method, m.params) for m in single.ranking.methods] == [("iou", "iou", {"threshold": 0.1})]
     default = config_from_dict({})
     assert [m.name for m in default.ranking.methods] == ["linear_probe", "probeless", "iou", "mean_select"]
+
+
+def test_settings_that_do_not_change_results_keep_the_settings_version():
+    """matrix_memory_mb (memory only) never enters the settings hash; selection_probe enters it
+    only once set, so adding these settings did not rerun existing analyses."""
+    from neuro_pipeline.pipeline import settings_version
+
+    base = settings_version(config_from_dict({}))
+    assert settings_version(config_from_dict({"evaluation": {"matrix_memory_mb": 0}})) == base
+    assert settings_version(config_from_dict({"evaluation": {"selection_probe": {}}})) == base
+    assert settings_version(config_from_dict({"stages": {"probe_ablation": False}})) == base
+    assert settings_version(config_from_dict({"evaluation": {"selection_probe": {"solver": "minibatch"}}})) != base
+
+
+def test_shallow_loading_skips_only_the_method_checks():
+    raw = {"ranking": {"methods": ["iou_probe"]}}
+    assert config_from_dict(raw, deep=False).ranking.methods[0].method == "iou_probe"
+    with pytest.raises(ConfigError, match="unknown ranking method 'iou_probe'"):
+        config_from_dict(raw)
+    with pytest.raises(ConfigError, match="unknown setting 'corpus.fromat'"):
+        config_from_dict({"corpus": {"fromat": "conllu"}}, deep=False)

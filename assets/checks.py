@@ -108,5 +108,5 @@ def stage_checks(stages: Stages, method_names: list[str], drift_severity: str) -
     """Every check of the analysis: one great-expectations suite per stage, and the drift check."""
     return [annotated_corpus_quality, activations_check(stages.token_activations),
             *[ranking_check(a, n) for a, n in zip(stages.rankings, method_names)],
-            *[derived_check(a) for a in (stages.neuron_redundancy, *stages.derived)],
+            *[derived_check(a) for a in stages.optional],
             report_check(stages.evaluation_report), drift_check(stages.model_drift, drift_severity)]

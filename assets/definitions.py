@@ -44,7 +44,8 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
     partitions = dg.DynamicPartitionsDefinition(name=MODEL_VERSIONS) if cfg.registry_dir is not None else None
     model_checkpoint = model_source(partitions)
     sources = [model_checkpoint, corpus_files, analysis_settings]
-    stages = build_stages(cfg.ranking.methods, model_checkpoint, partitions, interventions=cfg.interventions.enabled)
+    stages = build_stages(cfg.ranking.methods, model_checkpoint, partitions, interventions=cfg.interventions.enabled,
+                          optional=cfg.stages)
     observe_inputs_job = dg.define_asset_job(
         "observe_inputs_job", selection=dg.AssetSelection.assets(*[s.key for s in sources]),
         description="Observe the model, corpus and settings: records their content-hash data versions.")

@@ -53,11 +53,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="with a model registry: only this version (repeatable; default: every version)")
     args = parser.parse_args(argv)
 
-    from assets.definitions import build_definitions
-    from assets.monitoring import MODEL_VERSIONS, registry_folders
-    from neuro_pipeline.config import load_config
+    from neuro_pipeline.config import ConfigError, load_config
 
-    defs = build_definitions()
+    try:
+        # The module builds the code location's definitions on import (as Dagster loads it).
+        from assets.definitions import defs
+    except ConfigError as exc:  # e.g. a ranking method's parameter (the CLI checks only the rest)
+        print(f"neuro-pipeline: nothing was run\nConfigError: {exc}", file=sys.stderr, flush=True)
+        return 2
+    from assets.monitoring import MODEL_VERSIONS, registry_folders
+
     instance = dg.DagsterInstance.get()
     cfg = load_config(defs.resources["pipeline"].config_path or None)
     if cfg.registry_dir is not None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from neuro_pipeline import pipeline as np_pipeline
+from neuro_pipeline.config import StagesConfig
 
 from .metadata import (
     ablation_metadata,
@@ -50,28 +51,33 @@ def annotated_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResour
 @dataclass
 class Stages:
     token_activations: dg.AssetsDefinition
-    neuron_redundancy: dg.AssetsDefinition
     rankings: list[dg.AssetsDefinition]
-    method_agreement: dg.AssetsDefinition
-    probe_selectivity: dg.AssetsDefinition
-    probe_ablation: dg.AssetsDefinition
-    class_neurons: dg.AssetsDefinition
     evaluation_report: dg.AssetsDefinition
     model_drift: dg.AssetsDefinition
-    #: Only when ``interventions.enabled``.
+    #: The optional stages: None when turned off in ``stages`` (``interventions.enabled``
+    #: for model_interventions).
+    neuron_redundancy: dg.AssetsDefinition | None = None
+    method_agreement: dg.AssetsDefinition | None = None
+    probe_selectivity: dg.AssetsDefinition | None = None
+    probe_ablation: dg.AssetsDefinition | None = None
+    class_neurons: dg.AssetsDefinition | None = None
     model_interventions: dg.AssetsDefinition | None = None
 
     @property
     def derived(self) -> list[dg.AssetsDefinition]:
-        """The evaluation assets between the rankings and the report."""
-        return [self.method_agreement, self.probe_selectivity, self.probe_ablation, self.class_neurons,
-                *([self.model_interventions] if self.model_interventions is not None else [])]
+        """The evaluation assets between the rankings and the report that are turned on."""
+        return [a for a in (self.method_agreement, self.probe_selectivity, self.probe_ablation, self.class_neurons,
+                            self.model_interventions) if a is not None]
+
+    @property
+    def optional(self) -> list[dg.AssetsDefinition]:
+        """Every optional asset that is turned on: redundancy and the derived ones."""
+        return [*([self.neuron_redundancy] if self.neuron_redundancy is not None else []), *self.derived]
 
     @property
     def per_model(self) -> list[dg.AssetsDefinition]:
         """Every asset computed per model version (partitioned with a registry)."""
-        return [self.token_activations, *self.rankings, self.neuron_redundancy, *self.derived,
-                self.evaluation_report, self.model_drift]
+        return [self.token_activations, *self.rankings, *self.optional, self.evaluation_report, self.model_drift]
 
     @property
     def all(self) -> list[dg.AssetsDefinition]:
@@ -79,9 +85,12 @@ class Stages:
 
 
 def build_stages(methods, model_checkpoint: dg.SourceAsset,
-                 partitions_def: dg.PartitionsDefinition | None, *, interventions: bool = False) -> Stages:
-    """The per-model-version assets for the configured ranking ``methods`` (and the
-    intervention asset when ``interventions``)."""
+                 partitions_def: dg.PartitionsDefinition | None, *, interventions: bool = False,
+                 optional: StagesConfig | None = None) -> Stages:
+    """The per-model-version assets for the configured ranking ``methods``: the optional
+    stages that ``optional`` (the config's ``stages``) turns on, and the intervention asset
+    when ``interventions``."""
+    optional = StagesConfig() if optional is None else optional
     common = dict(group_name=GROUP, pool=POOL, partitions_def=partitions_def, automation_condition=AUTOMATION)
 
     @dg.asset(code_version="2", deps=[annotated_corpus, model_checkpoint, analysis_settings],
@@ -159,10 +168,15 @@ def build_stages(methods, model_checkpoint: dg.SourceAsset,
                                               progress=_progress_logger(context, "interventions", "class x method"))
             return dg.MaterializeResult(metadata=per_task(summaries, interventions_metadata))
 
-    @dg.asset(code_version="5",
-              deps=[*rankings, method_agreement, neuron_redundancy, probe_selectivity, probe_ablation, class_neurons,
-                    *([model_interventions] if model_interventions is not None else []),
-                    analysis_settings], kinds={"duckdb", "html"}, **common)
+    stages = Stages(token_activations=token_activations, rankings=rankings, evaluation_report=None,
+                    model_drift=None, model_interventions=model_interventions,
+                    **{name: asset for name, asset in [
+                        ("neuron_redundancy", neuron_redundancy), ("method_agreement", method_agreement),
+                        ("probe_selectivity", probe_selectivity), ("probe_ablation", probe_ablation),
+                        ("class_neurons", class_neurons)] if getattr(optional, name)})
+
+    @dg.asset(code_version="5", deps=[*rankings, *stages.optional, analysis_settings],
+              kinds={"duckdb", "html"}, **common)
     def evaluation_report(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
         """Probe accuracy with all neurons and with each method's top, random and bottom neurons, per class, and the HTML report: table `metrics`."""
         cfg = pipeline.load(context)
@@ -177,10 +191,8 @@ def build_stages(methods, model_checkpoint: dg.SourceAsset,
         summaries = np_pipeline.each_task(cfg, np_pipeline.materialize_drift, pipeline.store(cfg))
         return dg.MaterializeResult(metadata=per_task(summaries, drift_metadata))
 
-    return Stages(token_activations=token_activations, neuron_redundancy=neuron_redundancy, rankings=rankings,
-                  method_agreement=method_agreement, probe_selectivity=probe_selectivity,
-                  probe_ablation=probe_ablation, class_neurons=class_neurons, evaluation_report=evaluation_report,
-                  model_drift=model_drift, model_interventions=model_interventions)
+    stages.evaluation_report, stages.model_drift = evaluation_report, model_drift
+    return stages
 
 
 def _progress_logger(context: dg.AssetExecutionContext, what: str, unit: str):

@@ -55,9 +55,9 @@ def _env(args: argparse.Namespace, cfg: PipelineConfig) -> dict[str, str]:
     return env
 
 
-def _load(args: argparse.Namespace) -> PipelineConfig:
+def _load(args: argparse.Namespace, *, deep: bool = True) -> PipelineConfig:
     try:
-        return load_config(args.config)
+        return load_config(args.config, deep=deep)
     except ConfigError as exc:
         sys.exit(f"neuro-pipeline: {exc}")
 
@@ -140,7 +140,9 @@ def root_cause(log_text: str) -> str | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    cfg = _load(args)
+    # The Dagster process checks everything (ranking methods included) and reports a bad
+    # setting as the run's cause; here only what the paths need, without importing torch.
+    cfg = _load(args, deep=False)
     env = _env(args, cfg)
     logs = Path(args.home).resolve() / "logs"
     logs.mkdir(parents=True, exist_ok=True)

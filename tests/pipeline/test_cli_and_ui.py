@@ -148,6 +148,19 @@ def test_config_typo_is_reported_before_anything_runs(tmp_path):
     assert not (tmp_path / "home" / "dagster_home").exists()
 
 
+def test_a_bad_ranking_method_fails_the_run_before_anything_runs(tmp_path):
+    """The CLI checks the config without importing the methods; the Dagster process checks
+    them before it touches the instance or the store, and the cause reaches the user."""
+    (tmp_path / "p.yaml").write_text("ranking: {methods: [iou_probe]}\n", encoding="utf-8")
+    proc = subprocess.run([*CLI, "run", "-c", str(tmp_path / "p.yaml"), "--home", str(tmp_path / "home")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "unknown ranking method 'iou_probe' (did you mean 'linear_probe'?)" in proc.stderr.splitlines()[-2]
+    assert not (tmp_path / ".neuro").exists()
+    assert not list((tmp_path / "home" / "dagster_home").glob("*.db")) and not (
+        tmp_path / "home" / "dagster_home" / "storage").exists()
+
+
 def test_export_to_neurox_and_import_back(ran):
     import numpy as np
 

@@ -259,3 +259,61 @@ def test_report_numbers_come_from_the_tables_and_match_a_direct_computation(anal
             assert f"−{name} ({label}, sign flipped)" in html, (label, name)
         else:
             assert f"{name} ({label})" in html and f"−{name} ({label}" not in html, (label, name)
+
+
+def test_optional_stages_turned_off_leave_the_graph_and_the_report(analysis_dir):
+    """NeuroX's own work only: the optional assets are not in the code location, the run
+    materializes the rest, and the report has no section of a stage that is off, even when
+    rows of an earlier run with the stage on are still stored."""
+    config = analysis_dir / "pipeline.yaml"
+    with dg.instance_for_test() as instance:
+        assert _run_all(str(config), instance).success  # everything on: selectivity rows are stored
+    off = ["method_agreement", "neuron_redundancy", "probe_selectivity", "probe_ablation", "class_neurons"]
+    config.write_text(config.read_text(encoding="utf-8") + "stages: {" + ", ".join(f"{s}: false" for s in off)
+                      + "}\nranking:\n  methods: [linear_probe]\n", encoding="utf-8")
+    defs = build_definitions(str(config))
+    keys = {"/".join(k.path) for k in defs.resolve_asset_graph().materializable_asset_keys}
+    assert not keys & set(off)
+    report_deps = {"/".join(k.path) for k in defs.resolve_assets_def("evaluation_report").asset_deps[
+        dg.AssetKey("evaluation_report")]}
+    assert report_deps == {"neuron_rankings/linear_probe", "analysis_settings"}
+    with dg.instance_for_test() as instance:
+        result = _run_all(str(config), instance)
+        assert result.success
+        materialized = {"/".join(e.asset_key.path) for e in result.get_asset_materialization_events()}
+    assert materialized == (STAGES - set(off)) | {"neuron_rankings/linear_probe"}
+    cfg = load_config(config)
+    store = Store(cfg.store_path)
+    assert store.query("SELECT count(*) AS n FROM selectivity")["n"][0] > 0  # kept from the first run
+    report = store.query("SELECT markdown_path FROM reports")["markdown_path"][0]
+    page = open(report, encoding="utf-8").read()
+    assert "## Selectivity (control task)" not in page and "## Ablation at the probe" not in page
+    assert "## Fewest neurons per class" not in page
+    assert store.query("SELECT count(*) AS n FROM metrics WHERE selection = 'top'")["n"][0] > 0
+
+
+def test_file_backed_matrices_give_the_same_results(analysis_dir):
+    """With evaluation.matrix_memory_mb: 0 every split is read into a memory-mapped file;
+    the ranking and the report equal the in-memory run's exactly."""
+    import numpy as np
+
+    from neuro_pipeline.pipeline import current_activation_set, load_split
+
+    config = analysis_dir / "pipeline.yaml"
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text + "ranking:\n  methods: [linear_probe]\n", encoding="utf-8")
+    with dg.instance_for_test() as instance:
+        assert _run_all(str(config), instance).success
+    store = Store(load_config(config).store_path)
+    before = {t: store.query(f"SELECT * FROM {t} ORDER BY ALL") for t in ("rankings", "metrics")}
+    config.write_text(text.replace("evaluation:\n", "evaluation:\n  matrix_memory_mb: 0\n")
+                      + "ranking:\n  methods: [linear_probe]\n", encoding="utf-8")
+    cfg = load_config(config)
+    aset = current_activation_set(cfg, store)
+    train = load_split(cfg, store, aset, "train")
+    assert isinstance(train.X, np.memmap)
+    assert not list((cfg.store_path.parent / "matrix_cache").iterdir())  # unlinked once mapped
+    with dg.instance_for_test() as instance:
+        assert _run_all(str(config), instance).success
+    for table, frame in before.items():
+        assert store.query(f"SELECT * FROM {table} ORDER BY ALL").equals(frame), table

@@ -8,7 +8,8 @@ killed). The store fills it one record batch at a time
 probe reads it in row chunks, so resident memory stays bounded by the page cache the
 kernel is willing to give: it can reclaim clean pages at any time, so a matrix several
 times larger than a memory limit still trains. :func:`take_rows` selects rows the same
-way (a held-out split of a file-backed matrix is file-backed too).
+way (a held-out split of a file-backed matrix is file-backed too), and :func:`take_columns`
+reads the selected neurons of every row in one sequential pass.
 """
 
 from __future__ import annotations
@@ -55,4 +56,17 @@ def take_rows(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
                      if getattr(X, "filename", None) else None)
     for start in range(0, len(rows), _COPY_ROWS):
         out[start:start + _COPY_ROWS] = X[rows[start:start + _COPY_ROWS]]
+    return out
+
+
+def take_columns(X: np.ndarray, columns) -> np.ndarray:
+    """``X[:, columns]`` in memory. From a file-backed ``X`` the rows are read in order,
+    ``_COPY_ROWS`` at a time: numpy's own column gather touches every page of the file for
+    each call, which re-reads the whole file once per call when it does not fit in memory."""
+    if not is_file_backed(X):
+        return X[:, columns]
+    columns = np.asarray(columns)
+    out = np.empty((X.shape[0], len(columns)), dtype=X.dtype)
+    for start in range(0, X.shape[0], _COPY_ROWS):
+        out[start:start + _COPY_ROWS] = np.asarray(X[start:start + _COPY_ROWS])[:, columns]
     return out

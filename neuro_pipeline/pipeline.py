@@ -24,7 +24,7 @@ import polars as pl
 
 from neuro_pipeline.config import PipelineConfig
 from neuro_pipeline.hashing import hash_directory, hash_file, short_version
-from neuro_pipeline.matrix import new_matrix
+from neuro_pipeline.matrix import is_file_backed, new_matrix
 from neuro_pipeline.store import ActivationSet, Store, to_json
 
 log = logging.getLogger(__name__)
@@ -574,9 +574,13 @@ def load_split(cfg: PipelineConfig, store: Store, aset: ActivationSet, split: st
         "SELECT sentence_hash FROM activation_sentences WHERE activation_set = ? AND status = 'rejected'",
         [aset.activation_set])["sentence_hash"].to_list()
     kept = tokens.filter(~pl.col("sentence_hash").is_in(rejected))
-    # Larger than evaluation.matrix_memory_mb: a memory-mapped file the probes read in chunks.
+    # Larger than evaluation.matrix_memory_mb: a memory-mapped file the probes read in chunks,
+    # its rows (and so the labels and keys) in the store's order so that it is filled
+    # sequentially. In memory the rows stay in corpus order.
     out = new_matrix((kept.height, aset.n_neurons), limit_mb=cfg.evaluation.matrix_memory_mb,
                      folder=cfg.store_path.parent / "matrix_cache")
+    if is_file_backed(out):
+        kept = kept[store.storage_order(aset.activation_set, kept.select("sentence_hash", "position"))]
     X = store.read_activation_matrix(aset.activation_set, kept.select("sentence_hash", "position"), out=out)
     return Split(X=X, labels=kept["label"].to_numpy(), keys=kept.select("sentence_id", "position"),
                  n_skipped_rejected=tokens.height - kept.height, words=kept["token"].to_numpy())

@@ -28,11 +28,14 @@ from numbers import Integral, Real
 import numpy as np
 import polars as pl
 
+from neuro_pipeline.matrix import take_columns
+
 logger = logging.getLogger(__name__)
 
 #: Neurons standardized at a time by :func:`top_words_table`; bounds the float64 working
 #: set to ``n_tokens * _NEURON_BLOCK`` values (25k tokens -> 25 MB).
 _NEURON_BLOCK = 128
+_BLOCK_VALUES = 4_000_000
 
 _TOP_WORDS_SCHEMA = {"word": pl.Utf8, "score": pl.Float64, "count": pl.Int64}
 _TABLE_SCHEMA = {
@@ -45,7 +48,8 @@ _TABLE_SCHEMA = {
 
 
 def _check_words(words: Sequence[str], owner: str) -> np.ndarray:
-    """Words as a NumPy string array; every element must be a ``str``."""
+    """Words as a NumPy object array of ``str`` (every element must be one). Objects, not a
+    fixed-width unicode array: one long word would make every element as wide as it."""
     if isinstance(words, str):
         raise TypeError(f"{owner}: words must be a sequence of strings (one per token); got one str.")
     words = list(words)
@@ -56,7 +60,9 @@ def _check_words(words: Sequence[str], owner: str) -> np.ndarray:
             raise TypeError(
                 f"{owner}: words[{i}] is {type(word).__name__} {word!r}; every token must be a str."
             )
-    return np.asarray(words, dtype=str)
+    out = np.empty(len(words), dtype=object)
+    out[:] = words
+    return out
 
 
 def _check_options(num_tokens, min_threshold, owner: str) -> None:
@@ -274,9 +280,14 @@ def top_words_table(
     types, inverse, counts = np.unique(words_arr, return_inverse=True, return_counts=True)
     inverse = inverse.ravel()
     out = {name: [] for name in _TABLE_SCHEMA}
-    for start in range(0, len(neuron_list), _NEURON_BLOCK):
-        block = neuron_list[start : start + _NEURON_BLOCK]
-        A = X[:, block]  # fancy indexing copies just these columns, even from a memmap
+    # The requested columns once (a memmap's in one sequential pass), then standardized a
+    # block at a time, the block small enough that its float64 working set stays near
+    # _BLOCK_VALUES values whatever the corpus size (128 neurons of 269k words took 0.6 GB).
+    selected = take_columns(X, neuron_list)
+    step = max(1, min(_NEURON_BLOCK, _BLOCK_VALUES // max(1, X.shape[0])))
+    for start in range(0, len(neuron_list), step):
+        block = neuron_list[start : start + step]
+        A = selected[:, start : start + step]
         if A.dtype.kind == "f" and not np.isfinite(A).all():
             row, col = np.argwhere(~np.isfinite(A))[0]
             raise ValueError(

@@ -19,6 +19,7 @@ from numbers import Real
 import numpy as np
 import polars as pl
 
+from neuro_pipeline.matrix import take_columns
 from neuro_pipeline.probe import LinearProbe
 from neuro_pipeline.ranking._base import check_activations
 
@@ -235,8 +236,8 @@ def evaluate_selections(
             # Sorted columns: the fancy-indexed copy reads each row left to right.
             columns = np.sort(columns)
             start = time.perf_counter()
-            probe = LinearProbe(**params).fit(X_train[:, columns], y_train)
-            accuracy = probe.score(X_test[:, columns], y_test)
+            probe = LinearProbe(**params).fit(take_columns(X_train, columns), y_train)
+            accuracy = probe.score(take_columns(X_test, columns), y_test)
             rows.append(
                 {
                     "selection": name,

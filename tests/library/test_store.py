@@ -28,7 +28,7 @@ def test_activation_matrix_is_joined_on_keys_in_request_order(store):
 
 
 def test_matrix_can_be_read_into_a_file_backed_array(store, tmp_path):
-    from neuro_pipeline.matrix import new_matrix, take_rows
+    from neuro_pipeline.matrix import new_matrix, take_columns, take_rows
 
     a = np.random.default_rng(0).normal(size=(5, 3, 4)).astype(np.float32)
     store.write_activations("set1", [("h1", a, False)])
@@ -38,6 +38,7 @@ def test_matrix_can_be_read_into_a_file_backed_array(store, tmp_path):
     X = store.read_activation_matrix("set1", keys, out=out)
     assert X is out
     np.testing.assert_array_equal(X, store.read_activation_matrix("set1", keys))
+    np.testing.assert_array_equal(take_columns(X, [11, 0, 5]), X[:, [11, 0, 5]])
     part = take_rows(X, np.array([True, False, True, False, False]))
     assert isinstance(part, np.memmap)
     np.testing.assert_array_equal(part, X[[0, 2]])

@@ -105,10 +105,12 @@ def step_seconds(log: str) -> dict[str, float]:
 def main(argv=None) -> int:
     a = parse_args(argv)
     start = time.perf_counter()
-    work = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="neuro-e2e-"))
-    if work.exists() and a.keep:
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+    if a.keep:
+        work = Path(a.keep)
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+    else:
+        work = Path(tempfile.mkdtemp(prefix="neuro-e2e-"))
     try:
         config = work / "pipeline.yaml"
         config.write_text(yaml.safe_dump(analysis_config(a, work)), encoding="utf-8")

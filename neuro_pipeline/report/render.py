@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import html
 import io
+import os
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -522,7 +524,9 @@ def staged_report(summary: Any, out_dir: str | Path) -> Iterator[tuple[Path, Pat
     staged = []
     try:
         for name, text in (("report.md", report_markdown(summary)), ("report.html", report_html(summary))):
-            tmp = out_dir / f".{name}.tmp"
+            # A name of its own per render: two runs writing the same report at once must
+            # not rename each other's file (seen: FileNotFoundError in the two-runs test).
+            tmp = out_dir / f".{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
             staged.append((tmp, out_dir / name))
             tmp.write_text(text, encoding="utf-8")
         yield staged[0][1], staged[1][1]

@@ -44,9 +44,10 @@ locked by another waits (with a log message naming the other process) and retrie
 ``lock_timeout`` seconds (default 600, or ``NEURO_PIPELINE_LOCK_TIMEOUT``); since every
 operation holds the file only for one read or one write transaction, two runs against the
 same file interleave their operations and both finish. DuckDB's own memory is capped at
-512 MB per process (``NEURO_PIPELINE_DUCKDB_MEMORY``): uncapped, its buffer pool grew with
+256 MB per process (``NEURO_PIPELINE_DUCKDB_MEMORY``): uncapped, its buffer pool grew with
 every write of a long extraction (peak RSS 1.06 → 1.91 GB from 8k to 52k words) and the
-writes slowed down; larger operations spill to disk.
+writes slowed down; larger operations spill to disk. At 512 MB, extracting EWT dev into
+DuckDB rows peaked at 1,537 MB; at 256 MB with 4,096-word writes, 1,173 MB, no slower.
 
 Activations are content-addressed: an *activation set* is one (model version, aggregation,
 dtype, long-sentence mode) combination, and its rows are keyed by the sentence's content
@@ -305,15 +306,17 @@ _READ_BATCH_ROWS = 16_384
 
 
 def _memory_limit() -> str:
-    return os.environ.get("NEURO_PIPELINE_DUCKDB_MEMORY", "512MB")
+    return os.environ.get("NEURO_PIPELINE_DUCKDB_MEMORY", "256MB")
 
 
 def _read_memory_mb(n_keys: int) -> int:
-    """DuckDB memory for reading ``n_keys`` words: the hash table of the keys (about 200
-    bytes a key) and the row groups being decoded (96 MB). Whatever DuckDB caches counts
-    towards the process's peak: at the default 512 MB, loading EWT dev's matrix peaked
-    0.5 GB above its result; 64 MB ran out of memory with 269k keys."""
-    return 96 + n_keys * 200 // 2**20
+    """DuckDB memory for reading ``n_keys`` words: the hash tables of the keys (a join, a
+    DISTINCT; about 256 bytes a key) and the row groups being decoded (192 MB). Whatever
+    DuckDB caches counts towards the process's peak: at 512 MB, loading EWT
+    dev's matrix peaked 0.5 GB above its result. Measured too tight: 64 MB (out of memory
+    with 269k keys) and 96 MB + 200 B/key (out of memory scanning EWT dev + test from
+    Parquet while checking the activations)."""
+    return 192 + n_keys * 256 // 2**20
 
 
 class Store:

@@ -270,7 +270,7 @@ class ActivationSummary:
 
 
 def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Progress | None = None,
-                            flush_words: int = 4096) -> ActivationSummary:
+                            flush_words: int = 8192) -> ActivationSummary:
     """Stage 2: extract every layer for each corpus sentence not yet stored for this model version.
 
     Sentences are content-addressed by their hash, so unchanged sentences are reused and

@@ -21,7 +21,7 @@ import dagster as dg
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
-from neuro_pipeline.config import load_config  # noqa: E402
+from neuro_pipeline.config import ConfigError, load_config  # noqa: E402
 
 from .checks import stage_checks  # noqa: E402
 from .monitoring import (  # noqa: E402
@@ -45,7 +45,7 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
     model_checkpoint = model_source(partitions)
     sources = [model_checkpoint, corpus_files, analysis_settings]
     stages = build_stages(cfg.ranking.methods, model_checkpoint, partitions, interventions=cfg.interventions.enabled,
-                          optional=cfg.stages)
+                          optional=cfg.stages, sharded=cfg.execution.shard_sentences > 0)
     observe_inputs_job = dg.define_asset_job(
         "observe_inputs_job", selection=dg.AssetSelection.assets(*[s.key for s in sources]),
         description="Observe the model, corpus and settings: records their content-hash data versions.")
@@ -64,10 +64,26 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
         sensors=sensors,
         schedules=[make_stale_schedule(analysis_job, mon.stale_schedule, partitions)],
         resources=make_resources(path),
-        # One process per run: steps share the imported model code and never compete for the
-        # DuckDB file (one writer at a time), and a run does not pay an import per step.
-        executor=dg.in_process_executor,
+        executor=make_executor(cfg.execution),
     )
+
+
+def make_executor(execution) -> dg.ExecutorDefinition:
+    """The executor of ``execution.executor``. The default runs every step in the run's
+    process: steps share the imported model code and never compete for the DuckDB file (one
+    writer at a time), and a run does not pay an import per step."""
+    if execution.executor == "celery":
+        try:
+            from dagster_celery import celery_executor
+        except ImportError as exc:
+            raise ConfigError("execution.executor is celery but dagster-celery is not installed; install "
+                              "neuro-pipeline with its 'distributed' extra: pip install -e '.[distributed]'") from exc
+        return celery_executor.configured({"broker": execution.broker, "backend": execution.backend},
+                                          name="celery_executor")
+    if execution.executor == "multiprocess":
+        return dg.multiprocess_executor.configured({"max_concurrent": execution.max_concurrent or 0},
+                                                   name="multiprocess_executor")
+    return dg.in_process_executor
 
 
 defs = build_definitions()

@@ -61,6 +61,7 @@ def activation_metadata(s) -> dict:
         "write_wait_seconds": s.write_wait_seconds,
         "words_per_second": s.words_per_second if s.words_per_second is not None else 0.0,
         **({"model_label": s.model_label} if s.model_label else {}),
+        **({"n_shards": s.n_shards} if s.n_shards > 1 else {}),
     }
 
 

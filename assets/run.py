@@ -112,13 +112,33 @@ def main(argv: list[str] | None = None) -> int:
             continue
         names = sorted("/".join(k.path) for k in selection)
         print(f"neuro-pipeline: materializing {len(names)} assets of {label}: {', '.join(names)}", flush=True)
-        result = job.execute_in_process(instance=instance, partition_key=partition, asset_selection=sorted(selection),
-                                        raise_on_error=False, tags={"trigger": "neuro-pipeline run"})
+        tags = {"trigger": "neuro-pipeline run"}
+        if cfg.execution.executor == "in_process":
+            result = job.execute_in_process(instance=instance, partition_key=partition,
+                                            asset_selection=sorted(selection), raise_on_error=False, tags=tags)
+        else:
+            result = _execute_elsewhere(instance, partition, sorted(selection), tags)
         ran += 1
         if not result.success:
             return 1
     print(f"neuro-pipeline: {ran} run(s)", flush=True)
     return 0
+
+
+def _execute_elsewhere(instance: dg.DagsterInstance, partition: str | None, selection: list[dg.AssetKey],
+                       tags: dict[str, str]) -> dg.ExecutionResult:
+    """Run the analysis job with its configured executor (``execution.executor``: a process
+    per step, or Celery workers), which reloads the code location from its module in each
+    step's process: the run is then the same as one launched from the UI."""
+    import os
+
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    job = ReconstructableRepository.for_module("assets.definitions", "defs", working_directory=os.getcwd())
+    if partition is not None:
+        tags = {**tags, "dagster/partition": partition}
+    return dg.execute_job(job.get_reconstructable_job("analysis_job"), instance=instance, asset_selection=selection,
+                          tags=tags, raise_on_error=False)
 
 
 if __name__ == "__main__":

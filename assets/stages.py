@@ -6,6 +6,8 @@ partitioned by model version. Every computed asset carries a ``code_version`` (b
 its logic changes) and the automation condition ``eager & all upstream blocking checks
 passed``, so the automation sensor reruns exactly what went stale."""
 
+import dataclasses
+import os
 from dataclasses import dataclass
 
 import dagster as dg
@@ -86,23 +88,26 @@ class Stages:
 
 def build_stages(methods, model_checkpoint: dg.SourceAsset,
                  partitions_def: dg.PartitionsDefinition | None, *, interventions: bool = False,
-                 optional: StagesConfig | None = None) -> Stages:
+                 optional: StagesConfig | None = None, sharded: bool = False) -> Stages:
     """The per-model-version assets for the configured ranking ``methods``: the optional
-    stages that ``optional`` (the config's ``stages``) turns on, and the intervention asset
-    when ``interventions``."""
+    stages that ``optional`` (the config's ``stages``) turns on, the intervention asset
+    when ``interventions``, and extraction in shards when ``sharded``
+    (``execution.shard_sentences``)."""
     optional = StagesConfig() if optional is None else optional
     common = dict(group_name=GROUP, pool=POOL, partitions_def=partitions_def, automation_condition=AUTOMATION)
 
-    @dg.asset(code_version="2", deps=[annotated_corpus, model_checkpoint, analysis_settings],
-              kinds={"pytorch", "duckdb"}, **common)
-    def token_activations(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
-        """Every layer's activation for every corpus word, per model version, content-addressed by sentence: table `activations`."""
-        cfg = pipeline.load(context)
-        summary = np_pipeline.materialize_activations(
-            cfg, pipeline.store(cfg), progress=_progress_logger(context, "extraction", "sentences"))
-        return dg.MaterializeResult(metadata=activation_metadata(summary),
-                                    data_version=dg.DataVersion(
-                                        f"{summary.activation_set}-{np_pipeline.corpus_version(cfg)}"))
+    if sharded:
+        token_activations = _sharded_activations(model_checkpoint, partitions_def)
+    else:
+        @dg.asset(code_version="2", deps=[annotated_corpus, model_checkpoint, analysis_settings],
+                  kinds={"pytorch", "duckdb"}, **common)
+        def token_activations(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+            """Every layer's activation for every corpus word, per model version, content-addressed by sentence: table `activations`."""
+            cfg = pipeline.load(context)
+            summary = np_pipeline.materialize_activations(
+                cfg, pipeline.store(cfg), progress=_progress_logger(context, "extraction", "sentences"))
+            return dg.MaterializeResult(metadata=activation_metadata(summary),
+                                        data_version=_activation_version(cfg, summary))
 
     @dg.asset(code_version="1", deps=[token_activations, analysis_settings], kinds={"duckdb"}, **common)
     def neuron_redundancy(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
@@ -193,6 +198,62 @@ def build_stages(methods, model_checkpoint: dg.SourceAsset,
 
     stages.evaluation_report, stages.model_drift = evaluation_report, model_drift
     return stages
+
+
+def _activation_version(cfg, summary) -> dg.DataVersion:
+    return dg.DataVersion(f"{summary.activation_set}-{np_pipeline.corpus_version(cfg)}")
+
+
+def _sharded_activations(model_checkpoint: dg.SourceAsset,
+                         partitions_def: dg.PartitionsDefinition | None) -> dg.AssetsDefinition:
+    """``token_activations`` as three kinds of step: one that lists the corpus shards with
+    sentences left to extract, one per shard (not in the DuckDB writer pool: shards run at
+    once where the executor allows, each committing its own rows in short transactions), and
+    one that checks that every sentence is stored and records the asset's metadata."""
+
+    @dg.op(pool=POOL, ins={"corpus": dg.In(dg.Nothing), "model": dg.In(dg.Nothing),
+                           "settings": dg.In(dg.Nothing)}, out=dg.DynamicOut(int))
+    def extraction_shards(context: dg.OpExecutionContext, pipeline: PipelineResource):
+        cfg = pipeline.load(context)
+        shards = np_pipeline.extraction_shards(cfg, pipeline.store(cfg))
+        context.log.info(f"{len(shards)} extraction shard(s) of {cfg.execution.shard_sentences} sentences to run")
+        for shard in shards:
+            yield dg.DynamicOutput(shard, mapping_key=f"shard_{shard:05d}")
+
+    @dg.op(out=dg.Out(dict))
+    def extract_shard(context: dg.OpExecutionContext, pipeline: PipelineResource, shard: int) -> dict:
+        cfg = pipeline.load(context)
+        summary = np_pipeline.materialize_activations(
+            cfg, pipeline.store(cfg), shard=shard, progress=_progress_logger(context, f"shard {shard}", "sentences"))
+        context.log.info(f"shard {shard}: {summary.n_extracted} sentences extracted, {summary.n_reused} reused "
+                         f"(pid {os.getpid()})")
+        context.add_output_metadata({"shard": shard, "pid": os.getpid(), "n_extracted": summary.n_extracted,
+                                     "seconds": summary.seconds})
+        return dataclasses.asdict(summary)
+
+    @dg.op(pool=POOL)
+    def merge_shards(context: dg.OpExecutionContext, pipeline: PipelineResource, parts: list[dict]):
+        cfg = pipeline.load(context)
+        summary = np_pipeline.merge_activation_shards(
+            cfg, pipeline.store(cfg), [np_pipeline.ActivationSummary(**p) for p in parts])
+        return dg.Output(dataclasses.asdict(summary), metadata=activation_metadata(summary),
+                         data_version=_activation_version(cfg, summary))
+
+    nothing = dict(dagster_type=dg.Nothing)
+
+    @dg.graph_asset(name="token_activations", group_name=GROUP, code_version="2", kinds={"pytorch", "duckdb"},
+                    partitions_def=partitions_def, automation_condition=AUTOMATION,
+                    ins={"corpus": dg.AssetIn(key=annotated_corpus.key, **nothing),
+                         "model": dg.AssetIn(key=model_checkpoint.key, **nothing),
+                         "settings": dg.AssetIn(key=analysis_settings.key, **nothing)},
+                    description="Every layer's activation for every corpus word, per model version, content-addressed "
+                                "by sentence, extracted in shards of `execution.shard_sentences` sentences that may "
+                                "run in parallel: table `activations` or Parquet files.")
+    def token_activations(corpus, model, settings):
+        parts = extraction_shards(corpus=corpus, model=model, settings=settings).map(extract_shard)
+        return merge_shards(parts.collect())
+
+    return token_activations
 
 
 def _progress_logger(context: dg.AssetExecutionContext, what: str, unit: str):

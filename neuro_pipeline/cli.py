@@ -4,6 +4,7 @@
 ``neuro-pipeline retrain-demo`` fine-tune the latest registry version into the next one
 ``neuro-pipeline export-neurox`` / ``import-neurox``  NeuroX activation files (HDF5, JSON)
 ``neuro-pipeline ui``       start the Dagster UI (and daemon) on 127.0.0.1
+``neuro-pipeline worker``   a Celery worker for ``execution.executor: celery``
 ``neuro-pipeline summary``  print what the last run stored
 ``neuro-pipeline validate`` check a pipeline.yaml without running anything
 
@@ -34,11 +35,13 @@ _SHOWN = ("STEP_SUCCESS", "STEP_FAILURE", "ASSET_CHECK_EVALUATION", "RUN_SUCCESS
 _PROGRESS = re.compile(r"progress ([\w .-]+): (\d+)/(\d+) (\w+)")
 
 
-def _home(args: argparse.Namespace) -> Path:
-    """A project-local DAGSTER_HOME holding a copy of the repo's dagster.yaml."""
+def _home(args: argparse.Namespace, cfg: PipelineConfig | None = None) -> Path:
+    """A project-local DAGSTER_HOME holding a copy of the instance's dagster.yaml: the one
+    ``execution.instance`` names, or the repo's."""
     home = Path(args.home).resolve() / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
-    src = PROJECT_ROOT / "dagster.yaml"
+    src = cfg.path(cfg.execution.instance) if cfg is not None and cfg.execution.instance else None
+    src = src or PROJECT_ROOT / "dagster.yaml"
     if src.is_file():
         shutil.copyfile(src, home / "dagster.yaml")
     return home
@@ -46,7 +49,7 @@ def _home(args: argparse.Namespace) -> Path:
 
 def _env(args: argparse.Namespace, cfg: PipelineConfig) -> dict[str, str]:
     env = dict(os.environ)
-    env["DAGSTER_HOME"] = str(_home(args))
+    env["DAGSTER_HOME"] = str(_home(args, cfg))
     env[CONFIG_ENV] = str(Path(args.config).resolve()) if args.config else ""
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -321,6 +324,27 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """A Celery worker for ``execution.executor: celery``: it takes the analysis's steps from
+    the broker of ``execution`` and runs each with the run's Dagster instance."""
+    cfg = _load(args, deep=False)
+    if cfg.execution.executor != "celery":
+        print(f"neuro-pipeline: {cfg.source} sets execution.executor: {cfg.execution.executor}; workers serve "
+              "execution.executor: celery", file=sys.stderr)
+        return 2
+    env = _env(args, cfg)
+    name = args.name or f"neuro-{os.getpid()}"
+    cmd = [sys.executable, "-m", "celery", "-A", "assets.celery_worker", "worker", "-Q", "dagster",
+           "--prefetch-multiplier=1", "--concurrency", str(args.concurrency), "-n", f"{name}@%h",
+           "--loglevel", args.loglevel, "--without-gossip", "--without-mingle"]
+    print(f"neuro-pipeline: worker {name} ({args.concurrency} process(es)) for analysis '{cfg.name}', broker "
+          f"{cfg.execution.broker}", flush=True)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.execvpe(cmd[0], cmd, env)
+    return 0  # pragma: no cover
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neuro-pipeline", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -339,6 +363,14 @@ def build_parser() -> argparse.ArgumentParser:
                            help="materialize every asset, not only what is stale or missing")
             p.add_argument("--version", action="append", default=[],
                            help="with monitoring.registry: analyse only this model version (repeatable)")
+    p = sub.add_parser("worker", help="a Celery worker for execution.executor: celery")
+    p.add_argument("-c", "--config", default=os.environ.get(CONFIG_ENV) or None,
+                   help="pipeline.yaml (the same file as the runs')")
+    p.add_argument("--home", default=".neuro", help="folder for the Dagster instance and logs (default .neuro)")
+    p.add_argument("--name", help="the worker's name (default neuro-<pid>)")
+    p.add_argument("--concurrency", type=int, default=1, help="steps at once in this worker (default 1)")
+    p.add_argument("--loglevel", default="INFO", help="Celery's log level (default INFO)")
+    p.set_defaults(func=cmd_worker)
     p = sub.add_parser("retrain-demo", help="fine-tune the latest registry version briefly into the next one")
     p.add_argument("-c", "--config", default=os.environ.get(CONFIG_ENV) or None,
                    help="pipeline.yaml whose monitoring.registry receives the version")

@@ -266,6 +266,38 @@ class StagesConfig:
     class_neurons: bool = True
 
 
+#: Executors a run can use (``execution.executor``).
+EXECUTORS = ("in_process", "multiprocess", "celery")
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    """How a run executes its steps; nothing here changes a result (it is not part of the
+    settings version). The default is one process per run on this machine. ``celery`` sends
+    every step to Celery workers (``neuro-pipeline worker``) through a broker; with it, the
+    Dagster instance belongs on Postgres (``dagster-postgres``) and the store, the Parquet
+    activations and ``$DAGSTER_HOME/storage`` on storage every worker reaches."""
+
+    #: in_process (every step in the run's process), multiprocess (a process per step on
+    #: this machine) or celery (each step a task on the broker, run by a worker).
+    executor: str = "in_process"
+    #: Sentences per extraction shard: extraction becomes one step per shard of the corpus's
+    #: sentences (in corpus order), which the executor may run in parallel; each shard writes
+    #: its own rows, keyed by sentence, and a last step checks that every sentence is stored.
+    #: 0: one extraction step.
+    shard_sentences: int = 0
+    #: multiprocess: the most steps at once (null: the number of CPUs).
+    max_concurrent: int | None = None
+    #: celery: the URLs of the broker and of the results backend (the workers must use the
+    #: same ones: they read this file too).
+    broker: str = "redis://127.0.0.1:6379/0"
+    backend: str = "redis://127.0.0.1:6379/1"
+    #: The Dagster instance's configuration (a dagster.yaml, e.g. Postgres storage) that
+    #: ``neuro-pipeline run``, ``ui`` and ``worker`` put into their DAGSTER_HOME; default:
+    #: the repository's dagster.yaml (SQLite under the home).
+    instance: str | None = None
+
+
 @dataclass(frozen=True)
 class BalanceConfig:
     """Undersample the training words of the majority classes (seeded), for every task."""
@@ -320,6 +352,7 @@ class PipelineConfig:
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     interventions: InterventionConfig = field(default_factory=InterventionConfig)
     stages: StagesConfig = field(default_factory=StagesConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     #: Binary concepts defined by rules (word list, regex, function), each a task of its own.
     concepts: tuple[ConceptSpec, ...] = ()
     #: Optional undersampling of majority classes in the training split (None: off).
@@ -464,7 +497,7 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "<dict>", base_dir: s
     sections = {
         "model": ModelConfig, "corpus": CorpusConfig, "extraction": ExtractionConfig,
         "ranking": RankingConfig, "evaluation": EvaluationConfig, "monitoring": MonitoringConfig,
-        "interventions": InterventionConfig, "stages": StagesConfig,
+        "interventions": InterventionConfig, "stages": StagesConfig, "execution": ExecutionConfig,
     }
     top = {f.name for f in dataclasses.fields(PipelineConfig)} - {"base_dir", "source", "model_label", "task_name"}
     _reject_unknown(raw, top, source, where="")
@@ -613,6 +646,7 @@ def validate(cfg: PipelineConfig, *, deep: bool = True) -> PipelineConfig:
     _check_monitoring(cfg)
     _check_interventions(cfg)
     _check_stages(cfg)
+    _check_execution(cfg)
     _check_concepts(cfg)
     _choice(cfg.corpus.tokenizer, TEXT_TOKENIZERS, src, "corpus.tokenizer")
     if cfg.model.component is not None:
@@ -693,6 +727,25 @@ def _check_selection_probe(cfg: PipelineConfig) -> None:
         LinearProbe(**{"l1": 0.0, "l2": 1e-3, "tol": 1e-3, **params})._check_params()
     except ValueError as exc:
         raise ConfigError(f"{src}: evaluation.selection_probe: {exc}") from exc
+
+
+def _check_execution(cfg: PipelineConfig) -> None:
+    src, ex = cfg.source, cfg.execution
+    _choice(ex.executor, EXECUTORS, src, "execution.executor")
+    if isinstance(ex.shard_sentences, bool) or not isinstance(ex.shard_sentences, int) or ex.shard_sentences < 0:
+        raise ConfigError(f"{src}: execution.shard_sentences must be a whole number >= 0 (0: one extraction "
+                          f"step), got {ex.shard_sentences!r}.")
+    if ex.max_concurrent is not None and (isinstance(ex.max_concurrent, bool) or not isinstance(
+            ex.max_concurrent, int) or ex.max_concurrent < 1):
+        raise ConfigError(f"{src}: execution.max_concurrent must be a whole number >= 1 or null, "
+                          f"got {ex.max_concurrent!r}.")
+    if ex.instance is not None and not (cfg.path(ex.instance) or Path()).is_file():
+        raise ConfigError(f"{src}: execution.instance is not a file: {ex.instance} (resolved to "
+                          f"{cfg.path(ex.instance)}); it names the dagster.yaml of the Dagster instance.")
+    for key in ("broker", "backend"):
+        value = getattr(ex, key)
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{src}: execution.{key} must be a non-empty string, got {value!r}.")
 
 
 def _check_stages(cfg: PipelineConfig) -> None:

@@ -267,20 +267,17 @@ class ActivationSummary:
     #: Of ``seconds``, the time extraction waited for the store (writes that did not
     #: overlap with the model's work, the last one included).
     write_wait_seconds: float = 0.0
+    #: Words extracted by this run (not reused).
+    n_words_extracted: int = 0
+    #: Extraction steps whose work this summary adds up (``execution.shard_sentences``).
+    n_shards: int = 1
+    #: Sentences this run found too long and recorded as rejected.
+    n_rejected_new: int = 0
 
 
-def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Progress | None = None,
-                            flush_words: int = 8192) -> ActivationSummary:
-    """Stage 2: extract every layer for each corpus sentence not yet stored for this model version.
-
-    Sentences are content-addressed by their hash, so unchanged sentences are reused and
-    an interrupted run (even one killed with SIGKILL) resumes where it stopped: the
-    activations are written every ``flush_words`` words, each write one transaction that
-    also marks its sentences done.
-    """
-    from neuro_pipeline.extraction import ExtractionStats, extract_activations, load_model
-
-    use_threads(cfg)
+def _corpus_sentences(cfg: PipelineConfig, store: Store) -> pl.DataFrame:
+    """One row per distinct sentence of the corpus, in corpus order: sentence_id,
+    sentence_hash, token (the words), and pair (the second segment) for a pair corpus."""
     tokens = store.read_tokens(cfg.name)
     # One entry per distinct sentence: a sentence that occurs twice is extracted once.
     sentences = (tokens.group_by("sentence_id", maintain_order=True)
@@ -292,6 +289,46 @@ def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Prog
         if sentences["pair"].null_count():
             raise ValueError(f"{cfg.name}: {sentences['pair'].null_count()} of {sentences.height} sentences have "
                              "no second segment while the others are sentence pairs.")
+    return sentences
+
+
+def extraction_shards(cfg: PipelineConfig, store: Store) -> list[int]:
+    """The shards of the corpus that still have sentences to extract (``execution.shard_sentences``
+    distinct sentences each, in corpus order); ``[0]`` when none has (its step then only
+    confirms that everything is stored). Without sharding, ``[0]``: the whole corpus."""
+    size = cfg.execution.shard_sentences
+    if size <= 0:
+        return [0]
+    sentences = _corpus_sentences(cfg, store)
+    done = set(store.extracted_sentences(activation_set_id(cfg, model_version(cfg)))["sentence_hash"].to_list())
+    pending = np.flatnonzero(~np.isin(sentences["sentence_hash"].to_numpy(), list(done)))
+    return sorted({int(i) // size for i in pending}) or [0]
+
+
+def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Progress | None = None,
+                            flush_words: int = 8192, shard: int | None = None) -> ActivationSummary:
+    """Stage 2: extract every layer for each corpus sentence not yet stored for this model version.
+
+    Sentences are content-addressed by their hash, so unchanged sentences are reused and
+    an interrupted run (even one killed with SIGKILL) resumes where it stopped: the
+    activations are written every ``flush_words`` words, each write one transaction that
+    also marks its sentences done.
+
+    ``shard``: only that shard of ``execution.shard_sentences`` sentences (see
+    :func:`extraction_shards`); shards may run at once, in different processes or on
+    different machines, and :func:`merge_activation_shards` sums them up. The summary is
+    then the shard's.
+    """
+    from neuro_pipeline.extraction import ExtractionStats, extract_activations, load_model
+
+    use_threads(cfg)
+    sentences = _corpus_sentences(cfg, store)
+    if shard is not None and cfg.execution.shard_sentences > 0:
+        size = cfg.execution.shard_sentences
+        if not 0 <= shard * size < max(sentences.height, 1):
+            raise ValueError(f"{cfg.name}: no extraction shard {shard}: the corpus has {sentences.height} "
+                             f"distinct sentences, {size} a shard.")
+        sentences = sentences.slice(shard * size, size)
     start = time.perf_counter()
     import_seconds = 0.0
     version = model_version(cfg)
@@ -356,22 +393,60 @@ def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Prog
     write_wait = writer.wait_seconds + time.perf_counter() - before_last
     seconds = time.perf_counter() - start
     extract_seconds = seconds - load_seconds
-    status = store.extracted_sentences(aset.activation_set)
-    in_corpus = status.filter(pl.col("sentence_hash").is_in(sentences["sentence_hash"].to_list()))
+    counts = _stored_counts(store, aset.activation_set, sentences)
     return ActivationSummary(
         activation_set=aset.activation_set, model_version=version, model_dir=str(cfg.model_dir),
         n_layers=aset.n_layers, hidden_size=aset.hidden_size, n_sentences=sentences.height,
         n_extracted=len(hashes) - len(rejected), n_reused=sentences.height - len(hashes),
-        n_rows=int(in_corpus.filter(pl.col("status") == "ok")["n_words"].sum() or 0),
-        n_windowed=int(in_corpus["windowed"].sum() or 0),
-        n_rejected=int((in_corpus["status"] == "rejected").sum()),
         n_words_without_subwords=stats.n_words_without_subwords,
         seconds=round(seconds, 3), load_seconds=round(load_seconds, 3), import_seconds=round(import_seconds, 3),
-        write_wait_seconds=round(write_wait, 3),
-        model_label=cfg.model_label,
+        write_wait_seconds=round(write_wait, 3), n_rejected_new=len(rejected),
+        model_label=cfg.model_label, n_words_extracted=stats.n_words,
         words_per_second=(round(stats.n_words / extract_seconds, 1)
-                          if stats.n_words and extract_seconds > 0 else None),
+                          if stats.n_words and extract_seconds > 0 else None), **counts,
     )
+
+
+def _stored_counts(store: Store, activation_set: str, sentences: pl.DataFrame) -> dict[str, int]:
+    """Rows, windowed and rejected sentences as stored for ``sentences``; raises when one of
+    them is not stored at all (a shard that did not run)."""
+    status = store.extracted_sentences(activation_set)
+    in_corpus = status.filter(pl.col("sentence_hash").is_in(sentences["sentence_hash"].to_list()))
+    missing = sentences.height - in_corpus["sentence_hash"].n_unique()
+    if missing:
+        raise RuntimeError(f"activation set {activation_set}: {missing} of {sentences.height} sentences of the "
+                           "corpus are not stored (an extraction shard did not finish); run the extraction again.")
+    return {"n_rows": int(in_corpus.filter(pl.col("status") == "ok")["n_words"].sum() or 0),
+            "n_windowed": int(in_corpus["windowed"].sum() or 0),
+            "n_rejected": int((in_corpus["status"] == "rejected").sum())}
+
+
+def merge_activation_shards(cfg: PipelineConfig, store: Store, parts: list[ActivationSummary]) -> ActivationSummary:
+    """The summary of the whole corpus from its shards' summaries (:func:`materialize_activations`
+    with ``shard``): checks that every sentence of the corpus is stored. ``seconds`` is the
+    shards' summed work (they may have run at once), ``words_per_second`` per shard-second."""
+    if not parts:
+        raise ValueError("merge_activation_shards needs at least one shard's summary.")
+    sentences = _corpus_sentences(cfg, store)
+    first = parts[0]
+    if any(p.activation_set != first.activation_set for p in parts):
+        raise RuntimeError(f"the extraction shards wrote different activation sets "
+                           f"{sorted({p.activation_set for p in parts})}: the model or the settings changed "
+                           "during the run; run it again.")
+    counts = _stored_counts(store, first.activation_set, sentences)
+    extracted = sum(p.n_extracted for p in parts)
+    words = sum(p.n_words_extracted for p in parts)
+    work = sum(p.seconds - p.load_seconds for p in parts)
+    return ActivationSummary(
+        activation_set=first.activation_set, model_version=first.model_version, model_dir=first.model_dir,
+        n_layers=first.n_layers, hidden_size=first.hidden_size, n_sentences=sentences.height,
+        n_extracted=extracted, n_reused=sentences.height - extracted - sum(p.n_rejected_new for p in parts),
+        n_words_without_subwords=sum(p.n_words_without_subwords for p in parts),
+        seconds=round(sum(p.seconds for p in parts), 3), load_seconds=round(sum(p.load_seconds for p in parts), 3),
+        import_seconds=round(sum(p.import_seconds for p in parts), 3),
+        write_wait_seconds=round(sum(p.write_wait_seconds for p in parts), 3), model_label=first.model_label,
+        words_per_second=round(words / work, 1) if words and work > 0 else None, n_words_extracted=words,
+        n_shards=len(parts), **counts)
 
 
 def current_activation_set(cfg: PipelineConfig, store: Store) -> ActivationSet:

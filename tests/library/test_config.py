@@ -70,6 +70,13 @@ def test_yaml_overrides_and_relative_paths(tmp_path):
     ({"evaluation": {"selection_probe": {"solver": "adam"}}},
      r"evaluation.selection_probe: The 'solver' parameter of LinearProbe must be one of"),
     ({"evaluation": {"matrix_memory_mb": -1}}, r"evaluation.matrix_memory_mb must be a number of MB >= 0 or null"),
+    ({"execution": {"executor": "dask"}}, r"execution.executor must be one of \['in_process', 'multiprocess', 'celery'\]"),
+    ({"execution": {"shard_sentences": -1}}, r"execution.shard_sentences must be a whole number >= 0"),
+    ({"execution": {"shard_sentences": 2.5}}, r"execution.shard_sentences must be a whole number >= 0"),
+    ({"execution": {"max_concurrent": 0}}, r"execution.max_concurrent must be a whole number >= 1 or null"),
+    ({"execution": {"broker": ""}}, r"execution.broker must be a non-empty string"),
+    ({"execution": {"instance": "nope.yaml"}}, r"execution.instance is not a file: nope.yaml \(resolved to /tmp/nope.yaml\)"),
+    ({"execution": {"shards": 4}}, r"unknown setting 'execution.shards'"),
     ({"corpus": {"format": "text", "train": "t.txt", "train_pairs": "p.txt"}},
      r"corpus.train_pairs is only for corpus.format='parallel'; with corpus.format='text' set corpus.pairs: true"),
 ])
@@ -116,6 +123,7 @@ def test_settings_that_do_not_change_results_keep_the_settings_version():
     assert settings_version(config_from_dict({"evaluation": {"matrix_memory_mb": 0}})) == base
     assert settings_version(config_from_dict({"evaluation": {"selection_probe": {}}})) == base
     assert settings_version(config_from_dict({"stages": {"probe_ablation": False}})) == base
+    assert settings_version(config_from_dict({"execution": {"executor": "celery", "shard_sentences": 100}})) == base
     assert settings_version(config_from_dict({"evaluation": {"selection_probe": {"solver": "minibatch"}}})) != base
 
 

@@ -161,6 +161,14 @@ def test_a_bad_ranking_method_fails_the_run_before_anything_runs(tmp_path):
         tmp_path / "home" / "dagster_home" / "storage").exists()
 
 
+def test_a_worker_needs_the_celery_executor(tmp_path):
+    (tmp_path / "p.yaml").write_text("name: x\n", encoding="utf-8")
+    proc = subprocess.run([*CLI, "worker", "-c", str(tmp_path / "p.yaml"), "--home", str(tmp_path / "home")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "sets execution.executor: in_process; workers serve execution.executor: celery" in proc.stderr
+
+
 def test_export_to_neurox_and_import_back(ran):
     import numpy as np
 

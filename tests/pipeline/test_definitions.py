@@ -74,3 +74,23 @@ def test_dagster_definitions_validate_cli():
     proc = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_execution_section_picks_the_executor_and_shards_extraction(tmp_path):
+    """A file switches the deployment: the executor, and token_activations as a graph of
+    shard steps with the same key, lineage, code version and blocking check."""
+    (tmp_path / "p.yaml").write_text("execution: {executor: celery, shard_sentences: 100, "
+                                     "broker: 'redis://127.0.0.1:1/0'}\n", encoding="utf-8")
+    sharded = build_definitions(str(tmp_path / "p.yaml"))
+    assert sharded.resolve_job_def("analysis_job").executor_def.name == "celery_executor"
+    assert defs.resolve_job_def("analysis_job").executor_def.name == "in_process"
+    key = dg.AssetKey("token_activations")
+    before, after = defs.resolve_asset_graph().get(key), sharded.resolve_asset_graph().get(key)
+    assert after.code_version == before.code_version and after.parent_keys == before.parent_keys
+    assert after.child_keys == before.child_keys
+    assert [c for c in sharded.resolve_asset_graph().asset_check_keys if c.asset_key == key]
+    ops = {n.name for n in sharded.get_assets_def(key).node_def.nodes}
+    assert ops == {"extraction_shards", "extract_shard", "merge_shards"}
+    (tmp_path / "m.yaml").write_text("execution: {executor: multiprocess, max_concurrent: 2}\n", encoding="utf-8")
+    assert build_definitions(str(tmp_path / "m.yaml")).resolve_job_def(
+        "analysis_job").executor_def.name == "multiprocess_executor"

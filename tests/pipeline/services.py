@@ -1,0 +1,159 @@
+"""Real services for the distributed tests, on 127.0.0.1 and free ports: a PostgreSQL server
+(Debian's postgresql package; the machine image has it) and a Redis server (installed with
+``apt-get install -y redis-server`` when missing and we are root, as CI is). Each start
+function returns the URL and a stop function; the caller stops what it started."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.pipeline.dagster_ui import free_port
+
+Stop = Callable[[], None]
+
+
+class Unavailable(RuntimeError):
+    """The service's programs are not on this machine and cannot be installed."""
+
+
+def _postgres_bin() -> Path:
+    for root in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (root / "postgres").is_file() and (root / "initdb").is_file():
+            return root
+    found = shutil.which("postgres")
+    if found:
+        return Path(found).resolve().parent
+    if _can_apt():
+        _apt("postgresql")
+        return _postgres_bin_no_install()
+    raise Unavailable("PostgreSQL's server is not installed (apt-get install postgresql)")
+
+
+def _postgres_bin_no_install() -> Path:
+    for root in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (root / "postgres").is_file():
+            return root
+    raise Unavailable("PostgreSQL's server is still missing after apt-get install postgresql")
+
+
+def _can_apt() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get") is not None
+
+
+def _apt(package: str) -> None:
+    for cmd in (["apt-get", "install", "-y", "-q", package],
+                ["sh", "-c", f"apt-get update -q && apt-get install -y -q {package}"]):
+        if subprocess.run(cmd, capture_output=True, timeout=600,
+                          env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}).returncode == 0:
+            return
+    raise Unavailable(f"apt-get install {package} failed")
+
+
+def _wait(check: Callable[[], bool], proc: subprocess.Popen, what: str, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}: {log.read_text(errors='replace')[-2000:]}")
+        if check():
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not start within {timeout:.0f} s: {log.read_text(errors='replace')[-2000:]}")
+
+
+def _stopper(proc: subprocess.Popen, cleanup: Callable[[], None] | None = None) -> Stop:
+    def stop() -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT if cleanup is not None else signal.SIGTERM)  # postgres: fast shutdown
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)
+        if cleanup is not None:
+            cleanup()
+    return stop
+
+
+def start_postgres() -> tuple[str, Stop]:
+    """A throw-away PostgreSQL cluster (trust authentication, no fsync) on 127.0.0.1; its URL.
+    As root the server runs as the ``postgres`` user (PostgreSQL refuses root)."""
+    bindir = _postgres_bin()
+    data = Path(tempfile.mkdtemp(prefix="neuro-pg-"))
+    as_user: dict = {}
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+        as_user = {"user": "postgres", "group": "postgres", "extra_groups": []}
+    log = data / "server.log"
+    init = subprocess.run([str(bindir / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U",
+                           "postgres", "--no-sync"], capture_output=True, text=True, timeout=120, cwd=data, **as_user)
+    if init.returncode != 0:
+        shutil.rmtree(data, ignore_errors=True)
+        raise RuntimeError(f"initdb failed: {init.stderr[-2000:]}")
+    port = free_port()
+    with open(log, "wb") as out:
+        if as_user:
+            shutil.chown(log, "postgres", "postgres")
+        proc = subprocess.Popen([str(bindir / "postgres"), "-D", str(data / "db"), "-p", str(port),
+                                 "-k", str(data), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+                                 "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                                 "-c", "max_connections=200"],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=data, **as_user)
+
+    def ready() -> bool:
+        return subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
+                              capture_output=True).returncode == 0
+
+    stop = _stopper(proc, lambda: shutil.rmtree(data, ignore_errors=True))
+    try:
+        _wait(ready, proc, "postgres", log)
+    except BaseException:
+        stop()
+        raise
+    return f"postgresql://postgres@127.0.0.1:{port}/postgres", stop
+
+
+def start_redis() -> tuple[str, Stop]:
+    """A Redis server on 127.0.0.1 keeping nothing on disk; its URL (without a database number)."""
+    server = shutil.which("redis-server")
+    if server is None and _can_apt():
+        _apt("redis-server")
+        server = shutil.which("redis-server")
+    if server is None:
+        raise Unavailable("redis-server is not installed (apt-get install redis-server)")
+    folder = Path(tempfile.mkdtemp(prefix="neuro-redis-"))
+    port = free_port()
+    log = folder / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no", "--dir", str(folder), "--protected-mode", "yes"],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def ready() -> bool:
+        import socket
+
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    stop = _stopper(proc)
+    try:
+        _wait(ready, proc, "redis-server", log)
+    except BaseException:
+        stop()
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+    def stop_and_clean() -> None:
+        stop()
+        shutil.rmtree(folder, ignore_errors=True)
+    return f"redis://127.0.0.1:{port}", stop_and_clean

@@ -45,7 +45,8 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
     model_checkpoint = model_source(partitions)
     sources = [model_checkpoint, corpus_files, analysis_settings]
     stages = build_stages(cfg.ranking.methods, model_checkpoint, partitions, interventions=cfg.interventions.enabled,
-                          optional=cfg.stages, sharded=cfg.execution.shard_sentences > 0)
+                          optional=cfg.stages, sharded=cfg.execution.shard_sentences > 0,
+                          parallel_rankings=cfg.execution.executor != "in_process")
     observe_inputs_job = dg.define_asset_job(
         "observe_inputs_job", selection=dg.AssetSelection.assets(*[s.key for s in sources]),
         description="Observe the model, corpus and settings: records their content-hash data versions.")

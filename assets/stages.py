@@ -88,11 +88,15 @@ class Stages:
 
 def build_stages(methods, model_checkpoint: dg.SourceAsset,
                  partitions_def: dg.PartitionsDefinition | None, *, interventions: bool = False,
-                 optional: StagesConfig | None = None, sharded: bool = False) -> Stages:
+                 optional: StagesConfig | None = None, sharded: bool = False,
+                 parallel_rankings: bool = False) -> Stages:
     """The per-model-version assets for the configured ranking ``methods``: the optional
     stages that ``optional`` (the config's ``stages``) turns on, the intervention asset
     when ``interventions``, and extraction in shards when ``sharded``
-    (``execution.shard_sentences``)."""
+    (``execution.shard_sentences``). With ``parallel_rankings`` (an executor that runs steps
+    at once) the ranking assets leave the DuckDB writer pool: each reads the activations
+    (Parquet files without holding the store) and commits its tables in one short
+    transaction, so the methods are fitted side by side."""
     optional = StagesConfig() if optional is None else optional
     common = dict(group_name=GROUP, pool=POOL, partitions_def=partitions_def, automation_condition=AUTOMATION)
 
@@ -120,7 +124,7 @@ def build_stages(methods, model_checkpoint: dg.SourceAsset,
         deps = [token_activations, analysis_settings, *([neuron_redundancy] if diversify else [])]
 
         @dg.asset(name=name, key_prefix=["neuron_rankings"], code_version="2", deps=deps,
-                  kinds={"pytorch", "duckdb"}, **common,
+                  kinds={"pytorch", "duckdb"}, **{**common, "pool": None if parallel_rankings else POOL},
                   description=(f"Neurons ordered by relevance to the task by `{method}`, globally and per class, "
                                "with the top words of the best neurons: tables `rankings`, `class_rankings`, "
                                "`ranking_runs`, `top_words`."))

@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.pipeline.services import start_postgres, start_redis  # noqa: E402
+from tests.pipeline.services import start_postgres, start_redis, stop_group  # noqa: E402
 
 CLI = [sys.executable, "-m", "neuro_pipeline.cli"]
 _SHARD = re.compile(r'(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d).*token_activations\.extract_shard\[(\w+)\] - '
@@ -71,20 +70,12 @@ def start_workers(folder: Path, home: Path, n: int, env: dict[str, str]) -> list
 
 def stop_workers(procs: list[subprocess.Popen]) -> None:
     for proc in procs:
-        deadline, sig = time.monotonic() + 60, signal.SIGTERM
-        while True:
-            proc.poll()
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            if time.monotonic() > deadline:
-                sig = signal.SIGKILL
-            time.sleep(0.5)
+        stop_group(proc)
 
 
 def shard_span(log_text: str) -> float | None:
-    """Seconds from the first shard's start to the last shard's end (Dagster's log lines)."""
+    """Seconds from the first shard's start to the last shard's end (Dagster's log lines,
+    to the second)."""
     import datetime as dt
 
     stamps = [(dt.datetime.fromisoformat(m.group(1)), m.group(3)) for m in _SHARD.finditer(log_text)]
@@ -142,8 +133,8 @@ def main(argv=None) -> int:
                 if proc.returncode != 0:
                     print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
                     raise SystemExit(f"run with {n} worker(s) failed")
-                logs = sorted((home / "logs").glob("run-*.log"), key=lambda p: p.stat().st_mtime)
-                span = shard_span(logs[-1].read_text(errors="replace"))
+                # The steps' events are logged where they ran: in the workers.
+                span = shard_span("\n".join(p.read_text(errors="replace") for p in folder.glob("worker-*.log")))
                 runs.append({"rep": rep, "workers": n, "wall_s": round(wall, 1), "shards_span_s": span})
                 print(f"rep {rep}: {n} worker(s): {wall:.1f} s (extraction shards {span} s)", flush=True)
     finally:
@@ -151,8 +142,8 @@ def main(argv=None) -> int:
         stop_pg()
         shutil.rmtree(work, ignore_errors=True)
     medians = {n: statistics.median(r["wall_s"] for r in runs if r["workers"] == n) for n in counts}
-    spans = {n: statistics.median(r["shards_span_s"] for r in runs if r["workers"] == n and r["shards_span_s"])
-             for n in counts}
+    spans = {n: statistics.median([r["shards_span_s"] for r in runs if r["workers"] == n and r["shards_span_s"]]
+                                  or [float("nan")]) for n in counts}
     print(json.dumps({"runs": runs, "median_wall_s": medians, "median_shards_span_s": spans,
                       "ratio_first_over_each": {n: round(medians[counts[0]] / medians[n], 3) for n in counts},
                       "cpus": os.cpu_count()}))

@@ -649,8 +649,6 @@ class Store:
         a 1 GB memory cgroup re-read and re-wrote its pages for minutes."""
         aset = self.activation_set(activation_set)
         n = keys.height
-        wanted = keys.select(pl.int_range(0, n, dtype=pl.Int64).alias("idx"),
-                             pl.col("sentence_hash").cast(pl.Utf8), pl.col("position").cast(pl.Int32))
         if aset.parquet_dir is None:
             source, order, params = f"{aset.table} a", "a.rowid", {"aset": activation_set}
             where = "a.activation_set = $aset AND a.layer = 0"
@@ -660,13 +658,34 @@ class Store:
                 return np.arange(n)
             source = "read_parquet($files, filename = true, file_row_number = true) a"
             order, params, where = "a.filename, a.file_row_number", {"files": files}, "a.layer = 0"
-        with self.streaming(n) as con:
-            con.execute("CREATE TEMP TABLE wanted AS SELECT * FROM wanted")
+        with self._scan(aset, keys) as con:
             found = con.sql(f"SELECT w.idx FROM wanted w JOIN {source} ON a.sentence_hash = w.sentence_hash "
                             f"AND a.position = w.position WHERE {where} ORDER BY {order}, w.idx",
                             params=params).fetchnumpy()["idx"]
         missing = np.setdiff1d(np.arange(n), found)
         return np.concatenate([found, missing]).astype(np.int64)
+
+    @contextlib.contextmanager
+    def _scan(self, aset: ActivationSet, keys: pl.DataFrame) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for one streamed read of ``aset``'s rows, holding the numbered keys as
+        the temporary table ``wanted`` (idx, sentence_hash, position). A Parquet set is read
+        by a DuckDB of its own: the store file is not held while the files are scanned, so
+        the other processes of a run (extraction shards, other workers) keep writing; rows
+        in DuckDB are read through the store."""
+        wanted = keys.select(pl.int_range(0, keys.height, dtype=pl.Int64).alias("idx"),  # noqa: F841
+                             pl.col("sentence_hash").cast(pl.Utf8), pl.col("position").cast(pl.Int32))
+        if aset.parquet_dir is None:
+            with self.streaming(keys.height) as con:
+                con.execute("CREATE TEMP TABLE wanted AS SELECT * FROM wanted")
+                yield con
+            return
+        con = duckdb.connect(":memory:", config={"memory_limit": f"{_read_memory_mb(keys.height)}MB",
+                                                 "preserve_insertion_order": False})
+        try:
+            con.execute("CREATE TEMP TABLE wanted AS SELECT * FROM wanted")
+            yield con
+        finally:
+            con.close()
 
     def remove_unlisted_files(self, aset: ActivationSet, *, older_than_seconds: float = 3600) -> int:
         """Delete Parquet files of the set that no commit lists (left by a crash) and that are
@@ -723,9 +742,6 @@ class Store:
             raise ValueError(f"layers {layers} name a layer twice.")
         hsz = aset.hidden_size
         n = keys.height
-        wanted = keys.select(
-            pl.int_range(0, n, dtype=pl.Int64).alias("idx"),
-            pl.col("sentence_hash").cast(pl.Utf8), pl.col("position").cast(pl.Int32))
         if out is None:
             out = np.empty((n, len(layers) * hsz), dtype=np.float32)
         elif out.shape != (n, len(layers) * hsz) or out.dtype != np.float32 or not out.flags.c_contiguous:
@@ -738,8 +754,7 @@ class Store:
         cells = out.reshape(n, len(layers), hsz)  # a view: (word, requested layer, unit)
         filled = np.zeros((n, len(layers)), dtype=bool)
         n_rows = 0
-        with self.streaming(n) as con:
-            con.execute("CREATE TEMP TABLE wanted AS SELECT * FROM wanted")
+        with self._scan(aset, keys) as con:
             # One pass over the set for every layer; rows arrive in any order, in record
             # batches, and are scattered into place, so neither DuckDB nor Python holds more
             # than one batch besides the result.
@@ -761,7 +776,7 @@ class Store:
                              "duplicate rows of the requested words; the store is inconsistent.")
         if not filled.all():
             row, j = (int(v[0]) for v in np.nonzero(~filled))
-            example = wanted.row(row, named=True)
+            example = keys.row(row, named=True)
             raise StoreError(
                 f"{self.path}: activation set '{activation_set}' lacks {int((~filled[:, j]).sum())} of {n} "
                 f"requested words in layer {layers[j]} (e.g. sentence {example.get('sentence_hash')} "

@@ -157,3 +157,21 @@ def start_redis() -> tuple[str, Stop]:
         stop()
         shutil.rmtree(folder, ignore_errors=True)
     return f"redis://127.0.0.1:{port}", stop_and_clean
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = 60) -> None:
+    """SIGTERM to a process started with ``start_new_session=True`` and its whole group (a
+    Celery worker's warm shutdown), SIGKILL after ``timeout``; returns once no process of
+    the group is left."""
+    deadline = time.monotonic() + timeout
+    sig = signal.SIGTERM
+    while True:
+        proc.poll()  # reap the leader: a zombie would keep the group alive
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        if time.monotonic() > deadline:
+            sig = signal.SIGKILL
+        time.sleep(0.5)
+    proc.wait(timeout=10)

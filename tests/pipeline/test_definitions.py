@@ -91,6 +91,11 @@ def test_the_execution_section_picks_the_executor_and_shards_extraction(tmp_path
     assert [c for c in sharded.resolve_asset_graph().asset_check_keys if c.asset_key == key]
     ops = {n.name for n in sharded.get_assets_def(key).node_def.nodes}
     assert ops == {"extraction_shards", "extract_shard", "merge_shards"}
+    # Steps at once: the rankings leave the DuckDB writer pool (the other writers stay in it).
+    ranking = dg.AssetKey(["neuron_rankings", "linear_probe"])
+    assert sharded.get_assets_def(ranking).op.pool is None
+    assert defs.get_assets_def(ranking).op.pool == "duckdb_writer"
+    assert sharded.get_assets_def(dg.AssetKey("evaluation_report")).op.pool == "duckdb_writer"
     (tmp_path / "m.yaml").write_text("execution: {executor: multiprocess, max_concurrent: 2}\n", encoding="utf-8")
     assert build_definitions(str(tmp_path / "m.yaml")).resolve_job_def(
         "analysis_job").executor_def.name == "multiprocess_executor"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -27,7 +26,7 @@ from assets.definitions import build_definitions
 from neuro_pipeline import pipeline as npl
 from neuro_pipeline.config import load_config
 from neuro_pipeline.store import Store
-from tests.pipeline.services import Unavailable, start_postgres, start_redis
+from tests.pipeline.services import Unavailable, start_postgres, start_redis, stop_group
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "neuro_pipeline.cli"]
@@ -64,23 +63,6 @@ def _start_worker(folder: Path, name: str, env: dict[str, str]) -> subprocess.Po
     log = open(folder / f"worker-{name}.log", "wb")  # noqa: SIM115 (closed by the OS at exit)
     return subprocess.Popen([*CLI, "worker", "-c", "pipeline.yaml", "--home", "home", "--name", name],
                             cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop_group(proc: subprocess.Popen, timeout: float = 60) -> None:
-    """SIGTERM to the worker's process group (Celery's warm shutdown), SIGKILL after ``timeout``;
-    returns once no process of the group is left."""
-    deadline = time.monotonic() + timeout
-    sig = signal.SIGTERM
-    while True:
-        proc.poll()  # reap the leader: a zombie would keep the group alive
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        if time.monotonic() > deadline:
-            sig = signal.SIGKILL
-        time.sleep(0.5)
-    proc.wait(timeout=10)
 
 
 def _wait_ready(folder: Path, names: list[str], procs: list[subprocess.Popen], timeout: float = 120) -> None:
@@ -174,7 +156,7 @@ def test_celery_workers_run_the_shards_and_give_the_single_process_results(analy
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     finally:
         for worker in workers:
-            _stop_group(worker)
+            stop_group(worker)
     assert all(w.returncode is not None for w in workers)
 
     # Which process ran each step: the run's events, read back from PostgreSQL.

@@ -54,13 +54,23 @@ def _run(url: str, args: list[str], *, window_size: tuple[int, int], budget_ms: 
     exe = find_chromium()
     if exe is None:
         raise FileNotFoundError(f"No Chromium found (looked for {', '.join(CHROMIUM_NAMES)}); {INSTALL_HINT}.")
-    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
-        cmd = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={window_size[0]},{window_size[1]}"]
-        if budget_ms is not None:
-            # Virtual time runs the page's timers and fetches until the budget is used up,
-            # so a JavaScript app has rendered before the DOM or the pixels are taken.
-            cmd.append(f"--virtual-time-budget={budget_ms}")
-        proc = subprocess.run([*cmd, *args, url], capture_output=True, text=True, timeout=timeout, check=False)
+    # One retry with a fresh profile: on a loaded 2-core machine a headless Chromium has hung
+    # once in a full suite (killed after 90 s) on a page that renders in seconds alone.
+    for attempt in range(2):
+        with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+            cmd = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+                   f"--window-size={window_size[0]},{window_size[1]}"]
+            if budget_ms is not None:
+                # Virtual time runs the page's timers and fetches until the budget is used up,
+                # so a JavaScript app has rendered before the DOM or the pixels are taken.
+                cmd.append(f"--virtual-time-budget={budget_ms}")
+            try:
+                proc = subprocess.run([*cmd, *args, url], capture_output=True, text=True, timeout=timeout,
+                                      check=False)
+                break
+            except subprocess.TimeoutExpired:
+                if attempt == 1:
+                    raise
     if proc.returncode != 0:
         raise RuntimeError(f"chromium exited with {proc.returncode} on {url}:\n{proc.stderr[-2000:]}")
     return proc

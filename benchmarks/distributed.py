@@ -35,7 +35,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.pipeline.services import start_postgres, start_redis, stop_group  # noqa: E402
+from tests.pipeline.services import start_postgres, start_redis, start_workers, stop_group  # noqa: E402
 
 CLI = [sys.executable, "-m", "neuro_pipeline.cli"]
 _SHARD = re.compile(r'(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d).*token_activations\.extract_shard\[(\w+)\] - '
@@ -47,30 +47,6 @@ def first_sentences(src: Path, n: int, dst: Path) -> Path:
     blocks = [b for b in src.read_text(encoding="utf-8").split("\n\n") if b.strip()]
     dst.write_text("\n\n".join(blocks[:n]) + "\n\n", encoding="utf-8")
     return dst
-
-
-def start_workers(folder: Path, home: Path, n: int, env: dict[str, str]) -> list[subprocess.Popen]:
-    procs = []
-    for i in range(n):
-        log = open(folder / f"worker-{i}.log", "wb")  # noqa: SIM115
-        procs.append(subprocess.Popen([*CLI, "worker", "-c", "pipeline.yaml", "--home", str(home), "--name", f"w{i}"],
-                                      cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                      start_new_session=True))
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        logs = [(folder / f"worker-{i}.log").read_text(errors="replace") for i in range(n)]
-        if all("ready." in text for text in logs):
-            return procs
-        if any(p.poll() is not None for p in procs):
-            break
-        time.sleep(0.5)
-    stop_workers(procs)
-    raise RuntimeError("workers did not start: " + (folder / "worker-0.log").read_text(errors="replace")[-2000:])
-
-
-def stop_workers(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        stop_group(proc)
 
 
 def shard_span(log_text: str) -> float | None:
@@ -122,14 +98,15 @@ def main(argv=None) -> int:
                 (folder / "pipeline.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
                 # One instance for every run (its home is shared): each run is --all.
                 home = work / "home"
-                workers = start_workers(folder, home, n, env)
+                workers = start_workers(folder, [f"w{i}" for i in range(n)], env, home=home)
                 try:
                     start = time.perf_counter()
                     proc = subprocess.run([*CLI, "run", "--all", "-c", "pipeline.yaml", "--home", str(home)],
                                           cwd=folder, env=env, capture_output=True, text=True, timeout=3600)
                     wall = time.perf_counter() - start
                 finally:
-                    stop_workers(workers)
+                    for worker in workers:
+                        stop_group(worker)
                 if proc.returncode != 0:
                     print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
                     raise SystemExit(f"run with {n} worker(s) failed")

@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,24 +24,22 @@ class Unavailable(RuntimeError):
     """The service's programs are not on this machine and cannot be installed."""
 
 
-def _postgres_bin() -> Path:
+def _find_postgres() -> Path | None:
     for root in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
         if (root / "postgres").is_file() and (root / "initdb").is_file():
             return root
     found = shutil.which("postgres")
-    if found:
-        return Path(found).resolve().parent
-    if _can_apt():
+    return Path(found).resolve().parent if found else None
+
+
+def _postgres_bin() -> Path:
+    found = _find_postgres()
+    if found is None and _can_apt():
         _apt("postgresql")
-        return _postgres_bin_no_install()
-    raise Unavailable("PostgreSQL's server is not installed (apt-get install postgresql)")
-
-
-def _postgres_bin_no_install() -> Path:
-    for root in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (root / "postgres").is_file():
-            return root
-    raise Unavailable("PostgreSQL's server is still missing after apt-get install postgresql")
+        found = _find_postgres()
+    if found is None:
+        raise Unavailable("PostgreSQL's server is not installed (apt-get install postgresql)")
+    return found
 
 
 def _can_apt() -> bool:
@@ -175,3 +174,35 @@ def stop_group(proc: subprocess.Popen, timeout: float = 60) -> None:
             sig = signal.SIGKILL
         time.sleep(0.5)
     proc.wait(timeout=10)
+
+
+def start_workers(folder: Path, names: list[str], env: dict[str, str], home: str | Path = "home",
+                  timeout: float = 180) -> list[subprocess.Popen]:
+    """``neuro-pipeline worker -c pipeline.yaml`` in ``folder``, one per name (each in its own
+    process group, logging to ``worker-<name>.log``); returns once every one is ready. A
+    worker that exits or is not ready in time stops them all and raises with its log."""
+    procs = []
+    for name in names:
+        with open(folder / f"worker-{name}.log", "wb") as log:  # the child keeps its own descriptor
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "neuro_pipeline.cli", "worker", "-c", "pipeline.yaml", "--home", str(home),
+                 "--name", name], cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+
+    def text(name: str) -> str:
+        return (folder / f"worker-{name}.log").read_text(errors="replace")
+
+    deadline = time.monotonic() + timeout
+    problem = None
+    while problem is None:
+        exited = [(n, p.returncode) for n, p in zip(names, procs) if p.poll() is not None]
+        if exited:
+            problem = f"worker {exited[0][0]} exited with {exited[0][1]}: {text(exited[0][0])[-3000:]}"
+        elif all(f"{n}@" in text(n) and "ready." in text(n) for n in names):
+            return procs
+        elif time.monotonic() > deadline:
+            problem = f"the Celery workers were not ready within {timeout:.0f} s: {text(names[0])[-3000:]}"
+        else:
+            time.sleep(0.5)
+    for proc in procs:
+        stop_group(proc)
+    raise RuntimeError(problem)

@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -26,7 +25,7 @@ from assets.definitions import build_definitions
 from neuro_pipeline import pipeline as npl
 from neuro_pipeline.config import load_config
 from neuro_pipeline.store import Store
-from tests.pipeline.services import Unavailable, start_postgres, start_redis, stop_group
+from tests.pipeline.services import Unavailable, start_postgres, start_redis, start_workers, stop_group
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "neuro_pipeline.cli"]
@@ -57,27 +56,6 @@ def services():
     yield {"postgres": pg.replace("postgresql://", "postgresql+psycopg2://"), "redis": redis}
     for stop in reversed(started):
         stop()
-
-
-def _start_worker(folder: Path, name: str, env: dict[str, str]) -> subprocess.Popen:
-    log = open(folder / f"worker-{name}.log", "wb")  # noqa: SIM115 (closed by the OS at exit)
-    return subprocess.Popen([*CLI, "worker", "-c", "pipeline.yaml", "--home", "home", "--name", name],
-                            cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _wait_ready(folder: Path, names: list[str], procs: list[subprocess.Popen], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for name, proc in zip(names, procs):
-            if proc.poll() is not None:
-                pytest.fail(f"worker {name} exited with {proc.returncode}: "
-                            + (folder / f"worker-{name}.log").read_text(errors="replace")[-3000:])
-        if all(f"{n}@" in (folder / f"worker-{n}.log").read_text(errors="replace")
-               and "ready." in (folder / f"worker-{n}.log").read_text(errors="replace") for n in names):
-            return
-        time.sleep(0.5)
-    pytest.fail("the Celery workers did not become ready within "
-                f"{timeout:.0f} s: " + (folder / f"worker-{names[0]}.log").read_text(errors="replace")[-3000:])
 
 
 def _results(store: Store) -> dict[str, pl.DataFrame]:
@@ -148,9 +126,8 @@ def test_celery_workers_run_the_shards_and_give_the_single_process_results(analy
         """), encoding="utf-8")
     env = {**os.environ, "NEURO_PIPELINE_POSTGRES_URL": services["postgres"]}
     names = ["w1", "w2"]
-    workers = [_start_worker(analysis_dir, n, env) for n in names]
+    workers = start_workers(analysis_dir, names, env)
     try:
-        _wait_ready(analysis_dir, names, workers)
         proc = subprocess.run([*CLI, "run", "-c", "pipeline.yaml", "--home", "home"], cwd=analysis_dir, env=env,
                               capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

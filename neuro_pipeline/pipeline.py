@@ -470,15 +470,8 @@ def activation_statistics(cfg: PipelineConfig, store: Store, aset: ActivationSet
     width_max = np.full(n_layers, -1, dtype=np.int64)
     low = np.full((n_layers, hsz), np.inf, dtype=np.float32)
     high = np.full((n_layers, hsz), -np.inf, dtype=np.float32)
-    relation, relation_params = store.activation_relation(aset)
-    n_keys = int(store.query("SELECT count(*) AS n FROM tokens WHERE corpus_id = ?", [cfg.name])["n"][0])
-    batches = store.stream(
-        """
-        WITH keys AS (SELECT DISTINCT sentence_hash, position FROM tokens WHERE corpus_id = $cid)
-        SELECT a.layer, a.act FROM {relation} a JOIN keys k
-        ON a.sentence_hash = k.sentence_hash AND a.position = k.position WHERE a.activation_set = $aset
-        """.format(relation=relation), {"cid": cfg.name, "aset": aset.activation_set, **relation_params},
-        n_keys=n_keys)
+    keys = store.query("SELECT DISTINCT sentence_hash, position FROM tokens WHERE corpus_id = ?", [cfg.name])
+    batches = store.stream_activation_rows(aset.activation_set, keys)
     for batch in batches:
         layer = batch.column(0).to_numpy().astype(np.int64)
         acts = batch.column(1)

@@ -394,14 +394,6 @@ class Store:
             finally:
                 con.execute(f"SET memory_limit = '{_memory_limit()}'; RESET preserve_insertion_order")
 
-    def stream(self, sql: str, params: Sequence | dict | None = None, *, n_keys: int = 0,
-               batch_rows: int = _READ_BATCH_ROWS) -> Iterator:
-        """Run a read query and yield its result as pyarrow record batches of up to
-        ``batch_rows`` rows, in any order, with DuckDB's memory capped as in
-        :meth:`streaming`: for scans whose result is larger than memory."""
-        with self.streaming(n_keys) as con:
-            yield from con.sql(sql, params=params).to_arrow_reader(batch_rows)
-
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A write transaction: committed on success, rolled back on any error."""
@@ -702,6 +694,19 @@ class Store:
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed
+
+    def stream_activation_rows(self, activation_set: str, keys: pl.DataFrame) -> Iterator:
+        """The set's rows of the given words (distinct ``sentence_hash``, ``position``) as
+        pyarrow record batches of (layer, act), in any order, with DuckDB's memory capped: one
+        pass over activations larger than memory. A Parquet set is scanned without holding
+        the store file (as :meth:`read_activation_matrix` does)."""
+        aset = self.activation_set(activation_set)
+        relation, params = self.activation_relation(aset)
+        with self._scan(aset, keys) as con:
+            yield from con.sql(
+                f"SELECT a.layer, a.act FROM wanted w JOIN {relation} a ON a.sentence_hash = w.sentence_hash "
+                "AND a.position = w.position WHERE a.activation_set = $aset",
+                params={**params, "aset": activation_set}).to_arrow_reader(_READ_BATCH_ROWS)
 
     def read_activation_matrix(
         self,

@@ -284,6 +284,13 @@ def test_a_new_registry_version_is_requested_by_the_automation(tmp_path, tiny_mo
         evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
         requested = {"/".join(k.path): evaluation.get_requested_partitions(k)
                      for k in defs.resolve_asset_graph().get_all_asset_keys() if evaluation.get_num_requested(k)}
-        assert requested.get("token_activations") == {"v1"} and "annotated_corpus" not in requested
+        # The whole analysis of v1 in one tick (one run): every check is partitioned and requested
+        # with its asset, so a child need not wait for its parent's check to have run once.
+        analysis = {"/".join(k.path) for k in defs.resolve_asset_graph().get_all_asset_keys()} - {
+            "annotated_corpus", "corpus_files", "analysis_settings", "model_checkpoint"}
+        assert requested == dict.fromkeys(analysis, {"v1"}), requested
+        checks = {r.key.asset_key.to_user_string(): r.true_subset.expensively_compute_partition_keys()
+                  for r in evaluation.results if isinstance(r.key, dg.AssetCheckKey) and not r.true_subset.is_empty}
+        assert checks == dict.fromkeys(analysis, {"v1"}), checks
         again = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=evaluation.cursor)
         assert again.get_num_requested(dg.AssetKey("token_activations")) == 0    # requested once

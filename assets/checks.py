@@ -17,8 +17,15 @@ from .stages import Stages, annotated_corpus
 #: lets them run with their asset. Without both, an asset whose check had never run (a new
 #: model version's first analysis) waited for a tick and a run per level of the graph: 5
 #: runs, about 30 s apart, where one suffices.
-WITH_ITS_ASSET = dg.AutomationCondition.any_deps_match(dg.AutomationCondition.will_be_requested()).with_label(
-    "with its asset")
+#:
+#: A materialization that has no check result (a run that left the checks out, or results
+#: stored before checks were partitioned) gets its check on its own, once: otherwise the
+#: children of that version would wait for a result that nothing requests.
+_WITHOUT_RESULT = (dg.AutomationCondition.missing() & ~dg.AutomationCondition.any_deps_missing()
+                   & ~dg.AutomationCondition.any_deps_in_progress()).newly_true().with_label(
+    "its asset has no result of it")
+WITH_ITS_ASSET = (dg.AutomationCondition.any_deps_match(dg.AutomationCondition.will_be_requested())
+                  | _WITHOUT_RESULT).with_label("with its asset")
 
 
 def _result(report: QualityReport) -> dg.AssetCheckResult:

@@ -294,3 +294,47 @@ def test_a_new_registry_version_is_requested_by_the_automation(tmp_path, tiny_mo
         assert checks == dict.fromkeys(analysis, {"v1"}), checks
         again = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=evaluation.cursor)
         assert again.get_num_requested(dg.AssetKey("token_activations")) == 0    # requested once
+
+
+def test_a_materialization_without_its_check_gets_the_check_once_and_unblocks_its_children(tmp_path, tiny_model_dir):
+    """A run that left the checks out (or results stored before the checks were partitioned)
+    would leave the children of that version waiting for a check result nothing requests."""
+    config = _registry_config(tmp_path)
+    shutil.copytree(tiny_model_dir, tmp_path / "registry" / "v1")
+    defs = build_definitions(config)
+    everything = list(defs.assets) + list(defs.asset_checks or [])
+
+    def requested(evaluation) -> tuple[dict, dict]:
+        assets = {k.to_user_string(): evaluation.get_requested_partitions(k)
+                  for k in defs.resolve_asset_graph().get_all_asset_keys() if evaluation.get_num_requested(k)}
+        checks = {r.key.to_user_string(): (r.true_subset.expensively_compute_partition_keys()
+                                           if r.true_subset.is_partitioned else {None})
+                  for r in evaluation.results if isinstance(r.key, dg.AssetCheckKey) and not r.true_subset.is_empty}
+        return assets, checks
+
+    def materialize(selection, partition_key=None):
+        result = dg.materialize(everything, instance=instance, resources=make_resources(config),
+                                selection=selection, partition_key=partition_key)
+        assert result.success
+
+    with dg.instance_for_test() as instance:
+        for sensor in ("input_watch_sensor", "model_registry_sensor"):
+            result = _sensor_result(defs, sensor, instance)
+            for request in result.dynamic_partitions_requests:
+                instance.add_dynamic_partitions(MODEL_VERSIONS, list(request.partition_keys))
+            for event in result.asset_events:
+                instance.report_runless_asset_event(event)
+        materialize(dg.AssetSelection.assets("annotated_corpus").without_checks())
+        first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        assert requested(first) == ({}, {"annotated_corpus:annotated_corpus_quality": {None}})
+        second = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+        assert requested(second) == ({}, {})                                      # once
+        materialize(dg.AssetSelection.checks_for_assets("annotated_corpus"))
+        materialize(dg.AssetSelection.assets("token_activations").without_checks(), partition_key="v1")
+        third = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=second.cursor)
+        assets, checks = requested(third)
+        assert "token_activations" not in assets and assets["evaluation_report"] == {"v1"}, assets
+        assert checks["token_activations:token_activations_quality"] == {"v1"}, checks
+        assert {c.split(":")[0] for c in checks} == set(assets) | {"token_activations"}, checks
+        fourth = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=third.cursor)
+        assert requested(fourth) == ({}, {})

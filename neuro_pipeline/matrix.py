@@ -59,14 +59,25 @@ def take_rows(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def take_columns(X: np.ndarray, columns) -> np.ndarray:
-    """``X[:, columns]`` in memory. From a file-backed ``X`` the rows are read in order,
-    ``_COPY_ROWS`` at a time: numpy's own column gather touches every page of the file for
-    each call, which re-reads the whole file once per call when it does not fit in memory."""
-    if not is_file_backed(X):
-        return X[:, columns]
+def take_columns(X: np.ndarray, columns, order: str = "C") -> np.ndarray:
+    """``X[:, columns]`` in memory, in C order (rows contiguous: what the probes read) or,
+    with ``order="F"``, column by column. From a file-backed ``X`` the rows are read in
+    order, ``_COPY_ROWS`` at a time: numpy's own column gather touches every page of the
+    file for each call, which re-reads the whole file once per call when it does not fit in
+    memory."""
+    if order not in ("C", "F"):
+        raise ValueError(f"take_columns: order must be 'C' or 'F', got {order!r}.")
     columns = np.asarray(columns)
-    out = np.empty((X.shape[0], len(columns)), dtype=X.dtype)
+    if columns.dtype == bool:
+        columns = np.flatnonzero(columns)
+    elif columns.size == 0:
+        columns = columns.astype(np.intp)
+    if not is_file_backed(X):
+        # numpy's X[:, columns] is laid out column by column; the probes' row chunks of such
+        # a matrix are copies, made again on every pass (8 of the report's 19 s on EWT).
+        # np.take gives C order and is ~4x faster than the gather.
+        return np.take(X, columns, axis=1) if order == "C" else np.asfortranarray(X[:, columns])
+    out = np.empty((X.shape[0], len(columns)), dtype=X.dtype, order=order)
     for start in range(0, X.shape[0], _COPY_ROWS):
         out[start:start + _COPY_ROWS] = np.asarray(X[start:start + _COPY_ROWS])[:, columns]
     return out

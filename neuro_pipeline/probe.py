@@ -193,6 +193,9 @@ class LinearProbe(BaseEstimator):
 
         self._check_params()
         X, y = check_activations(X, y, owner=type(self).__name__)
+        if X.dtype == np.float32 and not X.flags.c_contiguous and not isinstance(X, np.memmap):
+            # One copy now rather than one per row chunk per pass (hundreds of passes).
+            X = np.ascontiguousarray(X)
         classes, y_idx = np.unique(y, return_inverse=True)
         n, d = X.shape
         if self.standardize:

@@ -283,7 +283,8 @@ def top_words_table(
     # The requested columns once (a memmap's in one sequential pass), then standardized a
     # block at a time, the block small enough that its float64 working set stays near
     # _BLOCK_VALUES values whatever the corpus size (128 neurons of 269k words took 0.6 GB).
-    selected = take_columns(X, neuron_list)
+    # Column by column: each neuron is standardized and scored on its own.
+    selected = take_columns(X, neuron_list, order="F")
     step = max(1, min(_NEURON_BLOCK, _BLOCK_VALUES // max(1, X.shape[0])))
     for start in range(0, len(neuron_list), step):
         block = neuron_list[start : start + step]

@@ -60,6 +60,7 @@ from neuro_pipeline.evaluation.selection import (
     DEFAULT_SELECTION_PROBE_PARAMS,
     random_neurons,
 )
+from neuro_pipeline.matrix import take_columns
 from neuro_pipeline.probe import LinearProbe, _effective_weights
 from neuro_pipeline.ranking._base import check_activations
 
@@ -223,11 +224,11 @@ def ablate(
                 start = time.perf_counter()
                 keep = mode.startswith("keep")
                 if mode.endswith("retrain"):
-                    # np.flatnonzero is sorted: the fancy-indexed copy reads rows left to right.
+                    # np.flatnonzero is sorted: the copy reads each row left to right.
                     train_columns = np.flatnonzero(kept if keep else ~kept)
                     if len(train_columns):
-                        probe = LinearProbe(**params).fit(X_train[:, train_columns], y_train)
-                        accuracy = probe.score(X_test[:, train_columns], y_test)
+                        probe = LinearProbe(**params).fit(take_columns(X_train, train_columns), y_train)
+                        accuracy = probe.score(take_columns(X_test, train_columns), y_test)
                     else:
                         accuracy = majority_accuracy
                     rows.append(_row(mode, name, fraction, k, draw, accuracy, None))

@@ -33,6 +33,7 @@ from neuro_pipeline.evaluation.selection import (
     DEFAULT_SELECTION_PROBE_PARAMS,
     check_splits,
 )
+from neuro_pipeline.matrix import take_columns
 from neuro_pipeline.probe import LinearProbe
 
 logger = logging.getLogger(__name__)
@@ -302,7 +303,7 @@ def evaluate_selectivity(
         if len(columns) == n_neurons:  # every neuron: no copy needed
             train_part, test_part = X_train, X_test
         else:
-            train_part, test_part = X_train[:, columns], X_test[:, columns]
+            train_part, test_part = take_columns(X_train, columns), take_columns(X_test, columns)
         task_probe = LinearProbe(**params).fit(train_part, y_train)
         control_probe = LinearProbe(**params).fit(train_part, control_train)
         task_hit = task_probe.predict(test_part) == np.asarray(y_test)

@@ -28,6 +28,7 @@ from neuro_pipeline.evaluation.selection import (
     DEFAULT_SELECTION_PROBE_PARAMS,
     check_splits,
 )
+from neuro_pipeline.matrix import take_columns
 from neuro_pipeline.probe import LinearProbe
 
 logger = logging.getLogger(__name__)
@@ -340,8 +341,8 @@ def minimal_neuron_sets(
                 break
             # Sorted columns for the copy; the prefix itself is reported best first.
             columns = np.sort(ranking[:size])
-            probe = LinearProbe(**params).fit(X_train[:, columns], binary_train)
-            f1 = _f1(is_true, probe.predict(X_test[:, columns]) == 1)
+            probe = LinearProbe(**params).fit(take_columns(X_train, columns), binary_train)
+            f1 = _f1(is_true, probe.predict(take_columns(X_test, columns)) == 1)
             if row["reached_f1"] is None or f1 > row["reached_f1"]:
                 row["reached_f1"] = f1
             if f1 >= row["target_f1"]:

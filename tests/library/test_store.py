@@ -43,6 +43,15 @@ def test_matrix_can_be_read_into_a_file_backed_array(store, tmp_path):
     assert isinstance(part, np.memmap)
     np.testing.assert_array_equal(part, X[[0, 2]])
     assert isinstance(new_matrix((5, 12), limit_mb=1, folder=tmp_path), np.ndarray)
+    # Rows contiguous (the probes' chunks are then views, not a copy per pass) unless asked.
+    for source in (X, np.asarray(X).copy()):
+        for columns in ([11, 0, 5], np.arange(12) % 3 == 0, []):
+            rows = take_columns(source, columns)
+            np.testing.assert_array_equal(rows, np.asarray(X)[:, columns])
+            assert rows.flags.c_contiguous and not isinstance(rows, np.memmap)
+            by_column = take_columns(source, columns, order="F")
+            np.testing.assert_array_equal(by_column, rows)
+            assert by_column.flags.f_contiguous
     with pytest.raises(ValueError, match="C-contiguous float32 array of shape"):
         store.read_activation_matrix("set1", keys, out=np.empty((5, 12), dtype=np.float64))
 

@@ -28,6 +28,13 @@ WITH_ITS_ASSET = (dg.AutomationCondition.any_deps_match(dg.AutomationCondition.w
                   | _WITHOUT_RESULT).with_label("with its asset")
 
 
+def _asset_check(asset: dg.AssetsDefinition, *, blocking: bool = True, **kwargs):
+    """``dg.asset_check`` for a check that runs with its asset (see :data:`WITH_ITS_ASSET`):
+    partitioned like it, blocking unless told otherwise."""
+    return dg.asset_check(asset=asset, blocking=blocking, automation_condition=WITH_ITS_ASSET,
+                          partitions_def=asset.partitions_def, **kwargs)
+
+
 def _result(report: QualityReport) -> dg.AssetCheckResult:
     metadata: dict = {
         f"{r['expectation']}[{r['column']}]" if r.get("column") else r["expectation"]: dg.MetadataValue.json(r)
@@ -38,7 +45,7 @@ def _result(report: QualityReport) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=report.success, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata)
 
 
-@dg.asset_check(asset=annotated_corpus, blocking=True, automation_condition=WITH_ITS_ASSET, description=(
+@_asset_check(annotated_corpus, description=(
     "great-expectations: no empty tokens or labels, unique keys, valid splits, a training split, "
     "training labels in the declared set, one label per word for every concept; test labels outside the "
     "set or unseen in training are counted, and the label distribution is recorded."))
@@ -48,8 +55,7 @@ def annotated_corpus_quality(pipeline: PipelineResource) -> dg.AssetCheckResult:
 
 
 def activations_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=asset, name="token_activations_quality", blocking=True, automation_condition=WITH_ITS_ASSET,
-                    partitions_def=asset.partitions_def, description=(
+    @_asset_check(asset, name="token_activations_quality", description=(
         "great-expectations: one row per corpus word in every layer, the expected width, no NaN or Inf "
         "(sentences and layers listed); constant neurons and windowed or rejected sentences are reported."))
     def _check(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource) -> dg.AssetCheckResult:
@@ -62,8 +68,7 @@ def activations_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
 def ranking_check(asset: dg.AssetsDefinition, name: str) -> dg.AssetChecksDefinition:
     """The blocking quality check of one ranking asset."""
 
-    @dg.asset_check(asset=asset, name="ranking_quality", blocking=True, automation_condition=WITH_ITS_ASSET,
-                    partitions_def=asset.partitions_def, description=(
+    @_asset_check(asset, name="ranking_quality", description=(
         "great-expectations: the ranking is a permutation of all neuron ids, scores are finite (a method that "
         "ranks a prefix leaves rank and score null together), and the hyperparameters are recorded."))
     def _check(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource) -> dg.AssetCheckResult:
@@ -74,8 +79,7 @@ def ranking_check(asset: dg.AssetsDefinition, name: str) -> dg.AssetChecksDefini
 
 
 def report_check(report: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=report, name="evaluation_report_quality", blocking=True, automation_condition=WITH_ITS_ASSET,
-                    partitions_def=report.partitions_def, description=(
+    @_asset_check(report, name="evaluation_report_quality", description=(
         "great-expectations: every accuracy in [0, 1]; the full probe beats the majority-class baseline."))
     def _check(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource) -> dg.AssetCheckResult:
         cfg = pipeline.load(context)
@@ -88,8 +92,7 @@ def derived_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
     """The blocking quality check of a derived evaluation asset (its tables' value ranges)."""
     name = asset.key.path[-1]
 
-    @dg.asset_check(asset=asset, name=f"{name}_quality", blocking=True, automation_condition=WITH_ITS_ASSET,
-                    partitions_def=asset.partitions_def, description=(
+    @_asset_check(asset, name=f"{name}_quality", description=(
         "great-expectations: the asset's table has rows, accuracies in [0, 1], selectivity in [-1, 1], "
         "overlaps in [0, 1]."))
     def _check(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource) -> dg.AssetCheckResult:
@@ -106,8 +109,7 @@ def drift_check(asset: dg.AssetsDefinition, severity: str) -> dg.AssetChecksDefi
     the thresholds of ``monitoring`` (judged against the config at check time)."""
     level = dg.AssetCheckSeverity.ERROR if severity == "error" else dg.AssetCheckSeverity.WARN
 
-    @dg.asset_check(asset=asset, name="drift_within_thresholds", blocking=severity == "error",
-                    automation_condition=WITH_ITS_ASSET, partitions_def=asset.partitions_def, description=(
+    @_asset_check(asset, name="drift_within_thresholds", blocking=severity == "error", description=(
         "No class lost more probe accuracy or selectivity than monitoring.max_accuracy_drop / "
         "max_selectivity_drop, and every top-k neuron set kept a Jaccard overlap of at least "
         "monitoring.min_jaccard with the previous model version."))

@@ -51,6 +51,28 @@ def _sensor_result(defs: dg.Definitions, name: str, instance, cursor: str | None
     return sensor(ctx)
 
 
+def _tick(defs: dg.Definitions, sensor: str, instance, cursor: str | None = None) -> dg.SensorResult:
+    """One sensor tick applied as the daemon applies it: new partitions added, observations
+    recorded."""
+    result = _sensor_result(defs, sensor, instance, cursor=cursor)
+    for request in result.dynamic_partitions_requests:
+        instance.add_dynamic_partitions(MODEL_VERSIONS, list(request.partition_keys))
+    for event in result.asset_events:
+        instance.report_runless_asset_event(event)
+    return result
+
+
+def _requests(defs: dg.Definitions, evaluation) -> tuple[dict, dict]:
+    """What one automation tick requested: partitions per asset and per check (``{None}``
+    for an unpartitioned check)."""
+    assets = {k.to_user_string(): evaluation.get_requested_partitions(k)
+              for k in defs.resolve_asset_graph().get_all_asset_keys() if evaluation.get_num_requested(k)}
+    checks = {r.key.to_user_string(): (r.true_subset.expensively_compute_partition_keys()
+                                       if r.true_subset.is_partitioned else {None})
+              for r in evaluation.results if isinstance(r.key, dg.AssetCheckKey) and not r.true_subset.is_empty}
+    return assets, checks
+
+
 def test_a_registry_needs_an_existing_folder_and_excludes_model_path(tmp_path, tiny_model_dir):
     (tmp_path / "p.yaml").write_text("monitoring: {registry: nowhere}\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"monitoring.registry is not a directory: nowhere"):
@@ -175,9 +197,7 @@ def test_input_sensor_reports_only_changed_inputs(analysis_dir):
 
 def _requested(defs: dg.Definitions, instance, cursor=None):
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-    keys = {"/".join(k.path) for k in defs.resolve_asset_graph().get_all_asset_keys()
-            if result.get_num_requested(k)}
-    return keys, result.cursor
+    return set(_requests(defs, result)[0]), result.cursor
 
 
 def test_automation_reruns_only_what_a_corpus_edit_touches_and_extracts_one_sentence(analysis_dir):
@@ -186,9 +206,7 @@ def test_automation_reruns_only_what_a_corpus_edit_touches_and_extracts_one_sent
     job = defs.resolve_job_def("analysis_job")
     with dg.instance_for_test() as instance:
         def observe():
-            result = _sensor_result(defs, "input_watch_sensor", instance, cursor=state.get("cursor"))
-            for event in result.asset_events:
-                instance.report_runless_asset_event(event)
+            result = _tick(defs, "input_watch_sensor", instance, cursor=state.get("cursor"))
             state["cursor"] = result.cursor or state.get("cursor")
 
         state: dict = {}
@@ -264,11 +282,7 @@ def test_a_new_registry_version_is_requested_by_the_automation(tmp_path, tiny_mo
     defs = build_definitions(config)
 
     def tick(sensor: str, cursor: str | None = None) -> str | None:
-        result = _sensor_result(defs, sensor, instance, cursor=cursor)
-        for request in result.dynamic_partitions_requests:
-            instance.add_dynamic_partitions(MODEL_VERSIONS, list(request.partition_keys))
-        for event in result.asset_events:
-            instance.report_runless_asset_event(event)
+        result = _tick(defs, sensor, instance, cursor=cursor)
         assert result.run_requests == []
         return result.cursor
 
@@ -282,16 +296,13 @@ def test_a_new_registry_version_is_requested_by_the_automation(tmp_path, tiny_mo
         shutil.copytree(tiny_model_dir, tmp_path / "registry" / "v1")
         tick("model_registry_sensor")
         evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
-        requested = {"/".join(k.path): evaluation.get_requested_partitions(k)
-                     for k in defs.resolve_asset_graph().get_all_asset_keys() if evaluation.get_num_requested(k)}
+        requested, checks = _requests(defs, evaluation)
         # The whole analysis of v1 in one tick (one run): every check is partitioned and requested
         # with its asset, so a child need not wait for its parent's check to have run once.
-        analysis = {"/".join(k.path) for k in defs.resolve_asset_graph().get_all_asset_keys()} - {
+        analysis = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()} - {
             "annotated_corpus", "corpus_files", "analysis_settings", "model_checkpoint"}
         assert requested == dict.fromkeys(analysis, {"v1"}), requested
-        checks = {r.key.asset_key.to_user_string(): r.true_subset.expensively_compute_partition_keys()
-                  for r in evaluation.results if isinstance(r.key, dg.AssetCheckKey) and not r.true_subset.is_empty}
-        assert checks == dict.fromkeys(analysis, {"v1"}), checks
+        assert {c.split(":")[0]: keys for c, keys in checks.items()} == dict.fromkeys(analysis, {"v1"}), checks
         again = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=evaluation.cursor)
         assert again.get_num_requested(dg.AssetKey("token_activations")) == 0    # requested once
 
@@ -304,14 +315,6 @@ def test_a_materialization_without_its_check_gets_the_check_once_and_unblocks_it
     defs = build_definitions(config)
     everything = list(defs.assets) + list(defs.asset_checks or [])
 
-    def requested(evaluation) -> tuple[dict, dict]:
-        assets = {k.to_user_string(): evaluation.get_requested_partitions(k)
-                  for k in defs.resolve_asset_graph().get_all_asset_keys() if evaluation.get_num_requested(k)}
-        checks = {r.key.to_user_string(): (r.true_subset.expensively_compute_partition_keys()
-                                           if r.true_subset.is_partitioned else {None})
-                  for r in evaluation.results if isinstance(r.key, dg.AssetCheckKey) and not r.true_subset.is_empty}
-        return assets, checks
-
     def materialize(selection, partition_key=None):
         result = dg.materialize(everything, instance=instance, resources=make_resources(config),
                                 selection=selection, partition_key=partition_key)
@@ -319,22 +322,18 @@ def test_a_materialization_without_its_check_gets_the_check_once_and_unblocks_it
 
     with dg.instance_for_test() as instance:
         for sensor in ("input_watch_sensor", "model_registry_sensor"):
-            result = _sensor_result(defs, sensor, instance)
-            for request in result.dynamic_partitions_requests:
-                instance.add_dynamic_partitions(MODEL_VERSIONS, list(request.partition_keys))
-            for event in result.asset_events:
-                instance.report_runless_asset_event(event)
+            _tick(defs, sensor, instance)
         materialize(dg.AssetSelection.assets("annotated_corpus").without_checks())
         first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
-        assert requested(first) == ({}, {"annotated_corpus:annotated_corpus_quality": {None}})
+        assert _requests(defs, first) == ({}, {"annotated_corpus:annotated_corpus_quality": {None}})
         second = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
-        assert requested(second) == ({}, {})                                      # once
+        assert _requests(defs, second) == ({}, {})                                      # once
         materialize(dg.AssetSelection.checks_for_assets("annotated_corpus"))
         materialize(dg.AssetSelection.assets("token_activations").without_checks(), partition_key="v1")
         third = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=second.cursor)
-        assets, checks = requested(third)
+        assets, checks = _requests(defs, third)
         assert "token_activations" not in assets and assets["evaluation_report"] == {"v1"}, assets
         assert checks["token_activations:token_activations_quality"] == {"v1"}, checks
         assert {c.split(":")[0] for c in checks} == set(assets) | {"token_activations"}, checks
         fourth = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=third.cursor)
-        assert requested(fourth) == ({}, {})
+        assert _requests(defs, fourth) == ({}, {})

@@ -60,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--n-random", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=2, help="epochs of Adam of the probe (default 2)")
     ap.add_argument("--dtype", default="float32", help="model.dtype (compute precision)")
-    ap.add_argument("--storage", default="duckdb", choices=["duckdb", "parquet"])
+    ap.add_argument("--storage", default="parquet", choices=["duckdb", "parquet"])
     ap.add_argument("--storage-dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     ap.add_argument("--keep", default=None, help="keep the store, instance and logs in this folder")
     # Accepted for compatibility with neurox_ref.py's command line (the same ARGS for both).

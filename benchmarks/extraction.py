@@ -37,7 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--model", default="embedded", help="model directory (default: the embedded MiniLM)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--storage-dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    ap.add_argument("--storage", default="duckdb", choices=["duckdb", "parquet"])
+    ap.add_argument("--storage", default="parquet", choices=["duckdb", "parquet"])
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--aggregation", default="last")
     ap.add_argument("--reps", type=int, default=3)

@@ -277,11 +277,12 @@ class ActivationSummary:
 
 def _corpus_sentences(cfg: PipelineConfig, store: Store) -> pl.DataFrame:
     """One row per distinct sentence of the corpus, in corpus order: sentence_id,
-    sentence_hash, token (the words), and pair (the second segment) for a pair corpus."""
+    sentence_hash, split (of its first occurrence), token (the words), and pair (the second
+    segment) for a pair corpus."""
     tokens = store.read_tokens(cfg.name)
     # One entry per distinct sentence: a sentence that occurs twice is extracted once.
     sentences = (tokens.group_by("sentence_id", maintain_order=True)
-                 .agg(pl.col("sentence_hash").first(), pl.col("token").sort_by("position"))
+                 .agg(pl.col("sentence_hash").first(), pl.col("split").first(), pl.col("token").sort_by("position"))
                  .unique(subset="sentence_hash", keep="first", maintain_order=True))
     pairs = store.read_pairs(cfg.name)
     if pairs.height:
@@ -367,29 +368,43 @@ def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Prog
     stats = ExtractionStats()
     buffer: list[tuple[str, np.ndarray, bool]] = []
     buffered_words = 0
+    # One split at a time (corpus order within each), so that every write holds one split's
+    # sentences: reading a split's matrix then scans only that split's files.
+    splits = todo["split"].to_list()
+    groups = [np.flatnonzero(np.asarray(splits, dtype=object) == split) for split in dict.fromkeys(splits)]
+    done_before = 0
+    rejected_indices: list[int] = []
 
     def on_batch(n: int) -> None:
         if progress is not None:
-            progress(n, len(words))
+            progress(done_before + n, len(words))
 
     windowed_before = 0
-    with _BackgroundWriter(store, aset.activation_set) as writer:
-        for index, array in ([] if model is None else extract_activations(
-                model, words, aggregation=cfg.extraction.aggregation, batch_size=cfg.model.batch_size,
-                long_sentences=cfg.extraction.long_sentences, stats=stats, progress=on_batch, pairs=seconds,
-                batch_tokens=cfg.model.batch_tokens)):
-            windowed = stats.n_windowed_sentences > windowed_before
-            windowed_before = stats.n_windowed_sentences
-            buffer.append((hashes[index], array, windowed))
-            buffered_words += array.shape[0]
-            if buffered_words >= flush_words:
+    with _BackgroundWriter(store, aset, inline=_write_inline(cfg)) as writer:
+        for group in ([] if model is None else groups):
+            n_rejected = len(stats.rejected_sentence_indices)
+            for index, array in extract_activations(
+                    model, [words[i] for i in group], aggregation=cfg.extraction.aggregation,
+                    batch_size=cfg.model.batch_size, long_sentences=cfg.extraction.long_sentences, stats=stats,
+                    progress=on_batch, pairs=None if seconds is None else [seconds[i] for i in group],
+                    batch_tokens=cfg.model.batch_tokens):
+                windowed = stats.n_windowed_sentences > windowed_before
+                windowed_before = stats.n_windowed_sentences
+                buffer.append((hashes[group[index]], array, windowed))
+                buffered_words += array.shape[0]
+                if buffered_words >= flush_words:
+                    writer.put(buffer)
+                    buffer, buffered_words = [], 0
+            rejected_indices += [int(group[i]) for i in stats.rejected_sentence_indices[n_rejected:]]
+            if buffer and group is not groups[-1]:
                 writer.put(buffer)
                 buffer, buffered_words = [], 0
+            done_before += len(group)
     if progress is not None and words:
         progress(len(words), len(words))
-    rejected = [(hashes[i], len(words[i])) for i in stats.rejected_sentence_indices]
+    rejected = [(hashes[i], len(words[i])) for i in rejected_indices]
     before_last = time.perf_counter()
-    store.write_activations(aset.activation_set, buffer, rejected)
+    store.write_activations(aset, buffer, rejected)
     write_wait = writer.wait_seconds + time.perf_counter() - before_last
     seconds = time.perf_counter() - start
     extract_seconds = seconds - load_seconds
@@ -454,15 +469,16 @@ def current_activation_set(cfg: PipelineConfig, store: Store) -> ActivationSet:
     return store.activation_set(activation_set_id(cfg, model_version(cfg)))
 
 
+def _corpus_keys(cfg: PipelineConfig, store: Store) -> pl.DataFrame:
+    """The distinct (sentence_hash, position) words of the corpus."""
+    return store.query("SELECT DISTINCT sentence_hash, position FROM tokens WHERE corpus_id = ?", [cfg.name])
+
+
 def activation_statistics(cfg: PipelineConfig, store: Store, aset: ActivationSet) -> tuple[pl.DataFrame, list[int]]:
     """One streaming pass over the corpus's activations (record batches; memory does not grow
     with the corpus): per layer the rows, the smallest and largest width and the non-finite
     values (layer, n_rows, width_min, width_max, n_nonfinite); and the constant ("dead")
     neurons, global ids of units whose value is the same on every word (NaN ignored)."""
-    import pyarrow.compute as pc
-
-    from neuro_pipeline.store import decode_activations
-
     n_layers, hsz = aset.n_layers, aset.hidden_size
     n_rows = np.zeros(n_layers, dtype=np.int64)
     n_nonfinite = np.zeros(n_layers, dtype=np.int64)
@@ -470,20 +486,13 @@ def activation_statistics(cfg: PipelineConfig, store: Store, aset: ActivationSet
     width_max = np.full(n_layers, -1, dtype=np.int64)
     low = np.full((n_layers, hsz), np.inf, dtype=np.float32)
     high = np.full((n_layers, hsz), -np.inf, dtype=np.float32)
-    keys = store.query("SELECT DISTINCT sentence_hash, position FROM tokens WHERE corpus_id = ?", [cfg.name])
-    batches = store.stream_activation_rows(aset.activation_set, keys)
-    for batch in batches:
-        layer = batch.column(0).to_numpy().astype(np.int64)
-        acts = batch.column(1)
-        widths = pc.list_value_length(acts).to_numpy(zero_copy_only=False).astype(np.int64)
+    for batch in store.activation_batches(aset.activation_set, _corpus_keys(cfg, store)):
+        layer = batch.layer
         n_rows += np.bincount(layer, minlength=n_layers)
-        np.minimum.at(width_min, layer, widths)
-        np.maximum.at(width_max, layer, widths)
-        full = widths == hsz  # rows of another width fail the width expectation; skip their values
-        if not full.all():
-            acts, layer = acts.filter(full), layer[full]
-        values = decode_activations(acts.flatten().to_numpy(zero_copy_only=False).reshape(len(layer), hsz),
-                                    aset.storage_dtype)
+        np.minimum.at(width_min, layer, batch.width)
+        np.maximum.at(width_max, layer, batch.width)
+        layer = layer[batch.full]  # rows of another width fail the width expectation; skip their values
+        values = batch.values
         finite = np.isfinite(values)
         n_nonfinite += np.bincount(layer, weights=(~finite).sum(axis=1), minlength=n_layers).astype(np.int64)
         for j in np.unique(layer):
@@ -553,19 +562,22 @@ class Split:
 
 class _BackgroundWriter:
     """Writes buffers of extracted sentences to the store in a second thread while the model
-    computes the next batches (DuckDB and torch both release the GIL). At most one buffer
+    computes the next batches (DuckDB, pyarrow and torch release the GIL). At most one buffer
     waits while another is written, so memory stays bounded; a write error is raised in the
     extracting thread at the next :meth:`put` or when the ``with`` block ends. Leaving the
-    block waits until every buffer is committed."""
+    block waits until every buffer is committed.
 
-    def __init__(self, store: Store, activation_set: str) -> None:
+    ``inline=True`` writes in the extracting thread instead (see :func:`_write_inline`)."""
+
+    def __init__(self, store: Store, activation_set: ActivationSet, *, inline: bool = False) -> None:
         import queue
         import threading
 
-        self._store, self._set = store, activation_set
+        self._store, self._set, self.inline = store, activation_set, inline
         self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
-        #: Seconds the extracting thread waited for a write to finish (the store kept up if ~0).
+        #: Seconds the extracting thread waited for a write to finish (the store kept up if ~0),
+        #: or spent writing when inline.
         self.wait_seconds = 0.0
         self._thread = threading.Thread(target=self._run, name="activation-writer", daemon=True)
 
@@ -584,20 +596,41 @@ class _BackgroundWriter:
         if self._error is not None:
             raise self._error
         start = time.perf_counter()
-        self._queue.put(buffer)
+        if self.inline:
+            self._store.write_activations(self._set, buffer)
+        else:
+            self._queue.put(buffer)
         self.wait_seconds += time.perf_counter() - start
 
     def __enter__(self) -> _BackgroundWriter:
-        self._thread.start()
+        if not self.inline:
+            self._thread.start()
         return self
 
     def __exit__(self, *exc_info) -> None:
+        if self.inline:
+            return
         start = time.perf_counter()
         self._queue.put(None)
         self._thread.join()
         self.wait_seconds += time.perf_counter() - start
         if self._error is not None and exc_info[0] is None:
             raise self._error
+
+
+def _write_inline(cfg: PipelineConfig) -> bool:
+    """Whether extraction writes between batches rather than beside them: when torch's
+    threads already take every core this process may use, a writer thread only preempts
+    one of them, and torch's parallel kernels wait for the slowest thread (on 2 cores the
+    stage was 2-6% slower with the writer beside it; measured in benchmarks/extraction.py)."""
+    import os
+
+    import torch
+
+    if cfg.model.device != "cpu":
+        return False
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return torch.get_num_threads() >= cores
 
 
 def use_threads(cfg: PipelineConfig) -> None:
@@ -1831,17 +1864,7 @@ def check_activations(cfg: PipelineConfig, store: Store):
                                "observed_value": summary.height})
     params = {"cid": cfg.name, "aset": aset.activation_set}
     if int(summary["n_nonfinite"].sum() or 0):
-        relation, relation_params = store.activation_relation(aset)
-        where = store.query(
-            """
-            WITH bad AS (SELECT sentence_hash, layer, count(*) AS n_words FROM {relation} a
-                         WHERE activation_set = $aset AND len(list_filter(act, lambda x: {aset.nonfinite_sql})) > 0
-                         GROUP BY sentence_hash, layer),
-            where_from AS (SELECT sentence_hash, min(sentence_id) AS sentence_id, any_value(source) AS source,
-                                  min(line) AS line FROM tokens WHERE corpus_id = $cid GROUP BY sentence_hash)
-            SELECT w.sentence_id, w.source, w.line, list(b.layer ORDER BY b.layer) AS layers
-            FROM bad b JOIN where_from w USING (sentence_hash) GROUP BY ALL ORDER BY w.sentence_id
-            """.format(aset=aset, relation=relation), {**params, **relation_params})
+        where = _nonfinite_sentences(cfg, store, aset)
         report.results.append({
             "expectation": "sentences_with_nan_or_inf", "column": "act", "success": False,
             "unexpected_count": where.height,
@@ -1868,6 +1891,23 @@ def check_activations(cfg: PipelineConfig, store: Store):
                            "policy": aset.long_sentences}})
     report.success = report.success and not any(not r["success"] for r in report.results)
     return report
+
+
+def _nonfinite_sentences(cfg: PipelineConfig, store: Store, aset: ActivationSet) -> pl.DataFrame:
+    """Where the corpus's activations hold NaN or Inf: one row per sentence (sentence_id,
+    source, line of its first occurrence) with the layers concerned; a second streamed pass,
+    run only when the first found such values."""
+    bad = set()
+    for batch in store.activation_batches(aset.activation_set, _corpus_keys(cfg, store), with_hash=True):
+        rows = ~np.isfinite(batch.values).all(axis=1)
+        if rows.any():
+            bad.update(zip(batch.sentence_hash[batch.full][rows].tolist(), batch.layer[batch.full][rows].tolist()))
+    bad_frame = pl.DataFrame(sorted(bad), schema={"sentence_hash": pl.Utf8, "layer": pl.Int64}, orient="row")
+    first = store.query("SELECT sentence_hash, min(sentence_id) AS sentence_id, any_value(source) AS source, "
+                        "min(line) AS line FROM tokens WHERE corpus_id = ? GROUP BY sentence_hash", [cfg.name])
+    return (bad_frame.join(first, on="sentence_hash")
+            .group_by("sentence_id", "source", "line").agg(pl.col("layer").unique().sort().alias("layers"))
+            .sort("sentence_id"))
 
 
 def check_ranking(cfg: PipelineConfig, store: Store, name: str):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -177,15 +179,15 @@ def test_16_bit_storage_round_trips_within_its_precision(tmp_path, storage, rtol
     assert not np.array_equal(got, a.reshape(5, -1))  # really stored in 16 bits
     assert store.query("SELECT count(*) AS n FROM activations")["n"][0] == 0
     assert store.query("SELECT count(*) AS n FROM activations16")["n"][0] == 15
-    # NaN and Inf survive and the SQL test for them sees them.
+    # NaN and Inf survive the encoding, and a streamed read of the store sees them.
     special = np.array([np.nan, np.inf, -np.inf, 1.0], dtype=np.float32)
     back = decode_activations(encode_activations(special, storage), storage)
     assert np.isnan(back[0]) and back[1] == np.inf and back[2] == -np.inf and back[3] == 1.0
-    aset = store.activation_set("h")
-    assert aset.storage_dtype == storage
-    bits = [int(b) for b in encode_activations(special, storage)]
-    n_bad = store.query(f"SELECT len(list_filter(?::USMALLINT[], lambda x: {aset.nonfinite_sql})) AS n", [bits])
-    assert n_bad["n"][0] == 3
+    assert store.activation_set("h").storage_dtype == storage
+    store.write_activations("h", [("s2", np.broadcast_to(special, (1, 3, 4)).copy(), False)])
+    batches = list(store.activation_batches("h", pl.DataFrame({"sentence_hash": ["s2"], "position": [0]})))
+    values = np.concatenate([b.values for b in batches])
+    assert values.shape == (3, 4) and int((~np.isfinite(values)).sum()) == 9
 
 
 def test_float16_overflow_is_refused_not_stored_as_inf():
@@ -243,3 +245,83 @@ def test_bfloat16_encoding_rounds_like_torch():
     values = np.concatenate([values, edges])
     expected = torch.from_numpy(values).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
     np.testing.assert_array_equal(encode_activations(values, "bfloat16"), expected)
+
+
+@pytest.mark.parametrize("storage_dtype", ["float32", "float16"])
+def test_parquet_sets_of_the_older_list_layout_stay_readable_and_keep_their_layout(tmp_path, storage_dtype):
+    import pyarrow.parquet as pq
+
+    store = Store(tmp_path / "s.duckdb")
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(2, 3, 4)).astype(np.float32)
+    b = rng.normal(size=(4, 3, 4)).astype(np.float32)
+    old = ActivationSet("o", "mv", "/m", "last", "float32", "window", 3, 4, storage_dtype, str(tmp_path / "acts"),
+                        parquet_layout="list")
+    store.register_activation_set(old)
+    store.write_activations("o", [("s1", a, False)])
+    # A later run registers the set again with today's default layout: the set keeps "list",
+    # so all of its files are alike.
+    store.register_activation_set(ActivationSet(*[getattr(old, f) for f in ("activation_set", "model_version",
+                                  "model_dir", "aggregation", "dtype", "long_sentences", "n_layers", "hidden_size",
+                                  "storage_dtype", "parquet_dir")]))
+    assert store.activation_set("o").parquet_layout == "list"
+    store.write_activations("o", [("s2", b, False)])
+    for file in store.activation_files("o"):
+        assert str(pq.read_schema(file).field("act").type).startswith("list")
+    keys = pl.DataFrame({"sentence_hash": ["s2", "s1"], "position": [3, 1]})
+    tol = 0 if storage_dtype == "float32" else 2 ** -11
+    np.testing.assert_allclose(store.read_activation_matrix("o", keys), np.stack([b[3].ravel(), a[1].ravel()]),
+                               rtol=tol)
+    # A new set is written in the bytes layout (fixed-length binary) and reads the same values.
+    new = ActivationSet("n", "mv", "/m", "last", "float32", "window", 3, 4, storage_dtype, str(tmp_path / "acts"))
+    store.register_activation_set(new)
+    store.write_activations("n", [("s1", a, False), ("s2", b, False)])
+    (file,) = store.activation_files("n")
+    assert pq.read_schema(file).field("act").type.byte_width == 4 * (4 if storage_dtype == "float32" else 2)
+    np.testing.assert_array_equal(store.read_activation_matrix("n", keys), store.read_activation_matrix("o", keys))
+    batches = list(store.activation_batches("n", keys))
+    assert sum(len(b.layer) for b in batches) == 6  # 2 words x 3 layers
+    assert all(b.full.all() and (b.width == 4).all() for b in batches)
+
+
+def test_a_parquet_read_scans_only_the_files_holding_its_words(tmp_path):
+    store = Store(tmp_path / "s.duckdb")
+    aset = ActivationSet("p", "mv", "/m", "last", "float32", "window", 2, 3, "float32", str(tmp_path / "acts"))
+    store.register_activation_set(aset)
+    rng = np.random.default_rng(3)
+    arrays = {f"s{i}": rng.normal(size=(i + 1, 2, 3)).astype(np.float32) for i in range(3)}
+    for h, arr in arrays.items():  # one file per write
+        store.write_activations("p", [(h, arr, False)])
+    files = store.activation_files("p")
+    assert len(files) == 3
+    by_sentence = dict(store.query("SELECT sentence_hash, file FROM activation_sentences").iter_rows())
+    keys = pl.DataFrame({"sentence_hash": ["s2", "s0"], "position": [2, 0]})
+    assert store._sentence_files(aset, keys)[0] == sorted([by_sentence["s2"], by_sentence["s0"]])
+    # Deleting a file that no wanted word is in does not disturb the read.
+    Path(by_sentence["s1"]).unlink()
+    np.testing.assert_array_equal(store.read_activation_matrix("p", keys),
+                                  np.stack([arrays["s2"][2].ravel(), arrays["s0"][0].ravel()]))
+    # A sentence stored before files were recorded per sentence (file NULL): every file is scanned.
+    with store.transaction() as con:
+        con.execute("UPDATE activation_sentences SET file = NULL WHERE sentence_hash = 's0'")
+    assert store._sentence_files(aset, keys)[0] == files
+
+
+@pytest.mark.parametrize("storage", ["parquet", "duckdb"])
+def test_a_sentence_stored_by_another_writer_meanwhile_keeps_its_first_rows(tmp_path, storage):
+    """Two runs extracting at once may both write a sentence: the writer that commits second
+    checks inside its transaction, so the sentence is catalogued once and its rows are the
+    first writer's (for Parquet the second file's copy is never read)."""
+    store = Store(tmp_path / "s.duckdb")
+    aset = ActivationSet("p", "mv", "/m", "last", "float32", "window", 2, 3, "float32",
+                         str(tmp_path / "acts") if storage == "parquet" else None)
+    store.register_activation_set(aset)
+    first = np.ones((2, 2, 3), dtype=np.float32)
+    store.write_activations("p", [("s1", first, False)])
+    second, other = np.full((2, 2, 3), 2.0, dtype=np.float32), np.full((1, 2, 3), 3.0, dtype=np.float32)
+    # The second writer computed s1 too (it checked before the first committed).
+    store.write_activations("p", [("s1", second, False), ("s2", other, False)])
+    assert store.query("SELECT count(*) AS n FROM activation_sentences WHERE sentence_hash = 's1'")["n"][0] == 1
+    keys = pl.DataFrame({"sentence_hash": ["s1", "s1", "s2"], "position": [0, 1, 0]})
+    np.testing.assert_array_equal(store.read_activation_matrix("p", keys),
+                                  np.stack([first[0].ravel(), first[1].ravel(), other[0].ravel()]))

@@ -98,15 +98,15 @@ def test_sharded_extraction_equals_one_step_within_batch_effects(analysis_dir, t
 
 def test_celery_workers_run_the_shards_and_give_the_single_process_results(analysis_dir, services, tmp_path,
                                                                           monkeypatch):
-    # The single-process run: the default executor (every step in one process) and storage
-    # (DuckDB rows), with the same shards: a shard's sentences are batched alike wherever it
+    # The single-process run: the default executor (every step in one process), activations
+    # as DuckDB rows (the other storage), with the same shards: a shard's sentences are batched alike wherever it
     # runs, so every number must be bit-identical. (Shards against one extraction step:
     # test_sharded_extraction_equals_one_step_within_batch_effects.)
     reference_dir = tmp_path / "reference"
     shutil.copytree(analysis_dir, reference_dir)
     reference_cfg = str(reference_dir / "pipeline.yaml")
     with open(reference_cfg, "a", encoding="utf-8") as f:
-        f.write("execution:\n  shard_sentences: 8\n")
+        f.write("extraction:\n  storage: duckdb\nexecution:\n  shard_sentences: 8\n")
     with dg.instance_for_test() as instance:
         defs = build_definitions(reference_cfg)
         defs.resolve_job_def("observe_inputs_job").execute_in_process(instance=instance)

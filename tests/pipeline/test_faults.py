@@ -191,10 +191,12 @@ def test_two_runs_at_once_on_one_store_both_finish_with_the_results_of_one_run(a
         a = both.query(f"SELECT {columns} FROM {table} ORDER BY ALL")
         b = one.query(f"SELECT {columns} FROM {table} ORDER BY ALL")
         assert a.height > 0 and a.equals(b), table
-    # Each activation row exists once, although both runs extracted.
-    dup = both.query("SELECT count(*) AS n FROM (SELECT activation_set, sentence_hash, position, layer FROM activations "
+    # Each sentence is catalogued once, with one file, although both runs extracted; the
+    # matrix read from it has every word once (a duplicate row would be an error).
+    dup = both.query("SELECT count(*) AS n FROM (SELECT activation_set, sentence_hash FROM activation_sentences "
                      "GROUP BY ALL HAVING count(*) > 1)")["n"][0]
     assert dup == 0
+    assert both.query("SELECT count(*) AS n FROM activation_sentences WHERE status = 'ok' AND file IS NULL")["n"][0] == 0
     keys, matrix = _matrix(load_config(config), both)
     _, single_matrix = _matrix(load_config(single), one)
     np.testing.assert_array_equal(matrix, single_matrix)
@@ -202,8 +204,30 @@ def test_two_runs_at_once_on_one_store_both_finish_with_the_results_of_one_run(a
 
 # -------------------------------------------------------- quality gates
 
-def test_nan_and_constant_neurons_are_named_by_the_activation_check(analysis_dir):
-    cfg = load_config(analysis_dir / "pipeline.yaml")
+def _damage_parquet_set(store: Store, aset, target_hash: str) -> None:
+    """The Parquet version of the UPDATEs below: unit 3 of layer 1 constant (0.5), a NaN in
+    unit 0 of layer 2 of one sentence; each file rewritten in place with its own schema."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for file in store.activation_files(aset.activation_set):
+        table = pq.read_table(file)
+        act = table.column("act").combine_chunks()
+        values = np.frombuffer(act.buffers()[1], dtype=np.float32).reshape(len(act), aset.hidden_size).copy()
+        layer = table.column("layer").to_numpy()
+        hashes = table.column("sentence_hash").to_pylist()
+        values[layer == 1, 3] = 0.5
+        values[(layer == 2) & (np.array(hashes) == target_hash), 0] = np.nan
+        new = pa.FixedSizeBinaryArray.from_buffers(act.type, len(act), [None, pa.py_buffer(values.reshape(-1))])
+        pq.write_table(table.set_column(table.schema.get_field_index("act"), "act", new), file)
+
+
+@pytest.mark.parametrize("storage", ["parquet", "duckdb"])
+def test_nan_and_constant_neurons_are_named_by_the_activation_check(analysis_dir, storage):
+    config = analysis_dir / "pipeline.yaml"
+    config.write_text(config.read_text(encoding="utf-8").replace("corpus:", f"extraction: {{storage: {storage}}}\ncorpus:"),
+                      encoding="utf-8")
+    cfg = load_config(config)
     store = Store(cfg.store_path)
     npl.materialize_corpus(cfg, store)
     npl.materialize_activations(cfg, store)
@@ -214,13 +238,16 @@ def test_nan_and_constant_neurons_are_named_by_the_activation_check(analysis_dir
     aset = npl.current_activation_set(cfg, store)
     target = store.query("SELECT sentence_id, sentence_hash, source, min(line) AS line FROM tokens "
                          "WHERE split = 'test' GROUP BY ALL ORDER BY sentence_id LIMIT 1").row(0, named=True)
-    with store.transaction() as con:
-        # Unit 3 of layer 1 becomes constant everywhere; one sentence gets a NaN in layer 2.
-        con.execute("UPDATE activations SET act = list_concat(act[1:3], [0.5::FLOAT], act[5:]) "
-                    "WHERE activation_set = ? AND layer = 1", [aset.activation_set])
-        con.execute("UPDATE activations SET act = list_concat(['nan'::FLOAT], act[2:]) "
-                    "WHERE activation_set = ? AND layer = 2 AND sentence_hash = ?",
-                    [aset.activation_set, target["sentence_hash"]])
+    if storage == "parquet":
+        _damage_parquet_set(store, aset, target["sentence_hash"])
+    else:
+        with store.transaction() as con:
+            # Unit 3 of layer 1 becomes constant everywhere; one sentence gets a NaN in layer 2.
+            con.execute("UPDATE activations SET act = list_concat(act[1:3], [0.5::FLOAT], act[5:]) "
+                        "WHERE activation_set = ? AND layer = 1", [aset.activation_set])
+            con.execute("UPDATE activations SET act = list_concat(['nan'::FLOAT], act[2:]) "
+                        "WHERE activation_set = ? AND layer = 2 AND sentence_hash = ?",
+                        [aset.activation_set, target["sentence_hash"]])
     report = npl.check_activations(cfg, store)
     assert not report.success
     by_name = {r["expectation"]: r for r in report.results}
@@ -255,9 +282,9 @@ def test_labels_outside_the_declared_set(analysis_dir):
 
 
 @pytest.mark.parametrize("setting, storage_dtype, parquet, rtol", [
-    ("storage_dtype: bfloat16", "bfloat16", False, 2 ** -8),
-    ("storage: parquet", "float32", True, 0),
-    ("{storage: parquet, storage_dtype: float16}", "float16", True, 2 ** -11),
+    ("storage_dtype: bfloat16", "bfloat16", True, 2 ** -8),
+    ("storage: duckdb", "float32", False, 0),
+    ("{storage: duckdb, storage_dtype: float16}", "float16", False, 2 ** -11),
 ])
 def test_other_storage_is_a_set_of_its_own_and_passes_its_checks(analysis_dir, setting, storage_dtype, parquet, rtol):
     config = analysis_dir / "pipeline.yaml"
@@ -272,23 +299,26 @@ def test_other_storage_is_a_set_of_its_own_and_passes_its_checks(analysis_dir, s
         assert npl.check_activations(cfg, store).success
     a, b = npl.current_activation_set(full_cfg, store), npl.current_activation_set(other_cfg, store)
     assert a.activation_set != b.activation_set and (a.storage_dtype, b.storage_dtype) == ("float32", storage_dtype)
-    assert (b.parquet_dir == str(analysis_dir / "store" / "activations")) == parquet
-    if parquet:
-        assert store.activation_files(b.activation_set)
+    assert a.parquet_dir == str(analysis_dir / "store" / "activations")  # the default
+    assert (b.parquet_dir == a.parquet_dir) == parquet
+    assert bool(store.activation_files(b.activation_set)) == parquet
     xa = npl.load_split(full_cfg, store, a, "train").X
     xb = npl.load_split(other_cfg, store, b, "train").X
     np.testing.assert_allclose(xb, xa, rtol=rtol, atol=0)
-    # The NaN check reads the same rows: a NaN in one stored value is found.
-    if parquet and storage_dtype == "float32":
+    # The NaN check reads the same rows: a NaN in one stored value (of the default Parquet
+    # set's bytes) is found.
+    if not parquet:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        file = store.activation_files(b.activation_set)[0]
-        table = pq.read_table(file).to_pydict()
-        table["act"][0][0] = float("nan")
-        import pyarrow as pa
-
-        pq.write_table(pa.table(table, schema=pq.read_schema(file)), file)
-        report = npl.check_activations(other_cfg, store)
+        file = store.activation_files(a.activation_set)[0]
+        table = pq.read_table(file)
+        act = table.column("act").combine_chunks()
+        values = np.frombuffer(act.buffers()[1], dtype=np.float32).copy()
+        values[0] = np.nan
+        act = pa.FixedSizeBinaryArray.from_buffers(act.type, len(act), [None, pa.py_buffer(values)])
+        pq.write_table(table.set_column(table.schema.get_field_index("act"), "act", act), file)
+        report = npl.check_activations(full_cfg, store)
         assert not report.success
         assert {r["expectation"]: r for r in report.results}["sentences_with_nan_or_inf"]["unexpected_count"] == 1
 

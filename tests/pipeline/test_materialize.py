@@ -8,6 +8,7 @@ import dagster as dg
 import polars as pl
 
 from assets.definitions import build_definitions
+from neuro_pipeline import pipeline as npl
 from neuro_pipeline.config import DEFAULT_METHODS, load_config
 from neuro_pipeline.store import Store
 
@@ -49,10 +50,14 @@ def test_whole_graph_materializes_and_checks_pass(analysis_dir):
     assert dict(tokens.iter_rows()) == {"train": tokens.filter(pl.col("split") == "train")["n"][0],
                                         "test": tokens.filter(pl.col("split") == "test")["n"][0]}
     assert tokens["n"].sum() == n_words
-    # one activation row per word and layer (2 layers + embeddings), joined on keys
+    # one activation row per word and layer (2 layers + embeddings), joined on keys; by
+    # default in Parquet files catalogued in the store
+    aset = npl.current_activation_set(cfg, store)
+    assert aset.parquet_dir is not None and aset.parquet_layout == "bytes"
+    relation, params = store.activation_relation(aset)
     n_rows = store.query(
-        "SELECT count(*) AS n FROM activations a JOIN (SELECT DISTINCT sentence_hash, position FROM tokens) t "
-        "USING (sentence_hash, position)")["n"][0]
+        f"SELECT count(*) AS n FROM {relation} a JOIN (SELECT DISTINCT sentence_hash, position FROM tokens) t "
+        "USING (sentence_hash, position)", params)["n"][0]
     assert n_rows == 3 * store.query("SELECT count(*) AS n FROM (SELECT DISTINCT sentence_hash, position FROM tokens)")["n"][0]
     for method in [*DEFAULT_METHODS, "neuron_vote"]:
         ranking = store.query("SELECT neuron, rank FROM rankings WHERE method = ? ORDER BY rank", [method])

@@ -493,10 +493,18 @@ def activation_statistics(cfg: PipelineConfig, store: Store, aset: ActivationSet
         np.maximum.at(width_max, layer, batch.width)
         layer = layer[batch.full]  # rows of another width fail the width expectation; skip their values
         values = batch.values
-        finite = np.isfinite(values)
-        n_nonfinite += np.bincount(layer, weights=(~finite).sum(axis=1), minlength=n_layers).astype(np.int64)
-        for j in np.unique(layer):
-            rows = values[layer == j]
+        bad = (~np.isfinite(values)).sum(axis=1)
+        all_finite = not bad.any()
+        if not all_finite:
+            n_nonfinite += np.bincount(layer, weights=bad, minlength=n_layers).astype(np.int64)
+        present_layers = np.unique(layer)
+        for j in present_layers:
+            # Files hold one layer after another, so a batch is mostly one layer: no copy then.
+            rows = values if len(present_layers) == 1 else values[layer == j]
+            if all_finite:
+                np.minimum(low[j], rows.min(axis=0, initial=np.inf), out=low[j])
+                np.maximum(high[j], rows.max(axis=0, initial=-np.inf), out=high[j])
+                continue
             with np.errstate(invalid="ignore"):
                 low[j] = np.fmin(low[j], np.nanmin(rows, axis=0, initial=np.inf))
                 high[j] = np.fmax(high[j], np.nanmax(rows, axis=0, initial=-np.inf))
@@ -1298,7 +1306,7 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
     """
     from neuro_pipeline.evaluation import evaluate_probe, evaluate_selections
     from neuro_pipeline.evaluation.selection import DEFAULT_SELECTION_PROBE_PARAMS
-    from neuro_pipeline.probe import LinearProbe
+    from neuro_pipeline.probe import LinearProbe, column_stats
     from neuro_pipeline.report.render import staged_report
 
     start = time.perf_counter()
@@ -1319,14 +1327,16 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
 
     lca = next((r for r in stored if r.method == "linear_probe" and "l1" in r.fitted), None)
     full_params = (_full_probe_params(cfg, lca) if lca is not None else dict(DEFAULT_SELECTION_PROBE_PARAMS))
-    probe = LinearProbe(**full_params).fit(train.X, train.labels)
+    # One standardisation of the training matrix serves the full probe and every retrained one.
+    stats = column_stats(train.X)
+    probe = LinearProbe(**full_params).fit(train.X, train.labels, column_stats=stats)
     full = evaluate_probe(probe, test.X, test.labels)
     tick()
     labels, counts = np.unique(train.labels, return_counts=True)
     majority = str(labels[np.argmax(counts)])
     baseline = float(np.mean(test.labels == majority))
     common = dict(fractions=cfg.evaluation.fractions, n_random=cfg.evaluation.n_random, seed=cfg.evaluation.seed,
-                  probe_params=selection_probe_params(cfg))
+                  probe_params=selection_probe_params(cfg), column_stats=stats)
     random_rows = evaluate_selections(train.X, train.labels, test.X, test.labels, stored[0].order,
                                       selections=("random",), on_probe=tick, **common)
     per_method = []

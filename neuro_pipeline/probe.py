@@ -17,6 +17,7 @@ import contextlib
 import logging
 import math
 import warnings
+from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
@@ -168,7 +169,7 @@ class LinearProbe(BaseEstimator):
         self.warm_start = warm_start
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X, y) -> LinearProbe:
+    def fit(self, X, y, *, column_stats: ColumnStats | None = None) -> LinearProbe:
         """Fit the probe on activations ``X`` and labels ``y``.
 
         Parameters
@@ -177,6 +178,11 @@ class LinearProbe(BaseEstimator):
             Finite real activations; never modified.
         y : array-like of shape (n_tokens,)
             Labels (ints or strings), at least 2 distinct values.
+        column_stats : ColumnStats, optional
+            The standardisation of these rows of ``X``, when already known: probes retrained
+            on column subsets of one matrix share ``column_stats(X).take(columns)`` instead
+            of each passing over its columns twice (the result is the same bit for bit).
+            Ignored when ``standardize=False``.
 
         Returns
         -------
@@ -198,7 +204,12 @@ class LinearProbe(BaseEstimator):
             X = np.ascontiguousarray(X)
         classes, y_idx = np.unique(y, return_inverse=True)
         n, d = X.shape
-        if self.standardize:
+        if self.standardize and column_stats is not None:
+            if column_stats.mean.shape != (d,):
+                raise ValueError(f"{type(self).__name__}.fit: column_stats describe {column_stats.mean.shape[0]} "
+                                 f"columns but X has {d}; pass column_stats(X_full).take(columns).")
+            mean, scale, active = column_stats.mean, column_stats.scale, column_stats.active
+        elif self.standardize:
             mean, scale, active = _standardisation(X, self.chunk_size)
         else:
             mean, scale, active = np.zeros(d), np.ones(d), np.ones(d, dtype=bool)
@@ -350,6 +361,27 @@ def _row_chunks(X: np.ndarray, chunk_size: int):
             # Read-only inputs (memmaps) are only ever read here.
             warnings.filterwarnings("ignore", message="The given NumPy array is not writ")
             yield start, torch.from_numpy(block)
+
+
+@dataclass(frozen=True)
+class ColumnStats:
+    """Per-column training mean, scale (standard deviation; 1 for a constant column) and
+    non-constant mask: what :class:`LinearProbe` standardises with."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    active: np.ndarray
+
+    def take(self, columns) -> ColumnStats:
+        """The statistics of some columns, in the order given."""
+        columns = np.asarray(columns)
+        return ColumnStats(self.mean[columns], self.scale[columns], self.active[columns])
+
+
+def column_stats(X, chunk_size: int = 4096) -> ColumnStats:
+    """:class:`ColumnStats` of the rows of ``X`` (two chunked passes in float64; ``X`` may be
+    a ``numpy.memmap``)."""
+    return ColumnStats(*_standardisation(X, chunk_size))
 
 
 def _standardisation(X: np.ndarray, chunk_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -61,7 +61,7 @@ from neuro_pipeline.evaluation.selection import (
     random_neurons,
 )
 from neuro_pipeline.matrix import take_columns
-from neuro_pipeline.probe import LinearProbe, _effective_weights
+from neuro_pipeline.probe import LinearProbe, _effective_weights, column_stats
 from neuro_pipeline.ranking._base import check_activations
 
 logger = logging.getLogger(__name__)
@@ -202,7 +202,8 @@ def ablate(
             n_unseen, len(y_test),
         )
     start = time.perf_counter()
-    full = LinearProbe(**params).fit(X_train, y_train)
+    stats = column_stats(X_train)  # shared by the full probe and every retrained one
+    full = LinearProbe(**params).fit(X_train, y_train, column_stats=stats)
     full_logits = full.decision_function(X_test)
     W_eff, offset = (t.numpy() for t in _effective_weights(
         torch.from_numpy(full.coef_), torch.from_numpy(full.intercept_), full.mean_, full.scale_
@@ -227,7 +228,8 @@ def ablate(
                     # np.flatnonzero is sorted: the copy reads each row left to right.
                     train_columns = np.flatnonzero(kept if keep else ~kept)
                     if len(train_columns):
-                        probe = LinearProbe(**params).fit(take_columns(X_train, train_columns), y_train)
+                        probe = LinearProbe(**params).fit(take_columns(X_train, train_columns), y_train,
+                                                          column_stats=stats.take(train_columns))
                         accuracy = probe.score(take_columns(X_test, train_columns), y_test)
                     else:
                         accuracy = majority_accuracy

@@ -34,7 +34,7 @@ from neuro_pipeline.evaluation.selection import (
     check_splits,
 )
 from neuro_pipeline.matrix import take_columns
-from neuro_pipeline.probe import LinearProbe
+from neuro_pipeline.probe import LinearProbe, column_stats
 
 logger = logging.getLogger(__name__)
 
@@ -304,8 +304,9 @@ def evaluate_selectivity(
             train_part, test_part = X_train, X_test
         else:
             train_part, test_part = take_columns(X_train, columns), take_columns(X_test, columns)
-        task_probe = LinearProbe(**params).fit(train_part, y_train)
-        control_probe = LinearProbe(**params).fit(train_part, control_train)
+        stats = column_stats(train_part)  # one standardisation for both probes
+        task_probe = LinearProbe(**params).fit(train_part, y_train, column_stats=stats)
+        control_probe = LinearProbe(**params).fit(train_part, control_train, column_stats=stats)
         task_hit = task_probe.predict(test_part) == np.asarray(y_test)
         control_hit = control_probe.predict(test_part) == np.asarray(control_test)
         task, control = float(task_hit.mean()), float(control_hit.mean())

@@ -29,7 +29,7 @@ from neuro_pipeline.evaluation.selection import (
     check_splits,
 )
 from neuro_pipeline.matrix import take_columns
-from neuro_pipeline.probe import LinearProbe
+from neuro_pipeline.probe import LinearProbe, column_stats
 
 logger = logging.getLogger(__name__)
 
@@ -128,16 +128,19 @@ def layerwise_probing(
     for layer in range(n_layers):
         start = time.perf_counter()
         cols = slice(layer * hidden_size, (layer + 1) * hidden_size)
-        # One contiguous copy per layer, read by every FISTA pass of both probes.
+        # One contiguous copy per layer, read by every FISTA pass of both probes, and one
+        # standardisation for both.
         train_part = np.ascontiguousarray(X_train[:, cols])
         test_part = np.ascontiguousarray(X_test[:, cols])
+        stats = column_stats(train_part)
         row = {
             "layer": layer,
             "n_neurons": hidden_size,
-            "accuracy": LinearProbe(**params).fit(train_part, y_train).score(test_part, y_test),
+            "accuracy": LinearProbe(**params).fit(train_part, y_train, column_stats=stats).score(test_part, y_test),
         }
         if with_control:
-            row["control_accuracy"] = LinearProbe(**params).fit(train_part, control_train).score(test_part, control_test)
+            row["control_accuracy"] = (LinearProbe(**params).fit(train_part, control_train, column_stats=stats)
+                                       .score(test_part, control_test))
             row["selectivity"] = selectivity(row["accuracy"], row["control_accuracy"])
         rows.append(row)
         logger.info("%s: %s in %.1f s", owner, row, time.perf_counter() - start)
@@ -314,8 +317,9 @@ def minimal_neuron_sets(
     params = dict(DEFAULT_SELECTION_PROBE_PARAMS if probe_params is None else probe_params)
 
     start = time.perf_counter()
+    stats = column_stats(X_train)  # shared by every probe on a prefix of a ranking
     if full_probe is None:
-        full_probe = LinearProbe(**params).fit(X_train, y_train)
+        full_probe = LinearProbe(**params).fit(X_train, y_train, column_stats=stats)
         logger.info("%s: full probe on %d neurons in %.1f s", owner, n_neurons, time.perf_counter() - start)
     elif getattr(full_probe, "n_features_in_", None) != n_neurons:
         raise ValueError(
@@ -341,7 +345,8 @@ def minimal_neuron_sets(
                 break
             # Sorted columns for the copy; the prefix itself is reported best first.
             columns = np.sort(ranking[:size])
-            probe = LinearProbe(**params).fit(take_columns(X_train, columns), binary_train)
+            probe = LinearProbe(**params).fit(take_columns(X_train, columns), binary_train,
+                                              column_stats=stats.take(columns))
             f1 = _f1(is_true, probe.predict(take_columns(X_test, columns)) == 1)
             if row["reached_f1"] is None or f1 > row["reached_f1"]:
                 row["reached_f1"] = f1

@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from neuro_pipeline.matrix import take_columns
-from neuro_pipeline.probe import LinearProbe
+from neuro_pipeline.probe import ColumnStats, LinearProbe
 from neuro_pipeline.ranking._base import check_activations
 
 logger = logging.getLogger(__name__)
@@ -136,6 +136,7 @@ def evaluate_selections(
     selections: Sequence[str] = _SELECTIONS,
     n_ranked: int | None = None,
     on_probe=None,
+    column_stats: ColumnStats | None = None,
 ) -> pl.DataFrame:
     """Test accuracy of probes retrained on the top, random and bottom neurons of a ranking.
 
@@ -174,6 +175,9 @@ def evaluate_selections(
         is in index order, not "least relevant"), are skipped and logged. Default: all.
     on_probe : callable, optional
         Called with no arguments after each retrained probe (for progress bars).
+    column_stats : ColumnStats, optional
+        ``neuro_pipeline.probe.column_stats(X_train)``, when the caller has it: each probe
+        then takes its columns' standardisation from it instead of computing it (same result).
 
     Returns
     -------
@@ -236,7 +240,8 @@ def evaluate_selections(
             # Sorted columns: the fancy-indexed copy reads each row left to right.
             columns = np.sort(columns)
             start = time.perf_counter()
-            probe = LinearProbe(**params).fit(take_columns(X_train, columns), y_train)
+            probe = LinearProbe(**params).fit(take_columns(X_train, columns), y_train,
+                                              column_stats=None if column_stats is None else column_stats.take(columns))
             accuracy = probe.score(take_columns(X_test, columns), y_test)
             rows.append(
                 {

@@ -159,9 +159,9 @@ def test_stops_at_the_first_size_that_reaches(marked, monkeypatch):
     fits = []
 
     class CountingProbe(LinearProbe):
-        def fit(self, X, y):
+        def fit(self, X, y, **kwargs):
             fits.append(X.shape[1])
-            return super().fit(X, y)
+            return super().fit(X, y, **kwargs)
 
     monkeypatch.setattr(layers_module, "LinearProbe", CountingProbe)
     minimal_neuron_sets(*marked, {"a": RANKINGS["a"], "b": RANKINGS["b"]}, sizes=(1, 2, 3, 4))

@@ -248,3 +248,22 @@ def test_minibatch_hyperparameters_are_checked(blobs, params, match):
     X, y = blobs
     with pytest.raises(ValueError, match=match):
         LinearProbe(**params).fit(X, y)
+
+
+def test_shared_column_stats_give_the_same_probe_as_computing_them():
+    from neuro_pipeline.matrix import take_columns
+    from neuro_pipeline.probe import column_stats
+
+    rng = np.random.default_rng(7)
+    X = (rng.normal(size=(600, 40)) * rng.uniform(0.2, 4.0, 40) + rng.uniform(-3, 3, 40)).astype(np.float32)
+    X[:, 5] = 2.5  # a constant column stays inactive through take()
+    y = (X[:, 1] + X[:, 7] > 0).astype(int) + (X[:, 9] > 1)
+    stats = column_stats(X)
+    columns = np.array([1, 5, 7, 9, 30])
+    shared = LinearProbe(l1=0.0, l2=1e-3).fit(take_columns(X, columns), y, column_stats=stats.take(columns))
+    own = LinearProbe(l1=0.0, l2=1e-3).fit(take_columns(X, columns), y)
+    np.testing.assert_array_equal(shared.coef_, own.coef_)
+    np.testing.assert_array_equal(shared.scale_, own.scale_)
+    assert not stats.take(columns).active[1]
+    with pytest.raises(ValueError, match="column_stats describe 40 columns but X has 5"):
+        LinearProbe().fit(take_columns(X, columns), y, column_stats=stats)

@@ -2,7 +2,8 @@
 
 Start here: the extraction stage (``neuro_pipeline.pipeline.materialize_activations``:
 tokenisation, length-sorted batches, every layer's hidden states, subword→word
-aggregation, the write of every layer to DuckDB) is timed against the least work any tool
+aggregation, the write of every layer to the store: Parquet files by default, ``--storage
+duckdb`` for rows in the DuckDB file) is timed against the least work any tool
 must do to get the same states: the forward pass of the same length-sorted batches with
 ``output_hidden_states=True``, nothing kept. Both run on the same sentences, with the same
 model object, threads and precision, alternately (A B A B …) so that drift on a shared
@@ -13,6 +14,9 @@ pass is given pre-tokenised batches, so its figure excludes tokenisation, which 
 
     .venv/bin/python -m benchmarks.extraction --corpus ../shared/data/ud-en-ewt/en_ewt-ud-dev.conllu \\
         --reps 3 --dtype float32 --threads 2
+
+``--writers inline,thread`` times both ways of writing in every rep (see
+``neuro_pipeline.pipeline._write_inline``).
 
 The last stdout line is one JSON object (fields line up for ``../shared/bench/ab.py``).
 """
@@ -43,6 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--max-sentences", type=int, default=None)
+    ap.add_argument("--writers", default="auto",
+                    help="comma-separated: how the stage writes, each timed in turn every rep: auto (the "
+                         "stage's own choice), inline (between batches) or thread (beside the model)")
     return ap.parse_args(argv)
 
 
@@ -111,40 +118,56 @@ def main(argv=None) -> int:
               "cannot run them, use --max-sentences or a shorter corpus", file=sys.stderr)
         return 2
 
+    import neuro_pipeline.pipeline as pipeline_module
+
+    auto_writer = pipeline_module._write_inline
+    writers = args.writers.split(",")
     bare_forward(model, batches[:2])  # warm-up (allocator, kernels)
-    bare, ours, loads, waits = [], [], [], []
+    bare, loads = [], []
+    ours = {w: [] for w in writers}
+    waits = {w: [] for w in writers}
     for rep in range(args.reps):
         bare.append(bare_forward(model, batches))
-        cfg = config(rep + 1)
-        store = Store(cfg.store_path)
-        materialize_corpus(cfg, store)
-        summary = materialize_activations(cfg, store)
-        ours.append(summary.seconds - summary.load_seconds)
-        loads.append(summary.load_seconds)
-        waits.append(summary.write_wait_seconds)
-        print(f"rep {rep + 1}: bare {bare[-1]:.2f} s, ours {ours[-1]:.2f} s (+ load {loads[-1]:.2f} s; "
-              f"{waits[-1]:.2f} s of it waiting for the store)",
-              file=sys.stderr)
-        Path(cfg.store_path).unlink()
-        shutil.rmtree(Path(cfg.store_path).parent / "activations", ignore_errors=True)
+        for writer in writers:
+            pipeline_module._write_inline = {"auto": auto_writer, "inline": lambda cfg: True,
+                                             "thread": lambda cfg: False}[writer]
+            cfg = config(f"{rep + 1}-{writer}")
+            store = Store(cfg.store_path)
+            materialize_corpus(cfg, store)
+            summary = materialize_activations(cfg, store)
+            ours[writer].append(summary.seconds - summary.load_seconds)
+            loads.append(summary.load_seconds)
+            waits[writer].append(summary.write_wait_seconds)
+            print(f"rep {rep + 1}: bare {bare[-1]:.2f} s, ours ({writer} writes) {ours[writer][-1]:.2f} s (+ load "
+                  f"{loads[-1]:.2f} s; {waits[writer][-1]:.2f} s of it waiting for the store)", file=sys.stderr)
+            Path(cfg.store_path).unlink()
+            shutil.rmtree(Path(cfg.store_path).parent / "activations", ignore_errors=True)
+    pipeline_module._write_inline = auto_writer
 
     def stats(values):
         return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
                 "max": round(max(values), 3)}
 
+    first = writers[0]
     result = {
         "corpus": str(args.corpus), "n_sentences": len(words), "n_words": n_words, "dtype": args.dtype,
         "storage_dtype": args.storage_dtype, "storage": args.storage,
         "batch_size": args.batch_size, "threads": torch.get_num_threads(), "reps": args.reps,
-        "bare_forward_s": stats(bare), "ours_s": stats(ours), "load_s": stats(loads), "write_wait_s": stats(waits),
-        "ratio_ours_over_bare": round(statistics.median(ours) / statistics.median(bare), 3),
-        "ours_words_per_s": round(n_words / statistics.median(ours), 1),
+        "bare_forward_s": stats(bare), "load_s": stats(loads),
         "bare_words_per_s": round(n_words / statistics.median(bare), 1),
+        # The first writer's figures under the plain names (for ab.py), each writer's apart.
+        "ours_s": stats(ours[first]), "write_wait_s": stats(waits[first]),
+        "ratio_ours_over_bare": round(statistics.median(ours[first]) / statistics.median(bare), 3),
+        "ours_words_per_s": round(n_words / statistics.median(ours[first]), 1),
+        "writers": {w: {"ours_s": stats(ours[w]), "write_wait_s": stats(waits[w]),
+                        "ratio_ours_over_bare": round(statistics.median(ours[w]) / statistics.median(bare), 3),
+                        "ours_words_per_s": round(n_words / statistics.median(ours[w]), 1)} for w in writers},
     }
-    print(f"{len(words)} sentences, {n_words} words, {args.dtype}, batch {args.batch_size}, "
-          f"{torch.get_num_threads()} threads: bare {result['bare_forward_s']['median']} s, ours "
-          f"{result['ours_s']['median']} s (ratio {result['ratio_ours_over_bare']}), "
-          f"{result['ours_words_per_s']} words/s", file=sys.stderr)
+    for w in writers:
+        print(f"{len(words)} sentences, {n_words} words, {args.dtype}, batch {args.batch_size}, "
+              f"{torch.get_num_threads()} threads, {w} writes: bare {result['bare_forward_s']['median']} s, ours "
+              f"{result['writers'][w]['ours_s']['median']} s (ratio {result['writers'][w]['ratio_ours_over_bare']}), "
+              f"{result['writers'][w]['ours_words_per_s']} words/s", file=sys.stderr)
     print(json.dumps(result))
     return 0
 

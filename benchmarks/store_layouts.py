@@ -1,126 +1,114 @@
-"""Measure candidate layouts for the activation matrix in DuckDB (and Parquet beside it).
+"""Measure the activation storages through the store itself: writes, reads, size.
 
-Writes and reads back an (n_words, n_layers, hidden) float32 matrix in each layout and
-prints seconds, MB/s, file size and whether the round trip is exact, with ratios against
-the chosen layout (per-layer rows of FLOAT[]), all measured in this one run.
+Start here: an (n_words, n_layers, hidden) float32 matrix of sentences is written with
+``Store.write_activations`` in buffers of 8,192 words (as extraction writes) and read back
+with ``Store.read_activation_matrix`` (every layer, then one layer), for each storage:
 
-    python benchmarks/store_layouts.py --words 25000 --layers 7 --hidden 384
+* ``duckdb``: rows in the DuckDB file, one per word and layer, ``FLOAT[]`` values;
+* ``parquet_list``: Parquet files whose ``act`` column is a LIST of floats (sets created
+  before the bytes layout);
+* ``parquet_bytes``: Parquet files whose ``act`` column holds each row's values as
+  fixed-length bytes (the default).
+
+Each is run ``--reps`` times, alternating between storages; medians are printed with ratios
+against ``duckdb``, all measured in this one run, and whether the round trip is exact.
+
+    .venv/bin/python -m benchmarks.store_layouts --words 25000 --layers 7 --hidden 384 --reps 3
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
+
+from neuro_pipeline.store import ActivationSet, Store
+
+LAYOUTS = ("duckdb", "parquet_list", "parquet_bytes")
 
 
-def _keys(n: int) -> pl.DataFrame:
-    return pl.DataFrame({"sentence_hash": [f"{i // 20:016x}" for i in range(n)],
-                         "position": np.arange(n, dtype=np.int32) % 20})
+def _sentences(n_words: int, n_layers: int, hidden: int, seed: int = 0) -> list[tuple[str, np.ndarray, bool]]:
+    """Sentences of 1-30 words of random float32 values (random, so nothing compresses)."""
+    rng = np.random.default_rng(seed)
+    out, done, i = [], 0, 0
+    while done < n_words:
+        n = min(int(rng.integers(1, 31)), n_words - done)
+        out.append((f"{i:032x}", rng.standard_normal((n, n_layers, hidden), dtype=np.float32), False))
+        done, i = done + n, i + 1
+    return out
 
 
-def wide(con, X3, keys):
-    n, L, H = X3.shape
-    frame = keys.with_columns(pl.Series("act", X3.reshape(n, L * H), dtype=pl.Array(pl.Float32, L * H)))
-    t = time.perf_counter()
-    con.execute("CREATE TABLE wide AS SELECT * FROM frame")
-    con.execute("CHECKPOINT")
-    w = time.perf_counter() - t
-    t = time.perf_counter()
-    A = con.sql("SELECT act FROM wide ORDER BY sentence_hash, position").pl()["act"].to_numpy()
-    r = time.perf_counter() - t
-    t = time.perf_counter()
-    lo = (L // 2) * H
-    con.sql(f"SELECT act[{lo + 1}:{lo + H}]::FLOAT[{H}] AS act FROM wide ORDER BY sentence_hash, position").pl()["act"].to_numpy()
-    return w, r, A.reshape(n, L, H), time.perf_counter() - t
-
-
-def per_layer(con, X3, keys, list_type=True):
-    n, L, H = X3.shape
-    col = "FLOAT[]" if list_type else f"FLOAT[{H}]"
-    con.execute(f"CREATE TABLE pl_ (sentence_hash VARCHAR, position INT, layer SMALLINT, act {col})")
-    t = time.perf_counter()
-    for layer in range(L):
-        s = pl.Series("act", np.ascontiguousarray(X3[:, layer]), dtype=pl.Array(pl.Float32, H))
-        frame = keys.with_columns(pl.lit(layer, pl.Int16).alias("layer"), s.cast(pl.List(pl.Float32)) if list_type else s)
-        con.execute("INSERT INTO pl_ SELECT * FROM frame")
-    con.execute("CHECKPOINT")
-    w = time.perf_counter() - t
-    t = time.perf_counter()
-    parts = [con.sql(f"SELECT act::FLOAT[{H}] AS act FROM pl_ WHERE layer = {layer} ORDER BY sentence_hash, position")
-             .pl()["act"].to_numpy() for layer in range(L)]
-    r = time.perf_counter() - t
-    t = time.perf_counter()
-    con.sql(f"SELECT act::FLOAT[{H}] AS act FROM pl_ WHERE layer = {L // 2} ORDER BY sentence_hash, position").pl()["act"].to_numpy()
-    return w, r, np.stack(parts, axis=1), time.perf_counter() - t
-
-
-def parquet(tmp: Path, X3, keys):
-    n, L, H = X3.shape
-    table = pa.table({"sentence_hash": keys["sentence_hash"].to_arrow(), "position": keys["position"].to_arrow(),
-                      "act": pa.FixedSizeListArray.from_arrays(pa.array(X3.reshape(-1)), L * H)})
-    t = time.perf_counter()
-    pq.write_table(table, tmp / "acts.parquet", compression="zstd")
-    w = time.perf_counter() - t
-    t = time.perf_counter()
-    A = (duckdb.connect().sql(f"SELECT act::FLOAT[{L * H}] AS act FROM read_parquet('{tmp / 'acts.parquet'}') ORDER BY sentence_hash, position")
-         .pl()["act"].to_numpy())
-    r = time.perf_counter() - t
-    t = time.perf_counter()
-    lo = (L // 2) * H
-    (duckdb.connect().sql(f"SELECT act[{lo + 1}:{lo + H}]::FLOAT[{H}] AS act FROM read_parquet('{tmp / 'acts.parquet'}') "
-                          "ORDER BY sentence_hash, position").pl()["act"].to_numpy())
-    return w, r, A.reshape(n, L, H), time.perf_counter() - t
+def measure(layout: str, sentences, n_layers: int, hidden: int, keys: pl.DataFrame) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-layouts-"))
+    try:
+        store = Store(tmp / "s.duckdb")
+        aset = ActivationSet("bench", "v", "/m", "last", "float32", "window", n_layers, hidden,
+                             parquet_dir=None if layout == "duckdb" else str(tmp / "acts"),
+                             parquet_layout="list" if layout == "parquet_list" else "bytes")
+        store.register_activation_set(aset)
+        start = time.perf_counter()
+        buffer, words = [], 0
+        for item in sentences:
+            buffer.append(item)
+            words += item[1].shape[0]
+            if words >= 8192:
+                store.write_activations(aset, buffer)
+                buffer, words = [], 0
+        store.write_activations(aset, buffer)
+        write = time.perf_counter() - start
+        start = time.perf_counter()
+        X = store.read_activation_matrix("bench", keys)
+        read = time.perf_counter() - start
+        start = time.perf_counter()
+        store.read_activation_matrix("bench", keys, layers=[n_layers // 2])
+        read_one = time.perf_counter() - start
+        expected = np.concatenate([a for _, a, _ in sentences]).reshape(len(keys), -1)
+        size = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file()) / 1e6
+        return {"write_s": write, "read_s": read, "read_one_layer_s": read_one, "size_mb": size,
+                "exact": bool(np.array_equal(X, expected))}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--words", type=int, default=25000)
     ap.add_argument("--layers", type=int, default=7)
     ap.add_argument("--hidden", type=int, default=384)
+    ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
-    rng = np.random.default_rng(0)
-    # Activation-like values: dense float32 (random, so compression cannot flatter a layout).
-    X3 = rng.standard_normal((args.words, args.layers, args.hidden), dtype=np.float32)
-    keys = _keys(args.words)
-    mb = X3.nbytes / 1e6
-    results = {}
-    for name in ("per_layer_list", "per_layer_array", "wide_array", "parquet_zstd"):
-        tmp = Path(tempfile.mkdtemp())
-        db = tmp / "s.duckdb"
-        con = duckdb.connect(str(db))
-        if name == "per_layer_list":
-            w, r, A, r1 = per_layer(con, X3, keys, list_type=True)
-        elif name == "per_layer_array":
-            w, r, A, r1 = per_layer(con, X3, keys, list_type=False)
-        elif name == "wide_array":
-            w, r, A, r1 = wide(con, X3, keys)
-        else:
-            w, r, A, r1 = parquet(tmp, X3, keys)
-        con.close()
-        size = sum(f.stat().st_size for f in tmp.iterdir()) / 1e6
-        results[name] = {"write_s": round(w, 3), "read_s": round(r, 3), "write_mb_s": round(mb / w, 1),
-                         "read_mb_s": round(mb / r, 1), "read_one_layer_s": round(r1, 3), "size_mb": round(size, 1), "exact": bool(np.array_equal(A, X3))}
-        shutil.rmtree(tmp)
-    ref = results["per_layer_list"]
-    print(f"matrix {args.words} x {args.layers} x {args.hidden} float32 = {mb:.0f} MB; ratios vs per_layer_list")
-    print(f"{'layout':<18}{'write s':>9}{'read s':>9}{'1 layer s':>10}{'MB':>8}{'w ratio':>9}{'r ratio':>9}"
+    sentences = _sentences(args.words, args.layers, args.hidden)
+    keys = pl.DataFrame({"sentence_hash": [h for h, a, _ in sentences for _ in range(a.shape[0])],
+                         "position": np.concatenate([np.arange(a.shape[0]) for _, a, _ in sentences])})
+    mb = args.words * args.layers * args.hidden * 4 / 1e6
+    runs: dict[str, list[dict]] = {name: [] for name in LAYOUTS}
+    measure("parquet_bytes", sentences[:50], args.layers, args.hidden, keys[:sum(a.shape[0] for _, a, _ in sentences[:50])])
+    for _ in range(args.reps):
+        for name in LAYOUTS:
+            runs[name].append(measure(name, sentences, args.layers, args.hidden, keys))
+    results = {name: {key: (statistics.median(r[key] for r in rs) if key != "exact" else all(r[key] for r in rs))
+                      for key in rs[0]} for name, rs in runs.items()}
+    ref = results["duckdb"]
+    print(f"matrix {args.words} x {args.layers} x {args.hidden} float32 = {mb:.0f} MB; medians of {args.reps}, "
+          "ratios against duckdb (below 1 is faster)")
+    print(f"{'storage':<15}{'write s':>9}{'read s':>9}{'1 layer s':>10}{'MB':>7}{'w ratio':>9}{'r ratio':>9}"
           f"{'1L ratio':>9}  exact")
     for name, v in results.items():
-        print(f"{name:<18}{v['write_s']:>9.2f}{v['read_s']:>9.2f}{v['read_one_layer_s']:>10.2f}{v['size_mb']:>8.0f}"
+        print(f"{name:<15}{v['write_s']:>9.2f}{v['read_s']:>9.2f}{v['read_one_layer_s']:>10.2f}{v['size_mb']:>7.0f}"
               f"{v['write_s'] / ref['write_s']:>9.2f}{v['read_s'] / ref['read_s']:>9.2f}"
               f"{v['read_one_layer_s'] / ref['read_one_layer_s']:>9.2f}  {v['exact']}")
-    print(json.dumps({"words": args.words, "mb": round(mb, 1), "threads": os.cpu_count(), "results": results}))
+    print(json.dumps({"words": args.words, "mb": round(mb, 1), "reps": args.reps,
+                      "results": {n: {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}
+                                  for n, r in results.items()},
+                      "runs": {n: [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rs]
+                               for n, rs in runs.items()}}))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Start here: an (n_words, n_layers, hidden) float32 matrix of sentences is written with
 ``Store.write_activations`` in buffers of 8,192 words (as extraction writes) and read back
-with ``Store.read_activation_matrix`` (every layer, then one layer), for each storage:
+with ``Store.read_activation_matrix`` (every layer, then one layer; three times, median), for
+each storage:
 
 * ``duckdb``: rows in the DuckDB file, one per word and layer, ``FLOAT[]`` values;
 * ``parquet_list``: Parquet files whose ``act`` column is a LIST of floats (sets created
@@ -63,12 +64,15 @@ def measure(layout: str, sentences, n_layers: int, hidden: int, keys: pl.DataFra
                 buffer, words = [], 0
         store.write_activations(aset, buffer)
         write = time.perf_counter() - start
-        start = time.perf_counter()
-        X = store.read_activation_matrix("bench", keys)
-        read = time.perf_counter() - start
-        start = time.perf_counter()
-        store.read_activation_matrix("bench", keys, layers=[n_layers // 2])
-        read_one = time.perf_counter() - start
+        reads, reads_one = [], []
+        for _ in range(3):  # the first read after the write is often slower (memory warm-up)
+            start = time.perf_counter()
+            X = store.read_activation_matrix("bench", keys)
+            reads.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            store.read_activation_matrix("bench", keys, layers=[n_layers // 2])
+            reads_one.append(time.perf_counter() - start)
+        read, read_one = statistics.median(reads), statistics.median(reads_one)
         expected = np.concatenate([a for _, a, _ in sentences]).reshape(len(keys), -1)
         size = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file()) / 1e6
         return {"write_s": write, "read_s": read, "read_one_layer_s": read_one, "size_mb": size,

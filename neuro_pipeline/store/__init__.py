@@ -658,9 +658,10 @@ class Store:
 
         Layout ``bytes`` (sets created since 2026-12): ``act`` is each row's values as
         fixed-length little-endian bytes (FIXED_LEN_BYTE_ARRAY of hidden_size x 4 bytes, or
-        x 2 for 16-bit storage), which is written and read as plain memory: 2.5x cheaper to
-        write and 1.8x to read than the ``list`` layout of older sets (a Parquet LIST of
-        floats, whose repetition levels cost more than the values; kept readable)."""
+        x 2 for 16-bit storage), which is written and read as plain memory: 1.3-1.8x cheaper
+        to write and 1.25-3.5x to read than the ``list`` layout of older sets (a Parquet LIST
+        of floats, whose repetition levels cost more than the values; kept readable), and
+        about 10x cheaper to write than DuckDB rows (``benchmarks/store_layouts.py``)."""
         import uuid
 
         import pyarrow as pa

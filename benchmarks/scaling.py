@@ -4,7 +4,7 @@ activations are larger than the memory the process may use.
 Start here: each size is a corpus made by repeating UD EWT dev; every repeat r > 0 gets
 the word ``§r`` at the start of each sentence, so that no sentence repeats (sentences are
 content-addressed and would otherwise be extracted once). Each size runs the extraction
-stage (``materialize_activations``: tokenise, forward, aggregate, write to DuckDB) in a
+stage (``materialize_activations``: tokenise, forward, aggregate, write to the store) in a
 fresh process into a fresh store, and the parent records that process's wall time and
 peak resident memory (``wait4``). Memory stays flat when it does not grow with the corpus.
 
@@ -13,7 +13,7 @@ as root) whose limit is below the size of its activations, showing that the stag
 to the store instead of holding the activations.
 
     .venv/bin/python -m benchmarks.scaling --repeats 0.25,0.5,1,2 --plot benchmarks/scaling.svg
-    .venv/bin/python -m benchmarks.scaling --repeats 10 --cgroup-limit-mb 1500
+    .venv/bin/python -m benchmarks.scaling --repeats 0.25,0.5,1,2,4,10 --cgroup-limit-mb 1000
 
 The last stdout line is one JSON object.
 """
@@ -66,7 +66,7 @@ def write_corpus(path: Path, repeats: float) -> tuple[int, int]:
     return n_total, n_words
 
 
-def run_size(workdir: Path, repeats: float, threads: int, cgroup: Path | None, storage: str = "duckdb") -> dict:
+def run_size(workdir: Path, repeats: float, threads: int, cgroup: Path | None, storage: str = "parquet") -> dict:
     folder = workdir / f"x{repeats:g}"
     folder.mkdir(parents=True, exist_ok=True)
     n_sentences, n_words = write_corpus(folder / "corpus.conllu", repeats)
@@ -115,7 +115,7 @@ def make_cgroup(limit_mb: int) -> Path:
     return cgroup
 
 
-def plot(results: list[dict], path: Path, storage: str = "duckdb") -> None:
+def plot(results: list[dict], path: Path, storage: str = "parquet") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,6 +129,11 @@ def plot(results: list[dict], path: Path, storage: str = "duckdb") -> None:
     left.set_ylim(bottom=0)
     right.plot(words, [r["peak_rss_mb"] for r in results], "o-", label="peak RSS")
     right.plot(words, [r["activation_mb"] for r in results], "s--", label="activations (float32)")
+    for r in results:
+        if r.get("cgroup_limit_mb"):
+            right.axhline(r["cgroup_limit_mb"], color="grey", linestyle=":", linewidth=1)
+            right.annotate(f"run in a {r['cgroup_limit_mb']} MB memory cgroup", (r["n_words"] / 1000, r["peak_rss_mb"]),
+                           textcoords="offset points", xytext=(-10, -28), ha="right", fontsize=8)
     right.set_xlabel("corpus size (thousand words)")
     right.set_ylabel("MB")
     right.set_ylim(bottom=0)
@@ -142,7 +147,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", default="0.25,0.5,1,2", help="comma-separated multiples of EWT dev")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--storage", default="duckdb", choices=["duckdb", "parquet"])
+    ap.add_argument("--storage", default="parquet", choices=["duckdb", "parquet"])
     ap.add_argument("--cgroup-limit-mb", type=int, default=None,
                     help="run the largest size in a memory cgroup with this limit")
     ap.add_argument("--plot", type=Path, default=None, help="write time and memory against size (SVG/PNG)")

@@ -364,7 +364,7 @@ def _in_wanted(aset: ActivationSet) -> str:
     """How a read joins the stored rows ``a`` with the wanted words ``w`` (see Store._scan):
     on keys, and for Parquet on the file the catalogue names for the sentence."""
     keys = "a.sentence_hash = w.sentence_hash AND a.position = w.position"
-    return keys if aset.parquet_dir is None else f"{keys} AND (w.file IS NULL OR a.filename = w.file)"
+    return keys if aset.parquet_dir is None else f"{keys} AND (w.file_index IS NULL OR a.file_index = w.file_index)"
 
 #: Rows per record batch when activations are read (they stream; see read_activation_matrix).
 _READ_BATCH_ROWS = 16_384
@@ -749,7 +749,7 @@ class Store:
     def activation_relation(self, aset: ActivationSet, files: Sequence[str] | None = None
                             ) -> tuple[str, dict[str, object]]:
         """SQL for the set's activation rows (columns sentence_hash, position, layer, act and
-        activation_set; filename for Parquet) and its parameters: the DuckDB table, or
+        activation_set; for Parquet file_index, the file's place in ``files``) and its parameters: the DuckDB table, or
         ``read_parquet`` over the committed files (or over ``files``). A Parquet file may hold
         rows of a sentence that another file holds too (two runs that extracted it at once);
         the sentence's rows are those of the file ``activation_sentences`` names. ``act`` is as stored: a LIST for DuckDB rows
@@ -762,10 +762,10 @@ class Store:
             "FLOAT[]" if aset.storage_dtype == "float32" else "USMALLINT[]")
         if not files:
             return (f"(SELECT NULL::VARCHAR AS activation_set, NULL::VARCHAR AS sentence_hash, NULL::INTEGER AS "
-                    f"position, NULL::SMALLINT AS layer, NULL::{element} AS act, NULL::VARCHAR AS filename "
+                    f"position, NULL::SMALLINT AS layer, NULL::{element} AS act, NULL::BIGINT AS file_index "
                     "WHERE false)"), {}
-        return (f"(SELECT $set_id AS activation_set, sentence_hash, position, layer, act, filename "
-                f"FROM read_parquet($files, filename = true))"), {"files": list(files), "set_id": aset.activation_set}
+        return (f"(SELECT $set_id AS activation_set, sentence_hash, position, layer, act, file_index "
+                f"FROM read_parquet($files))"), {"files": list(files), "set_id": aset.activation_set}
 
     def _act_sql(self, aset: ActivationSet, column: str = "a.act") -> str:
         """The SELECT expression of a row's values: fixed-size for lists, bytes as they are."""
@@ -789,9 +789,9 @@ class Store:
             else:
                 if not files:
                     return np.arange(n)
-                source = "read_parquet($files, filename = true, file_row_number = true) a"
-                order, params, where = "a.filename, a.file_row_number", {"files": files}, "a.layer = 0"
-                where += " AND (w.file IS NULL OR a.filename = w.file)"
+                source = "(SELECT *, file_index FROM read_parquet($files, file_row_number = true)) a"
+                order, params, where = "a.file_index, a.file_row_number", {"files": files}, "a.layer = 0"
+                where += " AND (w.file_index IS NULL OR a.file_index = w.file_index)"
             found = con.sql(f"SELECT w.idx FROM wanted w JOIN {source} ON a.sentence_hash = w.sentence_hash "
                             f"AND a.position = w.position WHERE {where} ORDER BY {order}, w.idx",
                             params=params).fetchnumpy()["idx"]
@@ -803,7 +803,8 @@ class Store:
               ) -> Iterator[tuple[duckdb.DuckDBPyConnection, list[str] | None]]:
         """A connection for one streamed read of ``aset``'s rows, holding the numbered keys as
         the temporary table ``wanted`` (idx, sentence_hash, position, and for a Parquet set
-        the file the word's sentence is catalogued in), and for a Parquet set the files to
+        file_index: the place in the files to scan of the file the word's sentence is
+        catalogued in; null when it was stored before files were recorded), and the files to
         scan (None for DuckDB rows). A Parquet set is read by a DuckDB of its own: the store
         file is not held while the files are scanned, so the other processes of a run
         (extraction shards, other workers) keep writing; rows in DuckDB are read through the
@@ -812,10 +813,13 @@ class Store:
                              pl.col("sentence_hash").cast(pl.Utf8), pl.col("position").cast(pl.Int32))
         if aset.parquet_dir is None:
             with self.streaming(keys.height) as con:
-                con.execute("CREATE TEMP TABLE wanted AS SELECT *, NULL::VARCHAR AS file FROM wanted")
+                con.execute("CREATE TEMP TABLE wanted AS SELECT *, NULL::BIGINT AS file_index FROM wanted")
                 yield con, None
             return
         files, located = self._sentence_files(aset, keys)
+        place = {file: i for i, file in enumerate(files)}
+        located = located.select("sentence_hash", pl.col("file").replace_strict(place, default=None,
+                                                                               return_dtype=pl.Int64).alias("file_index"))
         wanted = wanted.join(located, on="sentence_hash", how="left")  # noqa: F841
         con = duckdb.connect(":memory:", config={"memory_limit": f"{_read_memory_mb(keys.height)}MB",
                                                  "preserve_insertion_order": False})

@@ -393,7 +393,8 @@ def _standardisation(X: np.ndarray, chunk_size: int) -> tuple[np.ndarray, np.nda
     mean = total / n
     sq = np.zeros(d)
     for start in range(0, n, chunk_size):
-        centred = X[start : start + chunk_size].astype(np.float64) - mean
+        centred = X[start : start + chunk_size].astype(np.float64)
+        centred -= mean  # in place: one float64 copy of the chunk, not two
         sq += np.einsum("ij,ij->j", centred, centred)
     std = np.sqrt(sq / n)
     # As sklearn's StandardScaler: a std at rounding level of the mean is a constant column.

@@ -366,6 +366,15 @@ def _in_wanted(aset: ActivationSet) -> str:
     keys = "a.sentence_hash = w.sentence_hash AND a.position = w.position"
     return keys if aset.parquet_dir is None else f"{keys} AND (w.file_index IS NULL OR a.file_index = w.file_index)"
 
+def _act_sql(aset: ActivationSet) -> str:
+    """The SELECT expression of a stored row's values ``a.act``: cast to a fixed size for
+    lists, as they are for bytes."""
+    if aset.parquet_dir is not None and aset.parquet_layout == "bytes":
+        return "a.act"
+    element = "FLOAT" if aset.storage_dtype == "float32" else "USMALLINT"
+    return f"a.act::{element}[{aset.hidden_size}]"
+
+
 #: Rows per record batch when activations are read (they stream; see read_activation_matrix).
 _READ_BATCH_ROWS = 16_384
 
@@ -622,7 +631,7 @@ class Store:
             self._write_parquet(aset, todo, status)
             return
         with self.transaction() as con:
-            # Another process may have stored some of these sentences since the check above.
+            # Another process may have stored some of these sentences while this one computed them.
             todo, status = _not_done(con, activation_set, todo, status)
             index = pl.DataFrame({
                 "activation_set": activation_set,
@@ -685,7 +694,8 @@ class Store:
                 act = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width * flat.itemsize), n * n_layers,
                                                            [None, pa.py_buffer(flat)])
             else:  # "list": the layout of sets created before the bytes layout
-                act = pa.FixedSizeListArray.from_arrays(pa.array(flat), width).cast(pa.list_(pa.from_numpy_dtype(element)))
+                act = (pa.FixedSizeListArray.from_arrays(pa.array(flat), width)
+                       .cast(pa.list_(pa.from_numpy_dtype(element))))
             table = pa.table({
                 "sentence_hash": hashes,
                 "position": pa.array(np.tile(position, n_layers), pa.int32()),
@@ -749,11 +759,13 @@ class Store:
     def activation_relation(self, aset: ActivationSet, files: Sequence[str] | None = None
                             ) -> tuple[str, dict[str, object]]:
         """SQL for the set's activation rows (columns sentence_hash, position, layer, act and
-        activation_set; for Parquet file_index, the file's place in ``files``) and its parameters: the DuckDB table, or
-        ``read_parquet`` over the committed files (or over ``files``). A Parquet file may hold
-        rows of a sentence that another file holds too (two runs that extracted it at once);
-        the sentence's rows are those of the file ``activation_sentences`` names. ``act`` is as stored: a LIST for DuckDB rows
-        and the ``list`` layout, bytes for the ``bytes`` layout (see :meth:`_write_parquet`)."""
+        activation_set; for Parquet also file_index, the file's place in ``files``) and its
+        parameters: the DuckDB table, or ``read_parquet`` over the committed files (or over
+        ``files``). A Parquet file may hold rows of a sentence that another file holds too
+        (two runs that extracted it at once); the sentence's rows are those of the file
+        ``activation_sentences`` names (join with :func:`_in_wanted`). ``act`` is as stored: a
+        LIST for DuckDB rows and the ``list`` layout, bytes for the ``bytes`` layout (see
+        :meth:`_write_parquet`)."""
         if aset.parquet_dir is None:
             return aset.table, {}
         if files is None:
@@ -766,13 +778,6 @@ class Store:
                     "WHERE false)"), {}
         return (f"(SELECT $set_id AS activation_set, sentence_hash, position, layer, act, file_index "
                 f"FROM read_parquet($files))"), {"files": list(files), "set_id": aset.activation_set}
-
-    def _act_sql(self, aset: ActivationSet, column: str = "a.act") -> str:
-        """The SELECT expression of a row's values: fixed-size for lists, bytes as they are."""
-        if aset.parquet_dir is not None and aset.parquet_layout == "bytes":
-            return column
-        element = "FLOAT" if aset.storage_dtype == "float32" else "USMALLINT"
-        return f"{column}::{element}[{aset.hidden_size}]"
 
     def storage_order(self, activation_set: str, keys: pl.DataFrame) -> np.ndarray:
         """Indices into ``keys`` in the order the store holds those words (DuckDB rows: their
@@ -791,10 +796,8 @@ class Store:
                     return np.arange(n)
                 source = "(SELECT *, file_index FROM read_parquet($files, file_row_number = true)) a"
                 order, params, where = "a.file_index, a.file_row_number", {"files": files}, "a.layer = 0"
-                where += " AND (w.file_index IS NULL OR a.file_index = w.file_index)"
-            found = con.sql(f"SELECT w.idx FROM wanted w JOIN {source} ON a.sentence_hash = w.sentence_hash "
-                            f"AND a.position = w.position WHERE {where} ORDER BY {order}, w.idx",
-                            params=params).fetchnumpy()["idx"]
+            found = con.sql(f"SELECT w.idx FROM wanted w JOIN {source} ON {_in_wanted(aset)} WHERE {where} "
+                            f"ORDER BY {order}, w.idx", params=params).fetchnumpy()["idx"]
         missing = np.setdiff1d(np.arange(n), found)
         return np.concatenate([found, missing]).astype(np.int64)
 
@@ -818,8 +821,8 @@ class Store:
             return
         files, located = self._sentence_files(aset, keys)
         place = {file: i for i, file in enumerate(files)}
-        located = located.select("sentence_hash", pl.col("file").replace_strict(place, default=None,
-                                                                               return_dtype=pl.Int64).alias("file_index"))
+        file_index = pl.col("file").replace_strict(place, default=None, return_dtype=pl.Int64)
+        located = located.select("sentence_hash", file_index.alias("file_index"))
         wanted = wanted.join(located, on="sentence_hash", how="left")  # noqa: F841
         con = duckdb.connect(":memory:", config={"memory_limit": f"{_read_memory_mb(keys.height)}MB",
                                                  "preserve_insertion_order": False})
@@ -923,8 +926,9 @@ class Store:
             # batches, and are scattered into place, so neither DuckDB nor Python holds more
             # than one batch besides the result.
             reader = con.sql(
-                f"SELECT w.idx, a.layer, {self._act_sql(aset)} AS act FROM wanted w JOIN {relation} a "
-                f"ON {_in_wanted(aset)} WHERE a.activation_set = $aset AND a.layer IN ({', '.join(str(int(i)) for i in layers)})",
+                f"SELECT w.idx, a.layer, {_act_sql(aset)} AS act FROM wanted w JOIN {relation} a "
+                f"ON {_in_wanted(aset)} WHERE a.activation_set = $aset "
+                f"AND a.layer IN ({', '.join(str(int(i)) for i in layers)})",
                 params={**params, "aset": activation_set}).to_arrow_reader(_READ_BATCH_ROWS)
             for batch in reader:
                 idx = batch.column(0).to_numpy()

@@ -387,7 +387,7 @@ def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Prog
                     model, [words[i] for i in group], aggregation=cfg.extraction.aggregation,
                     batch_size=cfg.model.batch_size, long_sentences=cfg.extraction.long_sentences, stats=stats,
                     progress=on_batch, pairs=None if seconds is None else [seconds[i] for i in group],
-                    batch_tokens=cfg.model.batch_tokens):
+                    batch_tokens=cfg.model.pass_tokens()):
                 windowed = stats.n_windowed_sentences > windowed_before
                 windowed_before = stats.n_windowed_sentences
                 buffer.append((hashes[group[index]], array, windowed))

@@ -57,6 +57,8 @@ def test_yaml_overrides_and_relative_paths(tmp_path):
     ({"ranking": {"agreement_n": [0]}}, r"ranking.agreement_n must be a non-empty list of integers >= 1"),
     ({"ranking": {"redundancy_threshold": 2}}, r"ranking.redundancy_threshold must be a number in \[0, 1\]"),
     ({"model": {"allow_pickle": "yes"}}, r"model.allow_pickle must be true or false, got 'yes'"),
+    ({"model": {"batch_tokens": "many"}}, r"model.batch_tokens must be an integer >= 1, 'auto' or null, got 'many'"),
+    ({"model": {"batch_tokens": 0}}, r"model.batch_tokens must be an integer >= 1, 'auto' or null, got 0"),
     ({"name": "../elsewhere"}, r"name must be letters, digits"),
     ({"corpus": {"pairs": True}}, r"corpus.pairs is for corpus.format='text' \(TAB-separated sentence pairs\); "
                                   r"corpus.format='demo' has no sentence pairs"),
@@ -83,6 +85,15 @@ def test_yaml_overrides_and_relative_paths(tmp_path):
 def test_config_errors(raw, message):
     with pytest.raises(ConfigError, match=message):
         config_from_dict(raw, source="p.yaml", base_dir="/tmp")
+
+
+def test_batch_tokens_auto_caps_passes_on_the_cpu_only():
+    from neuro_pipeline.config import AUTO_CPU_BATCH_TOKENS
+
+    assert config_from_dict({}).model.pass_tokens() == AUTO_CPU_BATCH_TOKENS
+    assert config_from_dict({"model": {"device": "cuda"}}, deep=False).model.pass_tokens() is None
+    assert config_from_dict({"model": {"batch_tokens": None}}).model.pass_tokens() is None
+    assert config_from_dict({"model": {"batch_tokens": 300}}).model.pass_tokens() == 300
 
 
 def test_missing_file_and_bad_yaml(tmp_path):

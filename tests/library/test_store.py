@@ -325,3 +325,26 @@ def test_a_sentence_stored_by_another_writer_meanwhile_keeps_its_first_rows(tmp_
     keys = pl.DataFrame({"sentence_hash": ["s1", "s1", "s2"], "position": [0, 1, 0]})
     np.testing.assert_array_equal(store.read_activation_matrix("p", keys),
                                   np.stack([first[0].ravel(), first[1].ravel(), other[0].ravel()]))
+
+
+def test_a_store_made_under_an_older_schema_is_brought_up_to_date_on_its_next_write_connection(tmp_path):
+    """Write connections skip the DDL when the file records the current schema's
+    fingerprint; a file from before a schema change (an older fingerprint, a missing
+    column) gets the DDL again."""
+    import duckdb
+
+    store = Store(tmp_path / "p.duckdb")
+    with store.connect() as con:
+        [(fingerprint,)] = con.execute("SELECT fingerprint FROM store_schema").fetchall()
+        # As a file written before `file` was catalogued, by a version with another schema.
+        con.execute("ALTER TABLE activation_sentences DROP COLUMN file")
+        con.execute("UPDATE store_schema SET fingerprint = 'older'")
+    with store.connect() as con:
+        columns = {row[0] for row in con.execute("DESCRIBE activation_sentences").fetchall()}
+        assert "file" in columns
+        assert con.execute("SELECT fingerprint FROM store_schema").fetchall() == [(fingerprint,)]
+    # A file from before the fingerprint existed at all.
+    with duckdb.connect(str(store.path)) as con:
+        con.execute("DROP TABLE store_schema; ALTER TABLE activation_sentences DROP COLUMN file")
+    with store.connect() as con:
+        assert "file" in {row[0] for row in con.execute("DESCRIBE activation_sentences").fetchall()}

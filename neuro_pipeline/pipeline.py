@@ -1305,15 +1305,20 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
     random draws (``evaluation.n_random`` per size) do not depend on the method and are
     evaluated once.
     """
-    from neuro_pipeline.evaluation import evaluate_probe, evaluate_selections
-    from neuro_pipeline.evaluation.selection import DEFAULT_SELECTION_PROBE_PARAMS
+    from neuro_pipeline.evaluation import evaluate_probe
+    from neuro_pipeline.evaluation.selection import DEFAULT_SELECTION_PROBE_PARAMS, fit_selections, score_selections
     from neuro_pipeline.probe import LinearProbe, column_stats
     from neuro_pipeline.report.render import staged_report
 
     start = time.perf_counter()
     aset = current_activation_set(cfg, store)
     stored = [ranking_of(cfg, store, aset, name) for name in ranking_names(cfg)]
-    train, test, eval_split = _train_test(cfg, store, aset)
+    eval_split = _eval_split_name(store, cfg)
+    key = {"analysis": cfg.name, "activation_set": aset.activation_set, "task": cfg.task}
+    q = list(key.values())
+    class_top = store.query(
+        "SELECT method, label, neuron, rank FROM class_rankings WHERE analysis = ? AND activation_set = ? "
+        "AND task = ? AND rank <= 5 ORDER BY method, label, rank", q)
     n_fractions = len(cfg.evaluation.fractions)
     total = 1 + n_fractions * (cfg.evaluation.n_random + 2 * len(stored))
     done = [0]
@@ -1326,42 +1331,46 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
     if progress is not None:
         progress(0, total)
 
+    # Every probe is trained before the test split is loaded, and the training matrix is
+    # dropped first: the stage holds one split's matrix at a time (on EWT with MiniLM its
+    # peak fell by the test matrix, 258 MB).
+    train = load_split(cfg, store, aset, "train")
     lca = next((r for r in stored if r.method == "linear_probe" and "l1" in r.fitted), None)
     full_params = (_full_probe_params(cfg, lca) if lca is not None else dict(DEFAULT_SELECTION_PROBE_PARAMS))
     # One standardisation of the training matrix serves the full probe and every retrained one.
     stats = column_stats(train.X)
     probe = LinearProbe(**full_params).fit(train.X, train.labels, column_stats=stats)
-    full = evaluate_probe(probe, test.X, test.labels)
     tick()
-    labels, counts = np.unique(train.labels, return_counts=True)
-    majority = str(labels[np.argmax(counts)])
-    baseline = float(np.mean(test.labels == majority))
     common = dict(fractions=cfg.evaluation.fractions, n_random=cfg.evaluation.n_random, seed=cfg.evaluation.seed,
                   probe_params=selection_probe_params(cfg), column_stats=stats)
-    random_rows = evaluate_selections(train.X, train.labels, test.X, test.labels, stored[0].order,
-                                      selections=("random",), on_probe=tick, **common)
-    per_method = []
-    for r in stored:
-        rows = evaluate_selections(train.X, train.labels, test.X, test.labels, r.order,
-                                   selections=("top", "bottom"), n_ranked=r.n_ranked, on_probe=tick, **common)
-        per_method.append(pl.concat([rows, random_rows]).with_columns(pl.lit(r.name).alias("method")))
+    random_fits = fit_selections(train.X, train.labels, stored[0].order, selections=("random",), on_probe=tick,
+                                 **common)
+    method_fits = [fit_selections(train.X, train.labels, r.order, selections=("top", "bottom"), n_ranked=r.n_ranked,
+                                  on_probe=tick, **common) for r in stored]
+    flips = _heatmap_flips(train, class_top, stored[0].name)
+    train_labels, n_train, n_skipped_train = train.labels, int(train.X.shape[0]), train.n_skipped_rejected
+    del train, stats
+
+    test = load_split(cfg, store, aset, eval_split)
+    full = evaluate_probe(probe, test.X, test.labels)
+    labels, counts = np.unique(train_labels, return_counts=True)
+    majority = str(labels[np.argmax(counts)])
+    baseline = float(np.mean(test.labels == majority))
+    random_rows = score_selections(random_fits, test.X, test.labels)
+    per_method = [pl.concat([score_selections(fits, test.X, test.labels), random_rows])
+                  .with_columns(pl.lit(r.name).alias("method")) for r, fits in zip(stored, method_fits)]
     selections = pl.concat(per_method)
     if progress is not None:
         progress(total, total)  # skipped selections (partial rankings) never ticked
-    key = {"analysis": cfg.name, "activation_set": aset.activation_set, "task": cfg.task}
     metrics = pl.concat([metrics_table(full, sel.drop("method"), baseline).with_columns(pl.lit(r.name).alias("method"))
                          for r, sel in zip(stored, per_method)])
     from neuro_pipeline.evaluation.metrics import class_metrics, confusion_table
 
     predicted = probe.predict(test.X)
-    labels_all = sorted(set(map(str, np.unique(train.labels))) | set(map(str, np.unique(test.labels))))
+    labels_all = sorted(set(map(str, np.unique(train_labels))) | set(map(str, np.unique(test.labels))))
     cm = class_metrics(test.labels.astype(str), predicted.astype(str), labels=labels_all)
     confusion = confusion_table(test.labels.astype(str), predicted.astype(str), labels=labels_all)
     per_class = cm.to_dicts()
-    q = list(key.values())
-    class_top = store.query(
-        "SELECT method, label, neuron, rank FROM class_rankings WHERE analysis = ? AND activation_set = ? "
-        "AND task = ? AND rank <= 5 ORDER BY method, label, rank", q)
     words = store.query(
         "SELECT method, neuron, list(word ORDER BY rank) AS words FROM top_words WHERE analysis = ? "
         "AND activation_set = ? AND task = ? AND source = 'global' GROUP BY method, neuron", q)
@@ -1402,13 +1411,13 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
         head_record = json.loads((mlm_head_dir(cfg, aset) / "mlm_head.json").read_text(encoding="utf-8"))
     hsz = aset.hidden_size
     top_words = {(r["method"], int(r["neuron"])): r["words"] for r in words.iter_rows(named=True)}
-    heatmaps = _class_heatmaps(cfg, train, test, class_top, stored[0].name, hsz, top_words)
+    heatmaps = _class_heatmaps(cfg, test, flips, stored[0].name, hsz, top_words)
     out_dir = cfg.reports_dir / cfg.name / short_version(aset.model_version)
     if cfg.task != cfg.tasks[0]:
         out_dir = out_dir / cfg.task  # each further task (a concept) gets its own page
     summary = ReportSummary(
         activation_set=aset.activation_set, model_version=aset.model_version, task=cfg.task,
-        methods=[r.name for r in stored], n_train=int(train.X.shape[0]), n_test=int(test.X.shape[0]),
+        methods=[r.name for r in stored], n_train=n_train, n_test=int(test.X.shape[0]),
         eval_split=eval_split, accuracy=float(full["accuracy"]), majority_baseline=baseline,
         n_test_unseen_label=int(full["n_unseen"]), selections=selection_rows(selections),
         per_class=per_class, html_path=str(out_dir / "report.html"), markdown_path=str(out_dir / "report.md"),
@@ -1428,7 +1437,7 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
                "interventions": interventions.to_dicts(),
                "mlm_head": {"source": _head_text(head_record)},
                "heatmaps": heatmaps,
-               "n_skipped_rejected": train.n_skipped_rejected + test.n_skipped_rejected,
+               "n_skipped_rejected": n_skipped_train + test.n_skipped_rejected,
                "selection_probe": ", ".join(f"{k}={v:g}" for k, v in DEFAULT_SELECTION_PROBE_PARAMS.items())},
     )
     summary.seconds = round(time.perf_counter() - start, 3)
@@ -1467,28 +1476,36 @@ def _full_probe_params(cfg: PipelineConfig, lca: StoredRanking) -> dict[str, Any
             **{k: v for k, v in configured.items() if k in probe_keys and v != defaults[k]}}
 
 
-def _class_heatmaps(cfg: PipelineConfig, train: Split, test: Split, class_top: pl.DataFrame, method: str, hsz: int,
-                    top_words: dict) -> list[dict[str, Any]]:
-    """For the strongest neuron of each class (by ``method``), its activations over the first
-    ``evaluation.heatmap_sentences`` test sentences that contain the class, as SVG.
+def _heatmap_flips(train: Split, class_top: pl.DataFrame, method: str) -> dict[str, tuple[int, bool]]:
+    """Per class, the strongest neuron by ``method`` and whether its heatmap flips its sign:
+    a neuron can encode a class by firing negatively on it, decided on the training words
+    (the class's mean activation below the others'), so that the class's words are blue on
+    every heatmap (see :func:`_class_heatmaps`)."""
+    best = class_top.filter((pl.col("method") == method) & (pl.col("rank") == 1))
+    train_labels = train.labels.astype(str)
+    flips = {}
+    for label, neuron in best.select("label", "neuron").iter_rows():
+        column = train.X[:, int(neuron)]
+        is_class = train_labels == label
+        flips[label] = (int(neuron), bool(is_class.any() and (~is_class).any()
+                                          and column[is_class].mean() < column[~is_class].mean()))
+    return flips
 
-    A neuron can encode a class by firing negatively on it; such a neuron is shown with
-    its sign flipped (decided on the training words: the class's mean activation below the
-    others'), so the class's words are blue on every heatmap, and its title says so."""
+
+def _class_heatmaps(cfg: PipelineConfig, test: Split, flips: dict[str, tuple[int, bool]], method: str, hsz: int,
+                    top_words: dict) -> list[dict[str, Any]]:
+    """For the strongest neuron of each class (``flips``, from :func:`_heatmap_flips`), its
+    activations over the first ``evaluation.heatmap_sentences`` test sentences that contain
+    the class, as SVG; a flipped neuron is shown with its sign flipped, and its title says so."""
     from neuro_pipeline.report.heatmap import neuron_heatmaps_svg
     from neuro_pipeline.report.render import short_word
 
     n_sentences = cfg.evaluation.heatmap_sentences
-    if not n_sentences or class_top.is_empty():
+    if not n_sentences or not flips:
         return []
     keys = test.keys.with_columns(pl.Series("label", test.labels.astype(str)), pl.int_range(pl.len()).alias("row"))
     out = []
-    best = class_top.filter((pl.col("method") == method) & (pl.col("rank") == 1))
-    train_labels = train.labels.astype(str)
-    for label, neuron in best.select("label", "neuron").iter_rows():
-        column = train.X[:, int(neuron)]
-        is_class = train_labels == label
-        flip = bool(is_class.any() and (~is_class).any() and column[is_class].mean() < column[~is_class].mean())
+    for label, (neuron, flip) in flips.items():
         ids = keys.filter(pl.col("label") == label)["sentence_id"].unique(maintain_order=True).head(n_sentences)
         sentences, values, marked = [], [], []
         for sid in ids.to_list():

@@ -384,9 +384,16 @@ def column_stats(X, chunk_size: int = 4096) -> ColumnStats:
     return ColumnStats(*_standardisation(X, chunk_size))
 
 
+#: Rows per float64 chunk of the standardisation passes, whatever the probe's chunk_size:
+#: 22 MB at MiniLM's 2,688 neurons. Chunks of 4,096 rows took 88 MB and were slower
+#: (EWT dev: 0.21-0.24 s against 0.16-0.17 s).
+_STATS_ROWS = 1024
+
+
 def _standardisation(X: np.ndarray, chunk_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean, scale and non-constant mask per column, in float64 by two chunked passes."""
     n, d = X.shape
+    chunk_size = min(chunk_size, _STATS_ROWS)
     total = np.zeros(d)
     for start in range(0, n, chunk_size):
         total += X[start : start + chunk_size].sum(axis=0, dtype=np.float64)

@@ -14,6 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from numbers import Real
 
 import numpy as np
@@ -194,33 +195,66 @@ def evaluate_selections(
         On inconsistent shapes, a ranking that is not a permutation, or bad fractions.
     """
     X_train, y_train, X_test, y_test = check_splits(X_train, y_train, X_test, y_test, owner="evaluate_selections")
+    fitted = fit_selections(X_train, y_train, ranking, fractions=fractions, n_random=n_random, seed=seed,
+                            probe_params=probe_params, selections=selections, n_ranked=n_ranked,
+                            on_probe=on_probe, column_stats=column_stats, owner="evaluate_selections")
+    return score_selections(fitted, X_test, y_test)
+
+
+@dataclass
+class FittedSelection:
+    """A probe retrained on one selection of neurons (see :func:`fit_selections`)."""
+
+    selection: str
+    fraction: float
+    k: int
+    draw: int | None
+    #: The selected neurons, sorted: the probe's input columns, in this order.
+    columns: np.ndarray
+    probe: LinearProbe
+    fit_seconds: float
+
+
+def fit_selections(
+    X_train,
+    y_train,
+    ranking: np.ndarray,
+    *,
+    fractions: Sequence[float] = (0.01, 0.05, 0.10, 0.20),
+    n_random: int = 3,
+    seed: int = 0,
+    probe_params: Mapping | None = None,
+    selections: Sequence[str] = _SELECTIONS,
+    n_ranked: int | None = None,
+    on_probe=None,
+    column_stats: ColumnStats | None = None,
+    owner: str = "fit_selections",
+) -> list[FittedSelection]:
+    """The training half of :func:`evaluate_selections` (same arguments, no test split):
+    one probe per selection, in its order. Score them with :func:`score_selections`, so that
+    a caller short of memory can drop the training matrix before loading the test one."""
+    X_train, y_train = check_activations(X_train, y_train, owner=f"{owner} (train)")
     n_neurons = X_train.shape[1]
     ranking = np.asarray(ranking)
     if ranking.shape != (n_neurons,) or not np.array_equal(np.sort(ranking), np.arange(n_neurons)):
         raise ValueError(
-            f"evaluate_selections: ranking must be a permutation of 0..{n_neurons - 1} (one entry per neuron); "
+            f"{owner}: ranking must be a permutation of 0..{n_neurons - 1} (one entry per neuron); "
             f"got shape {ranking.shape}. Pass a fitted ranker's ranking_."
         )
     for f in fractions:
         if isinstance(f, bool) or not isinstance(f, Real) or not 0 < f <= 1:
-            raise ValueError(f"evaluate_selections: every fraction must be in (0, 1]; got {f!r}.")
+            raise ValueError(f"{owner}: every fraction must be in (0, 1]; got {f!r}.")
     if n_random < 0:
-        raise ValueError(f"evaluate_selections: n_random must be >= 0; got {n_random}.")
+        raise ValueError(f"{owner}: n_random must be >= 0; got {n_random}.")
     params = dict(DEFAULT_SELECTION_PROBE_PARAMS if probe_params is None else probe_params)
     unknown = sorted(set(selections) - set(_SELECTIONS))
     if unknown:
-        raise ValueError(f"evaluate_selections: unknown selection {unknown[0]!r}; choose from {list(_SELECTIONS)}.")
+        raise ValueError(f"{owner}: unknown selection {unknown[0]!r}; choose from {list(_SELECTIONS)}.")
     n_ranked = n_neurons if n_ranked is None else int(n_ranked)
     if not 0 <= n_ranked <= n_neurons:
-        raise ValueError(f"evaluate_selections: n_ranked must be in [0, {n_neurons}]; got {n_ranked}.")
+        raise ValueError(f"{owner}: n_ranked must be in [0, {n_neurons}]; got {n_ranked}.")
 
-    n_unseen = int((~np.isin(y_test, np.unique(y_train))).sum())
-    if n_unseen:
-        logger.warning(
-            "evaluate_selections: %d of %d test tokens have labels never seen in training; "
-            "they are scored as errors.", n_unseen, len(y_test)
-        )
-    rows = []
+    fitted = []
     for fraction in fractions:
         k = math.ceil(fraction * n_neurons)
         chosen = []
@@ -228,36 +262,63 @@ def evaluate_selections(
             if k <= n_ranked:
                 chosen.append(("top", None, ranking[:k]))
             else:
-                logger.info("evaluate_selections: top %d skipped; the method ranked only %d neurons", k, n_ranked)
+                logger.info("%s: top %d skipped; the method ranked only %d neurons", owner, k, n_ranked)
         if "random" in selections:
             chosen += [("random", d, random_neurons(n_neurons, k, seed=seed, draw=d)) for d in range(n_random)]
         if "bottom" in selections:
             if n_ranked == n_neurons:
                 chosen.append(("bottom", None, ranking[n_neurons - k :]))
             else:
-                logger.info("evaluate_selections: bottom %d skipped; a partial ranking has no bottom", k)
+                logger.info("%s: bottom %d skipped; a partial ranking has no bottom", owner, k)
         for name, draw, columns in chosen:
             # Sorted columns: the fancy-indexed copy reads each row left to right.
             columns = np.sort(columns)
             start = time.perf_counter()
             probe = LinearProbe(**params).fit(take_columns(X_train, columns), y_train,
                                               column_stats=None if column_stats is None else column_stats.take(columns))
-            accuracy = probe.score(take_columns(X_test, columns), y_test)
-            rows.append(
-                {
-                    "selection": name,
-                    "fraction": float(fraction),
-                    "k": k,
-                    "draw": draw,
-                    "accuracy": accuracy,
-                    "n_test": len(y_test),
-                    "n_unseen_test": n_unseen,
-                    "fit_seconds": time.perf_counter() - start,
-                }
-            )
-            logger.info("selection %s", rows[-1])
+            fitted.append(FittedSelection(name, float(fraction), k, draw, columns, probe,
+                                          time.perf_counter() - start))
             if on_probe is not None:
                 on_probe()
+    return fitted
+
+
+def score_selections(fitted: Sequence[FittedSelection], X_test, y_test) -> pl.DataFrame:
+    """The test half of :func:`evaluate_selections`: its table for probes from
+    :func:`fit_selections` (``fit_seconds`` is the training time; scoring is not counted)."""
+    X_test, _ = check_activations(X_test, owner="score_selections (test)")
+    y_test = np.asarray(y_test)
+    if y_test.shape != (X_test.shape[0],):
+        raise ValueError(
+            f"score_selections: y_test must have shape ({X_test.shape[0]},), one label per row of X_test; "
+            f"got {y_test.shape}."
+        )
+    rows = []
+    n_unseen = 0
+    if fitted:
+        if X_test.shape[1] <= max(int(f.columns.max(initial=-1)) for f in fitted):
+            raise ValueError(f"score_selections: X_test has {X_test.shape[1]} neurons, fewer than the selections "
+                             "were trained on; both must come from the same layers.")
+        n_unseen = int((~np.isin(y_test, fitted[0].probe.classes_)).sum())
+        if n_unseen:
+            logger.warning(
+                "evaluate_selections: %d of %d test tokens have labels never seen in training; "
+                "they are scored as errors.", n_unseen, len(y_test)
+            )
+    for f in fitted:
+        rows.append(
+            {
+                "selection": f.selection,
+                "fraction": f.fraction,
+                "k": f.k,
+                "draw": f.draw,
+                "accuracy": f.probe.score(take_columns(X_test, f.columns), y_test),
+                "n_test": len(y_test),
+                "n_unseen_test": n_unseen,
+                "fit_seconds": f.fit_seconds,
+            }
+        )
+        logger.info("selection %s", rows[-1])
     return pl.DataFrame(
         rows,
         schema={

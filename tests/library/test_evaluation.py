@@ -8,7 +8,9 @@ import pytest
 from neuro_pipeline.evaluation import (
     evaluate_probe,
     evaluate_selections,
+    fit_selections,
     random_neurons,
+    score_selections,
     summarize_selections,
 )
 from neuro_pipeline.probe import LinearProbe
@@ -40,6 +42,21 @@ def test_top_beats_random_beats_bottom(graded):
         assert acc["top"] > acc["random"] > acc["bottom"], (fraction, acc)
     # Bottom neurons are pure noise: chance level for 3 classes.
     assert table.filter(pl.col("selection") == "bottom")["accuracy"].max() < 0.45
+
+
+def test_fitting_then_scoring_gives_evaluate_selections_table(graded):
+    """The two halves (training matrix gone before the test one is needed) score the same
+    probes as the single call; a test matrix narrower than the selections is refused."""
+    X_train, y_train, X_test, y_test = graded
+    ranking = np.random.default_rng(3).permutation(40)
+    whole = evaluate_selections(X_train, y_train, X_test, y_test, ranking, fractions=(0.1, 0.25), n_random=2)
+    fitted = fit_selections(X_train, y_train, ranking, fractions=(0.1, 0.25), n_random=2)
+    halves = score_selections(fitted, X_test, y_test)
+    assert [f.selection for f in fitted] == whole["selection"].to_list()
+    assert all(np.array_equal(f.columns, np.sort(f.columns)) for f in fitted)
+    assert halves.drop("fit_seconds").equals(whole.drop("fit_seconds"))
+    with pytest.raises(ValueError, match="score_selections: X_test has 5 neurons, fewer than the selections"):
+        score_selections(fitted, X_test[:, :5], y_test)
 
 
 def test_summary_has_mean_and_std_over_draws(graded):

@@ -191,6 +191,21 @@ def test_aggregate_subwords_numpy_and_torch():
     np.testing.assert_allclose(as_bf16, last, rtol=1e-2)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("how", ["first", "last", "mean"])
+def test_16_bit_states_widen_exactly_as_torch_does(dtype, how):
+    """The numpy widening of 16-bit rows gives torch's .float() bit for bit, signs,
+    subnormals, infinities and NaN included."""
+    values = torch.randn(3, 7, 5) * 10.0
+    values[0, 1, :3] = torch.tensor([float("inf"), -float("inf"), float("nan")])
+    values[1, 2, :2] = torch.tensor([1e-40, -0.0])
+    hidden = values.to(dtype)
+    word_ids = [None, 0, 0, 1, 2, 2, None]
+    got = aggregate_subwords(hidden, word_ids, 3, how)
+    expected = aggregate_subwords(hidden.float(), word_ids, 3, how)
+    np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
 def test_aggregate_subwords_follows_word_ids_not_position_order():
     # Word ids need not be sorted; each word's subwords are found wherever they are.
     hidden = np.arange(1 * 6 * 2, dtype=np.float32).reshape(1, 6, 2)

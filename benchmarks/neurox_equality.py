@@ -3,7 +3,9 @@
 Start here: NeuroX 1.0.9 (its venv from ``../shared/bench/setup_neurox.sh``) extracts the
 first ``--max-sentences`` sentences of a CoNLL-U file with ``neurox_ref.py --workdir``,
 which keeps its HDF5 file; we extract the same words with our batched extractor
-(``extract_activations``, fp32, the same aggregation) and read NeuroX's file with our
+(``extract_activations``, fp32, the same aggregation, batched as the pipeline batches on
+the CPU: ``--batch-size`` sentences and at most ``--batch-tokens`` padded positions a pass)
+and read NeuroX's file with our
 strict reader (``read_neurox_activations``). Every sentence must have the same words and
 the same shape; the script prints the largest absolute difference over every value, per
 layer, and the share of values that differ by more than ``--atol``.
@@ -39,11 +41,14 @@ def main(argv=None) -> int:
     ap.add_argument("--aggregation", default="last", choices=["first", "last", "average"])
     ap.add_argument("--atol", type=float, default=1e-5)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-tokens", type=int, default=None,
+                    help="cap padded positions per pass (default: the pipeline's CPU default)")
     ap.add_argument("--neurox-python", default=str(NEUROX_PYTHON))
     a = ap.parse_args(argv)
 
     from neuro_pipeline.config import embedded_model_dir
     from neuro_pipeline.corpus import read_conllu
+    from neuro_pipeline.config import AUTO_CPU_BATCH_TOKENS
     from neuro_pipeline.extraction import extract_activations, load_model
     from neuro_pipeline.interop import read_neurox_activations
 
@@ -66,7 +71,8 @@ def main(argv=None) -> int:
     model = load_model(model_dir, device="cpu", dtype="float32")
     ours = [None] * len(words)
     for index, array in extract_activations(model, words, aggregation="mean" if a.aggregation == "average"
-                                            else a.aggregation, batch_size=a.batch_size):
+                                            else a.aggregation, batch_size=a.batch_size,
+                                            batch_tokens=a.batch_tokens or AUTO_CPU_BATCH_TOKENS):
         ours[index] = array
     diffs = [np.abs(o - t) for o, t in zip(ours, theirs.activations, strict=True)]
     stacked = np.concatenate(diffs, axis=0)  # (words, layers, units)

@@ -123,11 +123,12 @@ def build_stages(methods, model_checkpoint: dg.SourceAsset,
     def ranking_asset(name: str, method: str, diversify: bool) -> dg.AssetsDefinition:
         deps = [token_activations, analysis_settings, *([neuron_redundancy] if diversify else [])]
 
-        @dg.asset(name=name, key_prefix=["neuron_rankings"], code_version="2", deps=deps,
+        @dg.asset(name=name, key_prefix=["neuron_rankings"], code_version="3", deps=deps,
                   kinds={"pytorch", "duckdb"}, **{**common, "pool": None if parallel_rankings else POOL},
                   description=(f"Neurons ordered by relevance to the task by `{method}`, globally and per class, "
                                "with the top words of the best neurons: tables `rankings`, `class_rankings`, "
-                               "`ranking_runs`, `top_words`."))
+                               "`ranking_runs`, `top_words`, and for a linear probe its fitted probe "
+                               "(`ranking_probes`, the report's full probe)."))
         def _ranking(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
             cfg = pipeline.load(context)
             summaries = np_pipeline.each_task(cfg, np_pipeline.materialize_ranking, pipeline.store(cfg), name)
@@ -184,10 +185,10 @@ def build_stages(methods, model_checkpoint: dg.SourceAsset,
                         ("probe_selectivity", probe_selectivity), ("probe_ablation", probe_ablation),
                         ("class_neurons", class_neurons)] if getattr(optional, name)})
 
-    @dg.asset(code_version="5", deps=[*rankings, *stages.optional, analysis_settings],
+    @dg.asset(code_version="6", deps=[*rankings, *stages.optional, analysis_settings],
               kinds={"duckdb", "html"}, **common)
     def evaluation_report(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
-        """Probe accuracy with all neurons and with each method's top, random and bottom neurons, per class, and the HTML report: table `metrics`."""
+        """Probe accuracy with all neurons (the linear-probe ranking's own probe) and with each method's top, random and bottom neurons, per class, and the HTML report: table `metrics`."""
         cfg = pipeline.load(context)
         summaries = np_pipeline.each_task(cfg, np_pipeline.materialize_report, pipeline.store(cfg),
                                           progress=_progress_logger(context, "evaluation", "probes"))

@@ -782,8 +782,10 @@ def materialize_ranking(cfg: PipelineConfig, store: Store, name: str) -> Ranking
     run = pl.DataFrame([{**key, "params_hash": params_hash, "params": params_json,
                          "fitted": to_json(fitted), "n_train": int(train.X.shape[0]), "seconds": seconds}])
     words = _keyed(_top_words(cfg, train, ranker, class_table, hsz), key)
+    probes = _keyed(_probe_frame(getattr(ranker, "probe_", None), int(train.X.shape[0])), key,
+                    params_hash=params_hash)
     store.replace_tables({"rankings": table, "class_rankings": class_table, "ranking_runs": run,
-                          "top_words": words}, key)
+                          "top_words": words, "ranking_probes": probes}, key)
     top = table.sort("rank").head(10)
     return RankingSummary(
         activation_set=aset.activation_set, model_version=aset.model_version, task=cfg.task, name=name,
@@ -849,6 +851,58 @@ def _top_words(cfg: PipelineConfig, train: Split, ranker: Any, class_table: pl.D
 def materialize_rankings(cfg: PipelineConfig, store: Store) -> list[RankingSummary]:
     """Stage 3 for every configured method, in config order."""
     return [materialize_ranking(cfg, store, name) for name in ranking_names(cfg)]
+
+
+def _probe_frame(probe: Any, n_train: int) -> pl.DataFrame:
+    """The fitted probe of a linear-probe ranking as one ``ranking_probes`` row (none for
+    other methods), so that the report scores the very probe the ranking came from instead
+    of fitting it again (on EWT with the default elastic net, a 16 s fit)."""
+    import json
+
+    from neuro_pipeline.probe import LinearProbe
+
+    if not isinstance(probe, LinearProbe) or not hasattr(probe, "coef_"):
+        return pl.DataFrame(schema={"classes": pl.Utf8, "n_train": pl.Int32, "n_features": pl.Int32,
+                                    "coef": pl.Binary, "intercept": pl.Binary, "mean": pl.Binary, "scale": pl.Binary})
+    return pl.DataFrame([{
+        "classes": json.dumps([str(c) for c in probe.classes_]), "n_train": n_train,
+        "n_features": int(probe.coef_.shape[1]),
+        "coef": np.ascontiguousarray(probe.coef_, dtype="<f4").tobytes(),
+        "intercept": np.ascontiguousarray(probe.intercept_, dtype="<f4").tobytes(),
+        "mean": np.ascontiguousarray(probe.mean_, dtype="<f8").tobytes(),
+        "scale": np.ascontiguousarray(probe.scale_, dtype="<f8").tobytes()}],
+        schema={"classes": pl.Utf8, "n_train": pl.Int32, "n_features": pl.Int32, "coef": pl.Binary,
+                "intercept": pl.Binary, "mean": pl.Binary, "scale": pl.Binary})
+
+
+def ranking_probe(store: Store, key: dict[str, Any], method: str, params: dict[str, Any], train: Split) -> Any:
+    """The probe stored by the linear-probe ranking ``method`` (see :func:`_probe_frame`) as a
+    fitted ``LinearProbe(**params)``, or None when none is stored or it was not fitted on
+    these training words (their count, the neurons or the classes differ): the caller then
+    fits one."""
+    import json
+
+    from neuro_pipeline.probe import LinearProbe
+
+    rows = store.query("SELECT * FROM ranking_probes WHERE analysis = ? AND activation_set = ? AND task = ? "
+                       "AND method = ?", [key["analysis"], key["activation_set"], key["task"], method])
+    if rows.height != 1:
+        return None
+    row = rows.row(0, named=True)
+    classes = np.unique(train.labels)
+    if (row["n_train"] != train.X.shape[0] or row["n_features"] != train.X.shape[1]
+            or json.loads(row["classes"]) != [str(c) for c in classes]):
+        log.info("the probe stored by ranking '%s' was fitted on other training words; fitting the full probe",
+                 method)
+        return None
+    probe = LinearProbe(**params)
+    probe.classes_ = classes
+    probe.coef_ = np.frombuffer(row["coef"], dtype="<f4").reshape(len(classes), -1).copy()
+    probe.intercept_ = np.frombuffer(row["intercept"], dtype="<f4").copy()
+    probe.mean_ = np.frombuffer(row["mean"], dtype="<f8").copy()
+    probe.scale_ = np.frombuffer(row["scale"], dtype="<f8").copy()
+    probe.n_features_in_ = int(row["n_features"])
+    return probe
 
 
 def fitted_summary(ranker: Any) -> dict[str, Any]:
@@ -1299,8 +1353,11 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
     """Stage 4: probe accuracy with all neurons, and with each method's top and bottom
     neurons against random ones; the report.
 
-    The full probe uses the regularisation the first linear-probe ranking chose on held-out
-    training data (the selection-probe default when no linear probe is configured). Every
+    The full probe is the first linear-probe ranking's own fitted probe, stored by that
+    ranking (:func:`ranking_probe`): its settings, the regularisation it chose on held-out
+    training data, the same training words. It is fitted here with those settings only
+    when none is stored for these words, and with the selection-probe default when no
+    linear probe is configured. Every
     selection retrains a probe on its neurons only (NeuroX's keep-neurons protocol); the
     random draws (``evaluation.n_random`` per size) do not depend on the method and are
     evaluated once.
@@ -1339,7 +1396,11 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
     full_params = (_full_probe_params(cfg, lca) if lca is not None else dict(DEFAULT_SELECTION_PROBE_PARAMS))
     # One standardisation of the training matrix serves the full probe and every retrained one.
     stats = column_stats(train.X)
-    probe = LinearProbe(**full_params).fit(train.X, train.labels, column_stats=stats)
+    # The full probe is the linear-probe ranking's own (the same settings and penalties, on
+    # the same words), scored rather than fitted again.
+    probe = None if lca is None else ranking_probe(store, key, lca.name, full_params, train)
+    if probe is None:
+        probe = LinearProbe(**full_params).fit(train.X, train.labels, column_stats=stats)
     tick()
     common = dict(fractions=cfg.evaluation.fractions, n_random=cfg.evaluation.n_random, seed=cfg.evaluation.seed,
                   probe_params=selection_probe_params(cfg), column_stats=stats)

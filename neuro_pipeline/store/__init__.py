@@ -14,6 +14,8 @@ Tables (keys first):
 ``rankings``          analysis, activation_set, task, method, params_hash, neuron → layer, unit, score, rank
 ``class_rankings``    analysis, activation_set, task, method, params_hash, label, neuron → rank, weight
 ``ranking_runs``      analysis, activation_set, task, method, params_hash → params, fitted, n_train, seconds
+``ranking_probes``    analysis, activation_set, task, method, params_hash → the fitted probe of a linear-probe
+                      ranking: classes (JSON), n_train, n_features, coef/intercept (float32 bytes), mean/scale (float64 bytes)
 ``top_words``         analysis, activation_set, task, method, source, neuron, rank → layer, unit, word, score, count
 ``agreement``         analysis, activation_set, task, kind, method_a, method_b, n → overlap, jaccard
 ``redundancy_layers`` analysis, activation_set, layer → threshold, n_neurons, n_constant, n_clusters, n_independent, …
@@ -38,6 +40,7 @@ Tables (keys first):
 ``drift_layers``      analysis, activation_set, task, layer → correlation of each unit with itself in the previous version
 ``drift_alerts``      analysis, activation_set, task → kind, method, label, k, value, threshold, message
 ``sentence_pairs``    corpus_id, sentence_id → pair (the second segment of a sentence-pair corpus)
+``store_schema``      fingerprint of the schema the file was last brought up to (write connections skip the DDL when it is current)
 
 Concurrency: DuckDB lets one process open a file at a time. A process that finds the file
 locked by another waits (with a log message naming the other process) and retries, up to
@@ -125,6 +128,11 @@ CREATE TABLE IF NOT EXISTS ranking_runs (
     method VARCHAR NOT NULL, params_hash VARCHAR NOT NULL, params VARCHAR NOT NULL,
     fitted VARCHAR NOT NULL, n_train INTEGER NOT NULL, seconds DOUBLE NOT NULL,
     created_at TIMESTAMP DEFAULT current_timestamp);
+CREATE TABLE IF NOT EXISTS ranking_probes (
+    analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, task VARCHAR NOT NULL,
+    method VARCHAR NOT NULL, params_hash VARCHAR NOT NULL, classes VARCHAR NOT NULL,
+    n_train INTEGER NOT NULL, n_features INTEGER NOT NULL, coef BLOB NOT NULL, intercept BLOB NOT NULL,
+    mean BLOB NOT NULL, scale BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS top_words (
     analysis VARCHAR NOT NULL, activation_set VARCHAR NOT NULL, task VARCHAR NOT NULL,
     method VARCHAR NOT NULL, source VARCHAR NOT NULL, neuron INTEGER NOT NULL, layer INTEGER NOT NULL,
@@ -1023,8 +1031,8 @@ def check_identifier(name: str) -> str:
     return name
 
 
-_WRITABLE = {"rankings", "class_rankings", "ranking_runs", "top_words", "agreement", "redundancy_layers",
-             "redundancy_neurons", "metrics", "selectivity", "layer_probes", "ablation", "layer_distribution",
+_WRITABLE = {"rankings", "class_rankings", "ranking_runs", "ranking_probes", "top_words", "agreement",
+             "redundancy_layers", "redundancy_neurons", "metrics", "selectivity", "layer_probes", "ablation", "layer_distribution",
              "minimal_neurons", "class_metrics", "confusion", "reports", "class_selectivity", "drift_runs",
              "drift_rankings", "drift_classes", "drift_metrics", "drift_alerts", "drift_layers", "interventions"}
 

@@ -225,11 +225,28 @@ def test_report_numbers_come_from_the_tables_and_match_a_direct_computation(anal
     store = Store(cfg.store_path)
     aset = current_activation_set(cfg, store)
     train, test = load_split(cfg, store, aset, "train"), load_split(cfg, store, aset, "test")
+    # The full probe is the linear-probe ranking's own probe, stored by the ranking stage
+    # and scored by the report: fitting the ranking again here gives it and its accuracy.
+    from dataclasses import replace
+
+    from neuro_pipeline.ranking import get_ranker
+
+    spec = cfg.ranking.method("linear_probe")
+    ranker = get_ranker(spec.method, **spec.params).fit(train.X, train.labels,
+                                                         groups=train.keys["sentence_id"].to_numpy())
     fitted = ranking_of(cfg, store, aset, "linear_probe").fitted
-    probe = LinearProbe(l1=fitted["l1"], l2=fitted["l2"]).fit(train.X, train.labels)
-    accuracy = probe.score(test.X, test.labels)
+    assert (ranker.l1_, ranker.l2_) == (fitted["l1"], fitted["l2"])
+    accuracy = ranker.probe_.score(test.X, test.labels)
     stored = store.query("SELECT DISTINCT value FROM metrics WHERE selection = 'all' AND scope = 'overall'")
     assert stored["value"].to_list() == [accuracy]
+    key = {"analysis": cfg.name, "activation_set": aset.activation_set, "task": cfg.task}
+    kept = npl.ranking_probe(store, key, "linear_probe", {"l1": fitted["l1"], "l2": fitted["l2"]}, train)
+    np.testing.assert_array_equal(kept.coef_, ranker.probe_.coef_)
+    np.testing.assert_array_equal(kept.decision_function(test.X), ranker.probe_.decision_function(test.X))
+    # Other training words (one fewer here): the stored probe is not used, the report fits one.
+    fewer = replace(train, X=train.X[1:], labels=train.labels[1:])
+    assert npl.ranking_probe(store, key, "linear_probe", {}, fewer) is None
+    assert npl.ranking_probe(store, key, "probeless", {}, train) is None  # no probe behind that ranking
     # The confusion matrix and per-class supports agree with the tokens and the accuracy.
     confusion = store.query("SELECT true_label, predicted_label, count FROM confusion")
     assert confusion["count"].sum() == len(test.labels)

@@ -159,8 +159,9 @@ def main(argv=None) -> int:
             ours[writer].append(summary.seconds - summary.load_seconds)
             loads.append(summary.load_seconds)
             waits[writer].append(summary.write_wait_seconds)
-            print(f"rep {rep + 1}: bare {bare[-1]:.2f} s, bare with the stage's batches {bare_same[-1]:.2f} s, ours ({writer} writes) {ours[writer][-1]:.2f} s (+ load "
-                  f"{loads[-1]:.2f} s; {waits[writer][-1]:.2f} s of it waiting for the store)", file=sys.stderr)
+            print(f"rep {rep + 1}: bare {bare[-1]:.2f} s, bare with the stage's batches {bare_same[-1]:.2f} s, "
+                  f"ours ({writer} writes) {ours[writer][-1]:.2f} s (+ load {loads[-1]:.2f} s; "
+                  f"{waits[writer][-1]:.2f} s of it waiting for the store)", file=sys.stderr)
             Path(cfg.store_path).unlink()
             shutil.rmtree(Path(cfg.store_path).parent / "activations", ignore_errors=True)
     pipeline_module._write_inline = auto_writer

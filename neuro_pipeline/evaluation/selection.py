@@ -195,10 +195,9 @@ def evaluate_selections(
         On inconsistent shapes, a ranking that is not a permutation, or bad fractions.
     """
     X_train, y_train, X_test, y_test = check_splits(X_train, y_train, X_test, y_test, owner="evaluate_selections")
-    fitted = fit_selections(X_train, y_train, ranking, fractions=fractions, n_random=n_random, seed=seed,
-                            probe_params=probe_params, selections=selections, n_ranked=n_ranked,
-                            on_probe=on_probe, column_stats=column_stats, owner="evaluate_selections")
-    return score_selections(fitted, X_test, y_test)
+    fitted = _fit_selections(X_train, y_train, ranking, fractions, n_random, seed, probe_params, selections,
+                             n_ranked, on_probe, column_stats, "evaluate_selections")
+    return _score_selections(fitted, X_test, y_test)
 
 
 @dataclass
@@ -234,6 +233,13 @@ def fit_selections(
     one probe per selection, in its order. Score them with :func:`score_selections`, so that
     a caller short of memory can drop the training matrix before loading the test one."""
     X_train, y_train = check_activations(X_train, y_train, owner=f"{owner} (train)")
+    return _fit_selections(X_train, y_train, ranking, fractions, n_random, seed, probe_params, selections,
+                           n_ranked, on_probe, column_stats, owner)
+
+
+def _fit_selections(X_train: np.ndarray, y_train: np.ndarray, ranking, fractions, n_random, seed, probe_params,
+                    selections, n_ranked, on_probe, column_stats, owner) -> list[FittedSelection]:
+    """:func:`fit_selections` on a checked training split (the callers check it once)."""
     n_neurons = X_train.shape[1]
     ranking = np.asarray(ranking)
     if ranking.shape != (n_neurons,) or not np.array_equal(np.sort(ranking), np.arange(n_neurons)):
@@ -293,12 +299,17 @@ def score_selections(fitted: Sequence[FittedSelection], X_test, y_test) -> pl.Da
             f"score_selections: y_test must have shape ({X_test.shape[0]},), one label per row of X_test; "
             f"got {y_test.shape}."
         )
+    if fitted and X_test.shape[1] <= max(int(f.columns.max(initial=-1)) for f in fitted):
+        raise ValueError(f"score_selections: X_test has {X_test.shape[1]} neurons, fewer than the selections "
+                         "were trained on; both must come from the same layers.")
+    return _score_selections(fitted, X_test, y_test)
+
+
+def _score_selections(fitted: Sequence[FittedSelection], X_test: np.ndarray, y_test: np.ndarray) -> pl.DataFrame:
+    """:func:`score_selections` on a checked test split (the callers check it once)."""
     rows = []
     n_unseen = 0
     if fitted:
-        if X_test.shape[1] <= max(int(f.columns.max(initial=-1)) for f in fitted):
-            raise ValueError(f"score_selections: X_test has {X_test.shape[1]} neurons, fewer than the selections "
-                             "were trained on; both must come from the same layers.")
         n_unseen = int((~np.isin(y_test, fitted[0].probe.classes_)).sum())
         if n_unseen:
             logger.warning(

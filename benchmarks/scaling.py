@@ -132,8 +132,9 @@ def plot(results: list[dict], path: Path, storage: str = "parquet") -> None:
     for r in results:
         if r.get("cgroup_limit_mb"):
             right.axhline(r["cgroup_limit_mb"], color="grey", linestyle=":", linewidth=1)
-            right.annotate(f"run in a {r['cgroup_limit_mb']} MB memory cgroup", (r["n_words"] / 1000, r["peak_rss_mb"]),
-                           textcoords="offset points", xytext=(-10, -28), ha="right", fontsize=8)
+            right.annotate(f"run in a {r['cgroup_limit_mb']} MB memory cgroup",
+                           (r["n_words"] / 1000, r["peak_rss_mb"]), textcoords="offset points", xytext=(-10, -28),
+                           ha="right", fontsize=8)
     right.set_xlabel("corpus size (thousand words)")
     right.set_ylabel("MB")
     right.set_ylim(bottom=0)

@@ -93,7 +93,8 @@ def main() -> None:
                          "position": np.concatenate([np.arange(a.shape[0]) for _, a, _ in sentences])})
     mb = args.words * args.layers * args.hidden * 4 / 1e6
     runs: dict[str, list[dict]] = {name: [] for name in LAYOUTS}
-    measure("parquet_bytes", sentences[:50], args.layers, args.hidden, keys[:sum(a.shape[0] for _, a, _ in sentences[:50])])
+    warm = sentences[:50]
+    measure("parquet_bytes", warm, args.layers, args.hidden, keys[:sum(a.shape[0] for _, a, _ in warm)])
     for _ in range(args.reps):
         for name in LAYOUTS:
             runs[name].append(measure(name, sentences, args.layers, args.hidden, keys))

@@ -853,6 +853,10 @@ def materialize_rankings(cfg: PipelineConfig, store: Store) -> list[RankingSumma
     return [materialize_ranking(cfg, store, name) for name in ranking_names(cfg)]
 
 
+_PROBE_SCHEMA = {"classes": pl.Utf8, "n_train": pl.Int32, "n_features": pl.Int32, "coef": pl.Binary,
+                 "intercept": pl.Binary, "mean": pl.Binary, "scale": pl.Binary}
+
+
 def _probe_frame(probe: Any, n_train: int) -> pl.DataFrame:
     """The fitted probe of a linear-probe ranking as one ``ranking_probes`` row (none for
     other methods), so that the report scores the very probe the ranking came from instead
@@ -862,17 +866,14 @@ def _probe_frame(probe: Any, n_train: int) -> pl.DataFrame:
     from neuro_pipeline.probe import LinearProbe
 
     if not isinstance(probe, LinearProbe) or not hasattr(probe, "coef_"):
-        return pl.DataFrame(schema={"classes": pl.Utf8, "n_train": pl.Int32, "n_features": pl.Int32,
-                                    "coef": pl.Binary, "intercept": pl.Binary, "mean": pl.Binary, "scale": pl.Binary})
+        return pl.DataFrame(schema=_PROBE_SCHEMA)
     return pl.DataFrame([{
         "classes": json.dumps([str(c) for c in probe.classes_]), "n_train": n_train,
         "n_features": int(probe.coef_.shape[1]),
         "coef": np.ascontiguousarray(probe.coef_, dtype="<f4").tobytes(),
         "intercept": np.ascontiguousarray(probe.intercept_, dtype="<f4").tobytes(),
         "mean": np.ascontiguousarray(probe.mean_, dtype="<f8").tobytes(),
-        "scale": np.ascontiguousarray(probe.scale_, dtype="<f8").tobytes()}],
-        schema={"classes": pl.Utf8, "n_train": pl.Int32, "n_features": pl.Int32, "coef": pl.Binary,
-                "intercept": pl.Binary, "mean": pl.Binary, "scale": pl.Binary})
+        "scale": np.ascontiguousarray(probe.scale_, dtype="<f8").tobytes()}], schema=_PROBE_SCHEMA)
 
 
 def ranking_probe(store: Store, key: dict[str, Any], method: str, params: dict[str, Any], train: Split) -> Any:
@@ -1357,10 +1358,9 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
     ranking (:func:`ranking_probe`): its settings, the regularisation it chose on held-out
     training data, the same training words. It is fitted here with those settings only
     when none is stored for these words, and with the selection-probe default when no
-    linear probe is configured. Every
-    selection retrains a probe on its neurons only (NeuroX's keep-neurons protocol); the
-    random draws (``evaluation.n_random`` per size) do not depend on the method and are
-    evaluated once.
+    linear probe is configured. Every selection retrains a probe on its neurons only
+    (NeuroX's keep-neurons protocol); the random draws (``evaluation.n_random`` per size) do
+    not depend on the method and are evaluated once.
     """
     from neuro_pipeline.evaluation import evaluate_probe
     from neuro_pipeline.evaluation.selection import DEFAULT_SELECTION_PROBE_PARAMS, fit_selections, score_selections

@@ -15,7 +15,8 @@ Tables (keys first):
 ``class_rankings``    analysis, activation_set, task, method, params_hash, label, neuron → rank, weight
 ``ranking_runs``      analysis, activation_set, task, method, params_hash → params, fitted, n_train, seconds
 ``ranking_probes``    analysis, activation_set, task, method, params_hash → the fitted probe of a linear-probe
-                      ranking: classes (JSON), n_train, n_features, coef/intercept (float32 bytes), mean/scale (float64 bytes)
+                      ranking: classes (JSON), n_train, n_features, coef/intercept (float32 bytes),
+                      mean/scale (float64 bytes)
 ``top_words``         analysis, activation_set, task, method, source, neuron, rank → layer, unit, word, score, count
 ``agreement``         analysis, activation_set, task, kind, method_a, method_b, n → overlap, jaccard
 ``redundancy_layers`` analysis, activation_set, layer → threshold, n_neurons, n_constant, n_clusters, n_independent, …
@@ -40,7 +41,8 @@ Tables (keys first):
 ``drift_layers``      analysis, activation_set, task, layer → correlation of each unit with itself in the previous version
 ``drift_alerts``      analysis, activation_set, task → kind, method, label, k, value, threshold, message
 ``sentence_pairs``    corpus_id, sentence_id → pair (the second segment of a sentence-pair corpus)
-``store_schema``      fingerprint of the schema the file was last brought up to (write connections skip the DDL when it is current)
+``store_schema``      fingerprint of the schema the file was last brought up to (write connections skip
+                      the DDL when it is current)
 
 Concurrency: DuckDB lets one process open a file at a time. A process that finds the file
 locked by another waits (with a log message naming the other process) and retries, up to
@@ -63,8 +65,8 @@ see ``benchmarks/store_layouts.py``.
 from __future__ import annotations
 
 import contextlib
-import json
 import hashlib
+import json
 import logging
 import os
 import re
@@ -394,6 +396,7 @@ def _in_wanted(aset: ActivationSet) -> str:
     on keys, and for Parquet on the file the catalogue names for the sentence."""
     keys = "a.sentence_hash = w.sentence_hash AND a.position = w.position"
     return keys if aset.parquet_dir is None else f"{keys} AND (w.file_index IS NULL OR a.file_index = w.file_index)"
+
 
 def _act_sql(aset: ActivationSet) -> str:
     """The SELECT expression of a stored row's values ``a.act``: cast to a fixed size for
@@ -1032,9 +1035,10 @@ def check_identifier(name: str) -> str:
 
 
 _WRITABLE = {"rankings", "class_rankings", "ranking_runs", "ranking_probes", "top_words", "agreement",
-             "redundancy_layers", "redundancy_neurons", "metrics", "selectivity", "layer_probes", "ablation", "layer_distribution",
-             "minimal_neurons", "class_metrics", "confusion", "reports", "class_selectivity", "drift_runs",
-             "drift_rankings", "drift_classes", "drift_metrics", "drift_alerts", "drift_layers", "interventions"}
+             "redundancy_layers", "redundancy_neurons", "metrics", "selectivity", "layer_probes", "ablation",
+             "layer_distribution", "minimal_neurons", "class_metrics", "confusion", "reports", "class_selectivity",
+             "drift_runs", "drift_rankings", "drift_classes", "drift_metrics", "drift_alerts", "drift_layers",
+             "interventions"}
 
 
 def to_json(obj: object) -> str:

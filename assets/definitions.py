@@ -13,27 +13,34 @@ analysis configuration (``NEURO_PIPELINE_CONFIG``, or the embedded default) when
 location loads: reload the code location after changing ``ranking.methods`` or the registry.
 """
 
+import gc
 import os
 import warnings
 
-import dagster as dg
+from neuro_pipeline.heap import collector_paused
 
-warnings.filterwarnings("ignore", category=dg.BetaWarning)
-warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+# Dagster, torch, SciPy and pandas make about a million objects that live as long as the
+# process; the collector is paused while they are imported and they are frozen at the end
+# (see neuro_pipeline.heap and the last lines).
+with collector_paused():
+    import dagster as dg
 
-from neuro_pipeline.config import ConfigError, load_config  # noqa: E402
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
-from .checks import stage_checks  # noqa: E402
-from .monitoring import (  # noqa: E402
-    MODEL_VERSIONS,
-    automation_sensor,
-    make_input_sensor,
-    make_registry_sensor,
-    make_stale_schedule,
-)
-from .resources import CONFIG_ENV, make_resources  # noqa: E402
-from .sources import analysis_settings, corpus_files, model_source  # noqa: E402
-from .stages import annotated_corpus, build_stages  # noqa: E402
+    from neuro_pipeline.config import ConfigError, load_config
+
+    from .checks import stage_checks
+    from .monitoring import (
+        MODEL_VERSIONS,
+        automation_sensor,
+        make_input_sensor,
+        make_registry_sensor,
+        make_stale_schedule,
+    )
+    from .resources import CONFIG_ENV, make_resources
+    from .sources import analysis_settings, corpus_files, model_source
+    from .stages import annotated_corpus, build_stages
 
 
 def build_definitions(config_path: str | None = None) -> dg.Definitions:
@@ -87,4 +94,8 @@ def make_executor(execution) -> dg.ExecutorDefinition:
     return dg.in_process_executor
 
 
-defs = build_definitions()
+with collector_paused():
+    defs = build_definitions()
+# What was imported and built so far lives as long as the process: later full collections
+# (in a run, during its stages) skip it instead of walking it each time.
+gc.freeze()

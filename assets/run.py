@@ -16,7 +16,10 @@ import argparse
 import sys
 import warnings
 
-import dagster as dg
+from neuro_pipeline.heap import collector_paused
+
+with collector_paused():  # (see neuro_pipeline.heap; the code location freezes it with its own imports)
+    import dagster as dg
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)

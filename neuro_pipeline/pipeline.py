@@ -24,6 +24,7 @@ import polars as pl
 
 from neuro_pipeline.config import PipelineConfig
 from neuro_pipeline.hashing import hash_directory, hash_file, short_version
+from neuro_pipeline.heap import collector_paused
 from neuro_pipeline.matrix import is_file_backed, new_matrix
 from neuro_pipeline.store import ActivationSet, Store, to_json
 
@@ -342,7 +343,9 @@ def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Prog
         aset, model = store.activation_set(set_id), None
     else:
         before_import = time.perf_counter()
-        import transformers  # noqa: F401  (timed apart: a once-per-process cost, not extraction work)
+        with collector_paused():  # (see neuro_pipeline.heap)
+            # Timed apart: a once-per-process cost, not extraction work.
+            from transformers import modeling_utils  # noqa: F401  (the model code)
 
         import_seconds = time.perf_counter() - before_import
         check_device(cfg.model.device)

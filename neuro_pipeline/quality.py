@@ -17,6 +17,8 @@ from typing import Any
 
 import polars as pl
 
+from neuro_pipeline.heap import collector_paused
+
 log = logging.getLogger(__name__)
 
 
@@ -36,8 +38,17 @@ class QualityReport:
         return [f"{r['expectation']}[{r.get('column') or ''}]" for r in self.results if not r["success"]]
 
 
+def _gx() -> Any:
+    """great-expectations, imported on first use with the garbage collector paused (its import
+    alone set off three full collections of a run's heap; see :mod:`neuro_pipeline.heap`)."""
+    with collector_paused():
+        import great_expectations
+
+    return great_expectations
+
+
 def _run_suite(name: str, frame: pl.DataFrame, expectations: list[Any]) -> QualityReport:
-    import great_expectations as gx
+    gx = _gx()
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False, "metric_calculations": False}
@@ -84,7 +95,7 @@ def validate_tokens(tokens: pl.DataFrame, *, max_position: int | None = None,
     set. Reported without failing: test (and dev) labels outside the declared set or unseen
     in training (the probe scores those words as errors), and the label distribution.
     """
-    import great_expectations as gx
+    gx = _gx()
 
     frame = tokens.with_columns(
         pl.col("token").str.len_chars().alias("token_length"),
@@ -143,7 +154,7 @@ def validate_activation_summary(summary: pl.DataFrame, *, expected_rows: int, hi
     rows (one per corpus word), every vector has ``hidden_size`` values, no value is NaN
     or infinite, and the two counts are zero.
     """
-    import great_expectations as gx
+    gx = _gx()
 
     exps = [
         gx.expectations.ExpectColumnValuesToBeBetween(column="n_rows", min_value=expected_rows, max_value=expected_rows),
@@ -163,7 +174,7 @@ def validate_rankings(ranking: pl.DataFrame, *, n_neurons: int) -> QualityReport
     unique in 1..n_neurons, and finite scores. A method that ranks only a prefix (greedy
     selection) leaves the rest with a null rank *and* a null score; a score without a rank,
     or a rank without a score, fails."""
-    import great_expectations as gx
+    gx = _gx()
 
     frame = ranking.with_columns(
         # A NaN score counts as missing (pandas, which the suite runs on, would skip it).
@@ -184,7 +195,7 @@ def validate_rankings(ranking: pl.DataFrame, *, n_neurons: int) -> QualityReport
 
 def validate_metrics(metrics: pl.DataFrame, *, majority_baseline: float) -> QualityReport:
     """Suite for the evaluation metrics: accuracies in [0, 1], full probe above the baseline."""
-    import great_expectations as gx
+    gx = _gx()
 
     acc = metrics.filter(pl.col("metric") == "accuracy")
     full = acc.filter((pl.col("selection") == "all") & (pl.col("scope") == "overall"))
@@ -218,7 +229,7 @@ def validate_table(name: str, frame: pl.DataFrame, *, min_rows: int = 1,
     columns filled, and each column of ``ranges`` within its (low, high) bounds (nulls,
     where allowed, are skipped by the bounds check; NaN counts as null and so fails
     ``not_null``)."""
-    import great_expectations as gx
+    gx = _gx()
 
     exps: list[Any] = [gx.expectations.ExpectTableRowCountToBeBetween(min_value=min_rows)]
     exps += [gx.expectations.ExpectColumnValuesToNotBeNull(column=c) for c in not_null]

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from neuro_pipeline.hashing import hash_directory, short_version
+from neuro_pipeline.heap import collector_paused
 
 __all__ = [
     "COMPONENTS",
@@ -314,7 +315,9 @@ def load_model(
     >>> loaded.n_layers, loaded.hidden_size, loaded.max_length  # doctest: +SKIP
     (7, 384, 512)
     """
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    with collector_paused():  # (see neuro_pipeline.heap)
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers import modeling_utils  # noqa: F401  (the model code, else imported by from_pretrained)
 
     if dtype not in DTYPES:
         raise ValueError(

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from neuro_pipeline.heap import collector_paused
+
 _RANDOM_COLOR = "#888888"
 _METHOD_COLORS = ("#1b6ca8", "#c0392b", "#27ae60", "#8e44ad", "#d35400", "#16a085", "#2c3e50", "#b8860b")
 
@@ -231,14 +233,24 @@ def _fitted_text(fitted: dict) -> str:
     return ", ".join(parts) or "n/a"
 
 
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend, imported on first use with the garbage collector
+    paused (its import set off a 0.4 s full collection of a run's heap; see
+    :mod:`neuro_pipeline.heap`)."""
+    with collector_paused():
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+    return plt
+
+
 def accuracy_curve_svg(summary: Any) -> str:
     """Accuracy versus number of neurons: each method's top (solid) and bottom (dashed)
     selections, and the random draws (grey band), as inline SVG."""
-    import matplotlib
+    plt = _pyplot()
     import matplotlib.ticker
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.2, 4.0), dpi=100)
     random_rows = sorted({r["k"]: r for r in summary.selections if r["selection"] == "random"}.values(),
@@ -280,11 +292,7 @@ def accuracy_curve_svg(summary: Any) -> str:
 
 def layer_plot_svg(summary: Any) -> str:
     """Accuracy of a probe per layer on the task and on the control task, as inline SVG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     rows = summary.extra.get("layer_probes", [])
     fig, ax = plt.subplots(figsize=(7.2, 3.2), dpi=100)
     layers = [r["layer"] for r in rows]

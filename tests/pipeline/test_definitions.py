@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +100,23 @@ def test_the_execution_section_picks_the_executor_and_shards_extraction(tmp_path
     (tmp_path / "m.yaml").write_text("execution: {executor: multiprocess, max_concurrent: 2}\n", encoding="utf-8")
     assert build_definitions(str(tmp_path / "m.yaml")).resolve_job_def(
         "analysis_job").executor_def.name == "multiprocess_executor"
+
+
+def test_loading_the_code_location_freezes_its_imports_and_leaves_the_collector_on(tmp_path):
+    """The imports are made with the collector paused (neuro_pipeline.heap) and frozen after;
+    a code location that fails to load (a bad configuration) leaves the collector on too."""
+    probe = ("import gc, sys\n"
+             "try:\n"
+             "    import assets.definitions\n"
+             "except Exception as exc:\n"
+             "    print('error', type(exc).__name__)\n"
+             "print('enabled', gc.isenabled(), 'frozen', gc.get_freeze_count())\n")
+    good = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert good.returncode == 0, good.stderr
+    words = good.stdout.split()
+    assert words[:2] == ["enabled", "True"] and int(words[3]) > 100_000, good.stdout
+    (tmp_path / "bad.yaml").write_text("ranking: {methods: [{method: no_such_method}]}\n", encoding="utf-8")
+    bad = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "NEURO_PIPELINE_CONFIG": str(tmp_path / "bad.yaml")})
+    assert bad.returncode == 0, bad.stderr
+    assert bad.stdout.split() == ["error", "ConfigError", "enabled", "True", "frozen", "0"], bad.stdout

@@ -31,6 +31,9 @@ def collector_paused() -> Iterator[None]:
     """The cyclic garbage collector disabled inside the block, then enabled again if it was
     enabled before (reference counting frees memory as usual meanwhile).
 
+    The collector is one per process: when threads overlap such blocks, it is back on once
+    the block that found it on ends, and never left off.
+
     Examples
     --------
     >>> import gc

@@ -24,7 +24,6 @@ import polars as pl
 
 from neuro_pipeline.config import PipelineConfig
 from neuro_pipeline.hashing import hash_directory, hash_file, short_version
-from neuro_pipeline.heap import collector_paused
 from neuro_pipeline.matrix import is_file_backed, new_matrix
 from neuro_pipeline.store import ActivationSet, Store, to_json
 
@@ -322,6 +321,7 @@ def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Prog
     then the shard's.
     """
     from neuro_pipeline.extraction import ExtractionStats, extract_activations, load_model
+    from neuro_pipeline.extraction.model import import_model_code
 
     use_threads(cfg)
     sentences = _corpus_sentences(cfg, store)
@@ -343,10 +343,7 @@ def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Prog
         aset, model = store.activation_set(set_id), None
     else:
         before_import = time.perf_counter()
-        with collector_paused():  # (see neuro_pipeline.heap)
-            # Timed apart: a once-per-process cost, not extraction work.
-            from transformers import modeling_utils  # noqa: F401  (the model code)
-
+        import_model_code()  # timed apart: a once-per-process cost, not extraction work
         import_seconds = time.perf_counter() - before_import
         check_device(cfg.model.device)
         model = load_model(cfg.model_dir, device=cfg.model.device, dtype=cfg.model.dtype,

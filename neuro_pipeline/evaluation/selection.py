@@ -197,7 +197,7 @@ def evaluate_selections(
     X_train, y_train, X_test, y_test = check_splits(X_train, y_train, X_test, y_test, owner="evaluate_selections")
     fitted = _fit_selections(X_train, y_train, ranking, fractions, n_random, seed, probe_params, selections,
                              n_ranked, on_probe, column_stats, "evaluate_selections")
-    return _score_selections(fitted, X_test, y_test)
+    return _score_selections(fitted, X_test, y_test, "evaluate_selections")
 
 
 @dataclass
@@ -302,10 +302,11 @@ def score_selections(fitted: Sequence[FittedSelection], X_test, y_test) -> pl.Da
     if fitted and X_test.shape[1] <= max(int(f.columns.max(initial=-1)) for f in fitted):
         raise ValueError(f"score_selections: X_test has {X_test.shape[1]} neurons, fewer than the selections "
                          "were trained on; both must come from the same layers.")
-    return _score_selections(fitted, X_test, y_test)
+    return _score_selections(fitted, X_test, y_test, "score_selections")
 
 
-def _score_selections(fitted: Sequence[FittedSelection], X_test: np.ndarray, y_test: np.ndarray) -> pl.DataFrame:
+def _score_selections(fitted: Sequence[FittedSelection], X_test: np.ndarray, y_test: np.ndarray,
+                      owner: str) -> pl.DataFrame:
     """:func:`score_selections` on a checked test split (the callers check it once)."""
     rows = []
     n_unseen = 0
@@ -313,8 +314,8 @@ def _score_selections(fitted: Sequence[FittedSelection], X_test: np.ndarray, y_t
         n_unseen = int((~np.isin(y_test, fitted[0].probe.classes_)).sum())
         if n_unseen:
             logger.warning(
-                "evaluate_selections: %d of %d test tokens have labels never seen in training; "
-                "they are scored as errors.", n_unseen, len(y_test)
+                "%s: %d of %d test tokens have labels never seen in training; "
+                "they are scored as errors.", owner, n_unseen, len(y_test)
             )
     for f in fitted:
         rows.append(

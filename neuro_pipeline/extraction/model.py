@@ -30,6 +30,7 @@ __all__ = [
     "MODEL_KINDS",
     "LoadedModel",
     "ModelLoadError",
+    "import_model_code",
     "load_model",
     "random_init_version",
 ]
@@ -247,6 +248,15 @@ def _random_model(config: Any, seed: int) -> Any:
         return AutoModel.from_config(config, trust_remote_code=False)
 
 
+def import_model_code() -> None:
+    """Import transformers and its model code (``modeling_utils``, which ``from_pretrained``
+    would otherwise import on first use) with the garbage collector paused: a once-per-process
+    cost of a few seconds, which :func:`load_model` pays here and callers may time apart (see
+    :mod:`neuro_pipeline.heap`)."""
+    with collector_paused():
+        from transformers import modeling_utils  # noqa: F401
+
+
 def load_model(
     model_dir: str | os.PathLike[str],
     *,
@@ -315,9 +325,8 @@ def load_model(
     >>> loaded.n_layers, loaded.hidden_size, loaded.max_length  # doctest: +SKIP
     (7, 384, 512)
     """
-    with collector_paused():  # (see neuro_pipeline.heap)
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
-        from transformers import modeling_utils  # noqa: F401  (the model code, else imported by from_pretrained)
+    import_model_code()
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     if dtype not in DTYPES:
         raise ValueError(

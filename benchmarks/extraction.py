@@ -90,9 +90,8 @@ def main(argv=None) -> int:
     corpus_file = args.corpus.resolve()
     model_dir = None if args.model == "embedded" else str(Path(args.model).resolve())
 
-    batch_tokens = {"auto": "auto", "none": None}.get(args.batch_tokens.lower(), None)
-    if args.batch_tokens.lower() not in ("auto", "none"):
-        batch_tokens = int(args.batch_tokens)
+    tokens = args.batch_tokens.lower()
+    batch_tokens = {"auto": "auto", "none": None}[tokens] if tokens in ("auto", "none") else int(tokens)
     tmp = Path(tempfile.mkdtemp(prefix="bench-extraction-"))
     if args.max_sentences:
         # A file of exactly these sentences, so that both sides see the same input.
@@ -171,6 +170,10 @@ def main(argv=None) -> int:
                 "max": round(max(values), 3)}
 
     first = writers[0]
+    per_writer = {w: {"ours_s": stats(ours[w]), "write_wait_s": stats(waits[w]),
+                      "ratio_ours_over_bare": round(statistics.median(ours[w]) / statistics.median(bare), 3),
+                      "ratio_over_bare_same": round(statistics.median(ours[w]) / statistics.median(bare_same), 3),
+                      "ours_words_per_s": round(n_words / statistics.median(ours[w]), 1)} for w in writers}
     result = {
         "corpus": str(args.corpus), "n_sentences": len(words), "n_words": n_words, "dtype": args.dtype,
         "storage_dtype": args.storage_dtype, "storage": args.storage,
@@ -179,14 +182,8 @@ def main(argv=None) -> int:
         "bare_forward_s": stats(bare), "bare_same_batches_s": stats(bare_same), "load_s": stats(loads),
         "bare_words_per_s": round(n_words / statistics.median(bare), 1),
         # The first writer's figures under the plain names (for ab.py), each writer's apart.
-        "ours_s": stats(ours[first]), "write_wait_s": stats(waits[first]),
-        "ratio_ours_over_bare": round(statistics.median(ours[first]) / statistics.median(bare), 3),
-        "ratio_over_bare_same": round(statistics.median(ours[first]) / statistics.median(bare_same), 3),
-        "ours_words_per_s": round(n_words / statistics.median(ours[first]), 1),
-        "writers": {w: {"ours_s": stats(ours[w]), "write_wait_s": stats(waits[w]),
-                        "ratio_ours_over_bare": round(statistics.median(ours[w]) / statistics.median(bare), 3),
-                        "ratio_over_bare_same": round(statistics.median(ours[w]) / statistics.median(bare_same), 3),
-                        "ours_words_per_s": round(n_words / statistics.median(ours[w]), 1)} for w in writers},
+        **per_writer[first],
+        "writers": per_writer,
     }
     for w in writers:
         print(f"{len(words)} sentences, {n_words} words, {args.dtype}, batch {args.batch_size}, "

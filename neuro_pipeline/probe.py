@@ -192,13 +192,13 @@ class LinearProbe(BaseEstimator):
         ------
         ValueError, TypeError
             On invalid hyperparameters or input (see
-            :func:`neuro_pipeline.ranking.check_activations`).
+            :func:`neuro_pipeline.ranking.validate_matrix`).
         """
         # Imported here because neuro_pipeline.ranking imports this module.
-        from neuro_pipeline.ranking._base import check_activations
+        from neuro_pipeline.ranking._base import validate_matrix
 
-        self._check_params()
-        X, y = check_activations(X, y, owner=type(self).__name__)
+        self.check_params()
+        X, y = validate_matrix(X, y, owner=type(self).__name__)
         if X.dtype == np.float32 and not X.flags.c_contiguous and not isinstance(X, np.memmap):
             # One copy now rather than one per row chunk per pass (hundreds of passes).
             X = np.ascontiguousarray(X)
@@ -259,7 +259,15 @@ class LinearProbe(BaseEstimator):
             )
         return self
 
-    def _check_params(self) -> None:
+    def check_params(self) -> None:
+        """Check the hyperparameters (``fit`` does it first; the configuration checks a
+        selection probe's settings with it before any data is read).
+
+        Raises
+        ------
+        ValueError
+            Naming the first invalid hyperparameter and its valid values.
+        """
         name = type(self).__name__
         for param in ("l1", "l2"):
             value = getattr(self, param)
@@ -290,7 +298,7 @@ class LinearProbe(BaseEstimator):
     def decision_function(self, X) -> np.ndarray:
         """Logits, shape (n_tokens, n_classes), float32, computed in row chunks."""
         X = self._check_predict_input(X)
-        W_eff, offset = _effective_weights(
+        W_eff, offset = effective_weights(
             torch.from_numpy(self.coef_), torch.from_numpy(self.intercept_), self.mean_, self.scale_
         )
         out = torch.empty((X.shape[0], len(self.classes_)), dtype=torch.float32)
@@ -314,15 +322,110 @@ class LinearProbe(BaseEstimator):
             raise ValueError(f"LinearProbe.score: y must be 1-D with one label per row of X; got shape {y.shape}.")
         return float(np.mean(self.predict(X) == y))
 
-    def _check_predict_input(self, X) -> np.ndarray:
-        from neuro_pipeline.ranking._base import check_activations
+    # ------------------------------------------------------------------ state
+    def get_state(self) -> dict[str, np.ndarray]:
+        """The fitted state as plain arrays, everything prediction reads besides the
+        hyperparameters, so that a caller can store the probe and :meth:`from_state` can
+        rebuild it.
 
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``"classes"``: ``classes_``; ``"coef"``: ``coef_`` as C-contiguous float32,
+            shape (n_classes, n_features); ``"intercept"``: float32, shape (n_classes,);
+            ``"mean"`` and ``"scale"``: the standardisation, float64, shape (n_features,).
+            An array already of that dtype and layout is the probe's own, not a copy:
+            copy it before changing it.
+
+        Raises
+        ------
+        ValueError
+            If the probe is not fitted.
+        """
+        self._check_fitted()
+        return {
+            "classes": self.classes_,
+            "coef": np.ascontiguousarray(self.coef_, dtype=np.float32),
+            "intercept": np.ascontiguousarray(self.intercept_, dtype=np.float32),
+            "mean": np.ascontiguousarray(self.mean_, dtype=np.float64),
+            "scale": np.ascontiguousarray(self.scale_, dtype=np.float64),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict, **params) -> LinearProbe:
+        """A fitted ``cls(**params)`` rebuilt from :meth:`get_state`'s arrays.
+
+        It predicts bit for bit as the probe the state came from. The arrays are copied;
+        ``coef`` may be flat (as read back from bytes) and is reshaped to
+        (n_classes, n_features). Only what prediction needs is restored: the attributes
+        of the fit itself (``loss_gradient_``, ``n_iter_``, ``converged_``,
+        ``objective_``) are not set.
+
+        Parameters
+        ----------
+        state : dict
+            The keys of :meth:`get_state`: ``classes``, ``coef``, ``intercept``, ``mean``,
+            ``scale``.
+        **params
+            Hyperparameters of the new probe (those it was fitted with, normally).
+
+        Raises
+        ------
+        ValueError
+            If a key is missing or the arrays' shapes do not fit together.
+
+        Examples
+        --------
+        >>> X = np.array([[0., 1.], [0., 2.], [1., 0.], [2., 0.]], dtype=np.float32)
+        >>> probe = LinearProbe(l1=0.0, l2=1e-2).fit(X, ["a", "a", "b", "b"])
+        >>> LinearProbe.from_state(probe.get_state(), l1=0.0, l2=1e-2).predict(X).tolist()
+        ['a', 'a', 'b', 'b']
+        """
+        name = f"{cls.__name__}.from_state"
+        missing = [key for key in ("classes", "coef", "intercept", "mean", "scale") if key not in state]
+        if missing:
+            raise ValueError(f"{name}: the state has no {missing}; expected the keys of get_state().")
+        classes = np.array(state["classes"])
+        if classes.ndim != 1 or len(classes) < 2:
+            raise ValueError(f"{name}: classes must be 1-D with at least 2 labels; got shape {classes.shape}.")
+        coef = np.array(state["coef"], dtype=np.float32)
+        if (coef.ndim not in (1, 2) or coef.size == 0 or coef.size % len(classes)
+                or (coef.ndim == 2 and coef.shape[0] != len(classes))):
+            raise ValueError(f"{name}: coef has shape {coef.shape}; expected ({len(classes)}, n_features), one "
+                             "row of weights per class (or the same values flattened).")
+        coef = coef.reshape(len(classes), -1)
+        n_features = coef.shape[1]
+        intercept = np.array(state["intercept"], dtype=np.float32)
+        if intercept.shape != (len(classes),):
+            raise ValueError(f"{name}: intercept has shape {intercept.shape}; expected ({len(classes)},), "
+                             "one per class.")
+        mean = np.array(state["mean"], dtype=np.float64)
+        scale = np.array(state["scale"], dtype=np.float64)
+        for key, value in (("mean", mean), ("scale", scale)):
+            if value.shape != (n_features,):
+                raise ValueError(f"{name}: {key} has shape {value.shape}; expected ({n_features},), one per "
+                                 "feature (column of coef).")
+        probe = cls(**params)
+        probe.classes_ = classes
+        probe.coef_ = coef
+        probe.intercept_ = intercept
+        probe.mean_ = mean
+        probe.scale_ = scale
+        probe.n_features_in_ = n_features
+        return probe
+
+    def _check_fitted(self) -> None:
         if not hasattr(self, "coef_"):
             raise ValueError(
                 "This LinearProbe instance is not fitted yet. "
                 "Call 'fit' with appropriate arguments before using this estimator."
             )
-        X, _ = check_activations(X, owner=type(self).__name__)
+
+    def _check_predict_input(self, X) -> np.ndarray:
+        from neuro_pipeline.ranking._base import validate_matrix
+
+        self._check_fitted()
+        X, _ = validate_matrix(X, owner=type(self).__name__)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"X has {X.shape[1]} features (neurons) but this LinearProbe was fitted on "
@@ -410,8 +513,27 @@ def _standardisation(X: np.ndarray, chunk_size: int) -> tuple[np.ndarray, np.nda
     return mean, scale, active
 
 
-def _effective_weights(W: torch.Tensor, b: torch.Tensor, mean: np.ndarray, scale: np.ndarray):
-    """Fold standardisation into the weights: W @ ((x - mean) / scale) + b = W_eff @ x + offset."""
+def effective_weights(
+    W: torch.Tensor, b: torch.Tensor, mean: np.ndarray, scale: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fold the standardisation into a probe's weights: ``W @ ((x - mean) / scale) + b`` equals
+    ``W_eff @ x + offset``, so the logits of raw activations need no standardised copy of them.
+
+    Parameters
+    ----------
+    W : torch.Tensor of shape (n_classes, n_features)
+        Weights in standardised space (a probe's ``coef_``).
+    b : torch.Tensor of shape (n_classes,)
+        Biases in standardised space (``intercept_``).
+    mean, scale : numpy.ndarray of shape (n_features,), float64
+        The standardisation (``mean_``, ``scale_``).
+
+    Returns
+    -------
+    W_eff : torch.Tensor of shape (n_classes, n_features), float32
+    offset : torch.Tensor of shape (n_classes,), float32
+        Computed in float64 and rounded once, as :meth:`LinearProbe.decision_function` uses them.
+    """
     W_eff = (W.double() / torch.from_numpy(scale)).float()
     offset = (b.double() - W_eff.double() @ torch.from_numpy(mean)).float()
     return W_eff, offset
@@ -443,7 +565,7 @@ class _FistaSolver:
 
     def logits(self, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         out = torch.empty((self.n, self.n_classes), dtype=torch.float32)
-        W_eff, offset = _effective_weights(W, b, self.mean, self.scale)
+        W_eff, offset = effective_weights(W, b, self.mean, self.scale)
         _forward(self.X, W_eff, offset, self.chunk_size, out)
         return out
 

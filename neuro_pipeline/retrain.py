@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from neuro_pipeline.extraction.model import ModelLoadError, _max_length
+from neuro_pipeline.extraction.model import ModelLoadError, max_input_length
 from neuro_pipeline.hashing import hash_directory
 
 __all__ = [
@@ -446,7 +446,7 @@ def fine_tune_token_classifier(
                              "(add a tokenizer.json).")
     config = transformers.AutoConfig.from_pretrained(str(model_dir), local_files_only=True,
                                                      trust_remote_code=False)
-    model_limit = _max_length(tokenizer, config, model_dir)
+    model_limit = max_input_length(tokenizer, config, model_dir)
     if max_length > model_limit:
         raise ValueError(f"max_length={max_length} exceeds the limit of the model in "
                          f"{model_dir} ({model_limit} subwords); pass at most {model_limit}.")
@@ -667,7 +667,7 @@ def retrain_demo(
                                               trust_remote_code=False)
     config = AutoConfig.from_pretrained(str(latest), local_files_only=True,
                                         trust_remote_code=False)
-    max_length = min(128, _max_length(tokenizer, config, latest))
+    max_length = min(128, max_input_length(tokenizer, config, latest))
     out_dir = registry / f"v{max(versions) + 1}"
     return fine_tune_token_classifier(latest, sentences, labels, out_dir, steps=steps,
                                       seed=seed, max_length=max_length, progress=progress)

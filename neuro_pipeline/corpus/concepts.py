@@ -280,13 +280,15 @@ class Concept:
     def __repr__(self) -> str:
         return f"Concept(name={self.name!r}, kind={self.spec.kind!r})"
 
-    def label_words(self, words: Sequence[str]) -> list[str]:
+    def label_words(self, words: Sequence[str], *, where: str | None = None) -> list[str]:
         """Label each word of one sentence.
 
         Parameters
         ----------
         words : sequence of str
             The words of one sentence (a sentence-scope function sees them all at once).
+        where : str, optional
+            Where the sentence comes from (e.g. ``file:line``); error messages start with it.
 
         Returns
         -------
@@ -305,9 +307,6 @@ class Concept:
         >>> concept.label_words(["In", "2024", "a2024"])
         ['OTHER', 'year', 'OTHER']
         """
-        return self._labels(words, None)
-
-    def _labels(self, words: Sequence[str], where: str | None) -> list[str]:
         words = list(words)
         if not words:
             return []
@@ -613,7 +612,7 @@ def annotate(sentences: Sequence[Sentence], concept: Concept) -> list[Sentence]:
     annotated = []
     n_positive = 0
     for sentence in sentences:
-        labels = concept._labels(sentence.tokens, f"{sentence.source}:{sentence.line}")
+        labels = concept.label_words(sentence.tokens, where=f"{sentence.source}:{sentence.line}")
         n_positive += labels.count(concept.name)
         annotated.append(replace(sentence, labels=tuple(labels)))
     if annotated and not n_positive:

@@ -39,7 +39,7 @@ probes; every filled row records its fill in the ``zero_value`` column.
 
 Filling never copies ``X_test``: the full probe is affine in the raw activations,
 ``logits = (x - mean) @ W_eff.T + b`` with the standardisation folded into ``W_eff``
-(``LinearProbe``'s ``_effective_weights``), so filling the columns ``C`` with ``fill``
+(:func:`~neuro_pipeline.probe.effective_weights`), so filling the columns ``C`` with ``fill``
 changes the logits by ``-(X_test[:, C] - fill[C]) @ W_eff[:, C].T``. Whichever of ``C`` and
 its complement is smaller is read, in row chunks.
 """
@@ -61,16 +61,12 @@ from neuro_pipeline.evaluation.selection import (
     random_neurons,
 )
 from neuro_pipeline.matrix import take_columns
-from neuro_pipeline.probe import LinearProbe, _effective_weights, column_stats
-from neuro_pipeline.ranking._base import check_activations
+from neuro_pipeline.options import ABLATION_MODES, ABLATION_ZERO_VALUES, SELECTIONS
+from neuro_pipeline.probe import LinearProbe, column_stats, effective_weights
+from neuro_pipeline.ranking._base import validate_matrix
 
 logger = logging.getLogger(__name__)
 
-#: The four ablation modes, in the order rows are reported.
-ABLATION_MODES = ("keep_retrain", "keep_zero", "remove_retrain", "remove_zero")
-
-_SELECTIONS = ("top", "random", "bottom")
-_ZERO_VALUES = ("mean", "zero")
 #: Rows of X_test read at a time when filled logits are computed.
 _CHUNK_ROWS = 4096
 
@@ -186,8 +182,8 @@ def ablate(
     probe its bias, which predicts the majority class (75 % of tokens); filling it with raw
     0, beyond class 1's -5, makes the probe call every token class 1.
     """
-    X_train, y_train = check_activations(X_train, y_train, owner="ablate (train)")
-    X_test, _ = check_activations(X_test, owner="ablate (test)")
+    X_train, y_train = validate_matrix(X_train, y_train, owner="ablate (train)")
+    X_test, _ = validate_matrix(X_test, owner="ablate (test)")
     y_test = np.asarray(y_test)
     n_neurons = X_train.shape[1]
     ranking, sizes, zero_values, modes, n_ranked = _check_arguments(
@@ -205,7 +201,7 @@ def ablate(
     stats = column_stats(X_train)  # shared by the full probe and every retrained one
     full = LinearProbe(**params).fit(X_train, y_train, column_stats=stats)
     full_logits = full.decision_function(X_test)
-    W_eff, offset = (t.numpy() for t in _effective_weights(
+    W_eff, offset = (t.numpy() for t in effective_weights(
         torch.from_numpy(full.coef_), torch.from_numpy(full.intercept_), full.mean_, full.scale_
     ))
     fills = {"mean": full.mean_.astype(np.float32), "zero": np.zeros(n_neurons, dtype=np.float32)}
@@ -263,7 +259,7 @@ def summarize_ablation(table: pl.DataFrame) -> pl.DataFrame:
     [(2, 0.6)]
     """
     mode_order = {name: i for i, name in enumerate(("full", *ABLATION_MODES))}
-    selection_order = {name: i for i, name in enumerate(("all", *_SELECTIONS))}
+    selection_order = {name: i for i, name in enumerate(("all", *SELECTIONS))}
     return (
         table.group_by("mode", "zero_value", "selection", "fraction", "k", maintain_order=True)
         .agg(
@@ -318,16 +314,17 @@ def _check_arguments(X_test, y_test, n_neurons, ranking, fractions, ks, n_random
     if not 0 <= n_ranked <= n_neurons:
         raise ValueError(f"ablate: n_ranked must be in [0, {n_neurons}]; got {n_ranked}.")
     zero_values = (zero_value,) if isinstance(zero_value, str) else tuple(zero_value)
-    bad = [v for v in zero_values if v not in _ZERO_VALUES]
+    bad = [v for v in zero_values if v not in ABLATION_ZERO_VALUES]
     if bad or not zero_values:
-        raise ValueError(f"ablate: unknown zero_value {bad[0] if bad else zero_value!r}; choose from {list(_ZERO_VALUES)}.")
+        raise ValueError(f"ablate: unknown zero_value {bad[0] if bad else zero_value!r}; "
+                         f"choose from {list(ABLATION_ZERO_VALUES)}.")
     modes = tuple(modes)
     bad = [m for m in modes if m not in ABLATION_MODES]
     if bad or not modes:
         raise ValueError(f"ablate: unknown mode {bad[0] if bad else modes!r}; choose from {list(ABLATION_MODES)}.")
     # Keep the documented row order whatever order the caller listed them in.
     modes = tuple(m for m in ABLATION_MODES if m in modes)
-    zero_values = tuple(v for v in _ZERO_VALUES if v in zero_values)
+    zero_values = tuple(v for v in ABLATION_ZERO_VALUES if v in zero_values)
     return ranking, sizes, zero_values, modes, n_ranked
 
 

@@ -31,6 +31,7 @@ import polars as pl
 
 from neuro_pipeline.evaluation.selection import (
     DEFAULT_SELECTION_PROBE_PARAMS,
+    check_selection,
     check_splits,
 )
 from neuro_pipeline.matrix import take_columns
@@ -189,24 +190,6 @@ def selectivity(task_accuracy: float, control_accuracy: float) -> float:
     return float(task_accuracy) - float(control_accuracy)
 
 
-def _check_selection(columns, n_neurons: int, *, name: str, owner: str) -> np.ndarray:
-    columns = np.asarray(columns)
-    if columns.ndim != 1 or len(columns) == 0 or columns.dtype.kind not in "iu":
-        raise ValueError(
-            f"{owner}: selection {name!r} must be a non-empty 1-D array of neuron indices (ints); "
-            f"got shape {columns.shape}, dtype {columns.dtype}."
-        )
-    if columns.min() < 0 or columns.max() >= n_neurons:
-        raise ValueError(
-            f"{owner}: selection {name!r} has neuron {int(columns.min() if columns.min() < 0 else columns.max())} "
-            f"outside 0..{n_neurons - 1}."
-        )
-    if len(np.unique(columns)) != len(columns):
-        raise ValueError(f"{owner}: selection {name!r} repeats a neuron; list each neuron once.")
-    # Sorted: the fancy-indexed copy then reads each row left to right.
-    return np.sort(columns)
-
-
 def evaluate_selectivity(
     X_train,
     words_train,
@@ -286,7 +269,8 @@ def evaluate_selectivity(
         selections = {"all": np.arange(n_neurons)}
     if not isinstance(selections, Mapping) or not selections:
         raise ValueError(f"{owner}: selections must be a non-empty mapping of name -> neuron indices, or None.")
-    checked = {str(name): _check_selection(cols, n_neurons, name=str(name), owner=owner) for name, cols in selections.items()}
+    checked = {str(name): check_selection(cols, n_neurons, name=str(name), owner=owner)
+               for name, cols in selections.items()}
     params = dict(DEFAULT_SELECTION_PROBE_PARAMS if probe_params is None else probe_params)
 
     control_train = control_labels(words_train, y_train, words_train, seed=seed)

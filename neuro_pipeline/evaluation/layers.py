@@ -22,10 +22,11 @@ from numbers import Integral, Real
 import numpy as np
 import polars as pl
 
-from neuro_pipeline.evaluation.control import _check_selection, selectivity
+from neuro_pipeline.evaluation.control import selectivity
 from neuro_pipeline.evaluation.metrics import label_string
 from neuro_pipeline.evaluation.selection import (
     DEFAULT_SELECTION_PROBE_PARAMS,
+    check_selection,
     check_splits,
 )
 from neuro_pipeline.matrix import take_columns
@@ -196,7 +197,7 @@ def layer_distribution(
     for label, ranking in class_rankings.items():
         name = label_string(label)
         ranking = np.asarray(ranking)
-        _check_selection(ranking, n_neurons, name=name, owner=owner)
+        check_selection(ranking, n_neurons, name=name, owner=owner)
         chosen = ranking[:top]
         per_layer = np.bincount(chosen // hidden_size, minlength=n_layers)
         labels += [name] * n_layers
@@ -312,7 +313,7 @@ def minimal_neuron_sets(
                 f"the training labels are {train_classes.tolist()!r}."
             )
         ranking = np.asarray(ranking)
-        _check_selection(ranking, n_neurons, name=label_string(label), owner=owner)
+        check_selection(ranking, n_neurons, name=label_string(label), owner=owner)
         rankings[label] = ranking
     params = dict(DEFAULT_SELECTION_PROBE_PARAMS if probe_params is None else probe_params)
 

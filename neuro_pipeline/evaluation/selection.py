@@ -21,8 +21,9 @@ import numpy as np
 import polars as pl
 
 from neuro_pipeline.matrix import take_columns
+from neuro_pipeline.options import SELECTIONS
 from neuro_pipeline.probe import ColumnStats, LinearProbe
-from neuro_pipeline.ranking._base import check_activations
+from neuro_pipeline.ranking._base import validate_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +36,9 @@ logger = logging.getLogger(__name__)
 #: test accuracy by at most 0.06 points, far below the gaps between selections.
 DEFAULT_SELECTION_PROBE_PARAMS: Mapping[str, float] = {"l1": 0.0, "l2": 1e-3, "tol": 1e-3}
 
-_SELECTIONS = ("top", "random", "bottom")
-
-
 def check_splits(X_train, y_train, X_test, y_test, *, owner: str):
     """Validate a training and a test split of the same neurons (see
-    :func:`~neuro_pipeline.ranking.check_activations`); returns them as arrays.
+    :func:`~neuro_pipeline.ranking.validate_matrix`); returns them as arrays.
 
     Raises
     ------
@@ -48,8 +46,8 @@ def check_splits(X_train, y_train, X_test, y_test, *, owner: str):
         If either split is invalid, the two have different numbers of neurons, or ``y_test``
         does not have one label per row of ``X_test``.
     """
-    X_train, y_train = check_activations(X_train, y_train, owner=f"{owner} (train)")
-    X_test, _ = check_activations(X_test, owner=f"{owner} (test)")
+    X_train, y_train = validate_matrix(X_train, y_train, owner=f"{owner} (train)")
+    X_test, _ = validate_matrix(X_test, owner=f"{owner} (test)")
     y_test = np.asarray(y_test)
     if X_test.shape[1] != X_train.shape[1]:
         raise ValueError(
@@ -61,6 +59,50 @@ def check_splits(X_train, y_train, X_test, y_test, *, owner: str):
             f"{owner}: y_test must have shape ({X_test.shape[0]},), one label per row of X_test; got {y_test.shape}."
         )
     return X_train, y_train, X_test, y_test
+
+
+def check_selection(columns, n_neurons: int, *, name: str, owner: str) -> np.ndarray:
+    """Validate one selection of neurons, given as column indices of an activation matrix.
+
+    Parameters
+    ----------
+    columns : array-like of int
+        The neurons; at least one, each once, all in ``[0, n_neurons)``.
+    n_neurons : int
+        Columns of the matrix the selection indexes.
+    name, owner : str
+        The selection's name and the caller's, for error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        The columns sorted, so that the fancy-indexed copy of a selection reads each row
+        left to right.
+
+    Raises
+    ------
+    ValueError
+        If the selection is empty, not 1-D integers, out of range, or repeats a neuron.
+
+    Examples
+    --------
+    >>> check_selection([4, 0, 2], 5, name="top", owner="demo").tolist()
+    [0, 2, 4]
+    """
+    columns = np.asarray(columns)
+    if columns.ndim != 1 or len(columns) == 0 or columns.dtype.kind not in "iu":
+        raise ValueError(
+            f"{owner}: selection {name!r} must be a non-empty 1-D array of neuron indices (ints); "
+            f"got shape {columns.shape}, dtype {columns.dtype}."
+        )
+    if columns.min() < 0 or columns.max() >= n_neurons:
+        raise ValueError(
+            f"{owner}: selection {name!r} has neuron {int(columns.min() if columns.min() < 0 else columns.max())} "
+            f"outside 0..{n_neurons - 1}."
+        )
+    if len(np.unique(columns)) != len(columns):
+        raise ValueError(f"{owner}: selection {name!r} repeats a neuron; list each neuron once.")
+    return np.sort(columns)
 
 
 def evaluate_probe(probe, X, y) -> dict:
@@ -90,7 +132,7 @@ def evaluate_probe(probe, X, y) -> dict:
     >>> evaluate_probe(probe, X, [0, 1, 0, 2])["n_unseen"]
     1
     """
-    X, _ = check_activations(X, owner="evaluate_probe")
+    X, _ = validate_matrix(X, owner="evaluate_probe")
     y = np.asarray(y)
     if y.shape != (X.shape[0],):
         raise ValueError(f"evaluate_probe: y must have shape ({X.shape[0]},), one label per row of X; got {y.shape}.")
@@ -134,7 +176,7 @@ def evaluate_selections(
     n_random: int = 3,
     seed: int = 0,
     probe_params: Mapping | None = None,
-    selections: Sequence[str] = _SELECTIONS,
+    selections: Sequence[str] = SELECTIONS,
     n_ranked: int | None = None,
     on_probe=None,
     column_stats: ColumnStats | None = None,
@@ -223,7 +265,7 @@ def fit_selections(
     n_random: int = 3,
     seed: int = 0,
     probe_params: Mapping | None = None,
-    selections: Sequence[str] = _SELECTIONS,
+    selections: Sequence[str] = SELECTIONS,
     n_ranked: int | None = None,
     on_probe=None,
     column_stats: ColumnStats | None = None,
@@ -232,7 +274,7 @@ def fit_selections(
     """The training half of :func:`evaluate_selections` (same arguments, no test split):
     one probe per selection, in its order. Score them with :func:`score_selections`, so that
     a caller short of memory can drop the training matrix before loading the test one."""
-    X_train, y_train = check_activations(X_train, y_train, owner=f"{owner} (train)")
+    X_train, y_train = validate_matrix(X_train, y_train, owner=f"{owner} (train)")
     return _fit_selections(X_train, y_train, ranking, fractions, n_random, seed, probe_params, selections,
                            n_ranked, on_probe, column_stats, owner)
 
@@ -253,9 +295,9 @@ def _fit_selections(X_train: np.ndarray, y_train: np.ndarray, ranking, fractions
     if n_random < 0:
         raise ValueError(f"{owner}: n_random must be >= 0; got {n_random}.")
     params = dict(DEFAULT_SELECTION_PROBE_PARAMS if probe_params is None else probe_params)
-    unknown = sorted(set(selections) - set(_SELECTIONS))
+    unknown = sorted(set(selections) - set(SELECTIONS))
     if unknown:
-        raise ValueError(f"{owner}: unknown selection {unknown[0]!r}; choose from {list(_SELECTIONS)}.")
+        raise ValueError(f"{owner}: unknown selection {unknown[0]!r}; choose from {list(SELECTIONS)}.")
     n_ranked = n_neurons if n_ranked is None else int(n_ranked)
     if not 0 <= n_ranked <= n_neurons:
         raise ValueError(f"{owner}: n_ranked must be in [0, {n_neurons}]; got {n_ranked}.")
@@ -292,7 +334,7 @@ def _fit_selections(X_train: np.ndarray, y_train: np.ndarray, ranking, fractions
 def score_selections(fitted: Sequence[FittedSelection], X_test, y_test) -> pl.DataFrame:
     """The test half of :func:`evaluate_selections`: its table for probes from
     :func:`fit_selections` (``fit_seconds`` is the training time; scoring is not counted)."""
-    X_test, _ = check_activations(X_test, owner="score_selections (test)")
+    X_test, _ = validate_matrix(X_test, owner="score_selections (test)")
     y_test = np.asarray(y_test)
     if y_test.shape != (X_test.shape[0],):
         raise ValueError(
@@ -351,7 +393,7 @@ def summarize_selections(table: pl.DataFrame) -> pl.DataFrame:
     ``n_draws``, ``accuracy_mean``, ``accuracy_std`` (sample std, ddof=1; null for one
     draw), ``accuracy_min``, ``accuracy_max``; ordered by fraction then top/random/bottom.
     """
-    order = {name: i for i, name in enumerate(_SELECTIONS)}
+    order = {name: i for i, name in enumerate(SELECTIONS)}
     return (
         table.group_by("selection", "fraction", maintain_order=True)
         .agg(

@@ -11,7 +11,7 @@ Encoders (BERT), decoder-only models (GPT-2) and either stack of an encoder-deco
 the random-weights control model, versioned by :func:`random_init_version`.
 """
 
-from neuro_pipeline.extraction.aggregate import AGGREGATIONS, aggregate_subwords
+from neuro_pipeline.extraction.aggregate import ACCEPTED_AGGREGATIONS, AGGREGATIONS, aggregate_subwords
 from neuro_pipeline.extraction.extract import (
     LONG_SENTENCE_MODES,
     ExtractionStats,
@@ -28,6 +28,7 @@ from neuro_pipeline.extraction.model import (
 )
 
 __all__ = [
+    "ACCEPTED_AGGREGATIONS",
     "AGGREGATIONS",
     "COMPONENTS",
     "DTYPES",

@@ -13,10 +13,20 @@ from typing import Literal
 import numpy as np
 import torch
 
-__all__ = ["AGGREGATIONS", "aggregate_subwords", "check_aggregation", "select_and_aggregate"]
+from neuro_pipeline.options import AGGREGATION_ALIASES, AGGREGATIONS
 
-#: Valid values of ``how``; ``"average"`` is NeuroX's name for ``"mean"``.
-AGGREGATIONS: tuple[str, ...] = ("first", "last", "mean", "average")
+__all__ = [
+    "ACCEPTED_AGGREGATIONS",
+    "AGGREGATIONS",
+    "AGGREGATION_ALIASES",
+    "aggregate_subwords",
+    "check_aggregation",
+    "select_and_aggregate",
+]
+
+#: Valid values of ``how``: the aggregations, then their aliases (``"average"`` is NeuroX's
+#: name for ``"mean"``).
+ACCEPTED_AGGREGATIONS: tuple[str, ...] = (*AGGREGATIONS, *AGGREGATION_ALIASES)
 
 Aggregation = Literal["first", "last", "mean", "average"]
 
@@ -27,11 +37,11 @@ def check_aggregation(how: str) -> str:
     Raises
     ------
     ValueError
-        If ``how`` is not one of :data:`AGGREGATIONS`.
+        If ``how`` is not one of :data:`ACCEPTED_AGGREGATIONS`.
     """
-    if how not in AGGREGATIONS:
-        raise ValueError(f"Unknown aggregation {how!r}; choose one of {list(AGGREGATIONS)}.")
-    return "mean" if how == "average" else how
+    if how not in ACCEPTED_AGGREGATIONS:
+        raise ValueError(f"Unknown aggregation {how!r}; choose one of {list(ACCEPTED_AGGREGATIONS)}.")
+    return AGGREGATION_ALIASES.get(how, how)
 
 
 def _rows(layer: np.ndarray | torch.Tensor, index: np.ndarray) -> np.ndarray:

@@ -33,13 +33,11 @@ from neuro_pipeline.extraction.aggregate import (
     select_and_aggregate,
 )
 from neuro_pipeline.extraction.model import LoadedModel
+from neuro_pipeline.options import LONG_SENTENCE_MODES
 
-__all__ = ["LONG_SENTENCE_MODES", "ExtractionStats", "extract_activations"]
+__all__ = ["LONG_SENTENCE_MODES", "ExtractionStats", "extract_activations", "hidden_states"]
 
 logger = logging.getLogger(__name__)
-
-#: Valid values of ``long_sentences``.
-LONG_SENTENCE_MODES: tuple[str, ...] = ("window", "reject")
 
 # Sentences are tokenised and length-sorted in chunks of this many, which bounds the memory
 # held for tokenised text while keeping padding low.
@@ -537,13 +535,13 @@ def _run_batch(model: LoadedModel, batch: list[_Item], how: str) -> np.ndarray:
         raise RuntimeError("A word lost its subwords between tokenisation and the forward pass.")
 
     with torch.inference_mode():
-        hidden_states = _hidden_states(model, input_ids, attention, type_ids)
-        if len(hidden_states) != model.n_layers:
+        states = hidden_states(model, input_ids, attention, type_ids)
+        if len(states) != model.n_layers:
             raise RuntimeError(
-                f"{model.model_dir.name} returned {len(hidden_states)} hidden states; "
+                f"{model.model_dir.name} returned {len(states)} hidden states; "
                 f"expected n_layers={model.n_layers}."
             )
-        layers = [layer.reshape(n_rows * width, -1) for layer in hidden_states]
+        layers = [layer.reshape(n_rows * width, -1) for layer in states]
         return select_and_aggregate(layers, positions, word_index, n_words, how)
 
 
@@ -556,10 +554,28 @@ def _pad_id(tokenizer) -> int:
     return 0
 
 
-def _hidden_states(
+def hidden_states(
     model: LoadedModel, input_ids: np.ndarray, attention: np.ndarray, type_ids: np.ndarray
 ) -> tuple[torch.Tensor, ...]:
-    """Hidden states (embeddings first) of the model's extracted stack for one padded batch."""
+    """Hidden states (embeddings first) of the model's extracted stack for one padded batch.
+
+    This is the forward pass extraction reads, for every kind of model (an encoder, a
+    decoder, either stack of an encoder-decoder); interventions run the same one to find
+    the module behind each hidden state. Call it under ``torch.inference_mode()`` unless
+    gradients are wanted.
+
+    Parameters
+    ----------
+    model : LoadedModel
+    input_ids, attention, type_ids : numpy.ndarray of shape (batch, positions), int64
+        Token ids, attention mask (1 = a real token) and token type ids, padded on the right.
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        ``model.n_layers`` tensors of shape (batch, positions, hidden_size), on the model's
+        device.
+    """
     device = model.model.device
     ids = torch.from_numpy(input_ids).to(device)
     mask = torch.from_numpy(attention).to(device)

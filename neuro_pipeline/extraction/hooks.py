@@ -9,13 +9,17 @@ output, or a layer of a model that is not a Hugging Face encoder at all, which t
 with a ``tokenize`` function that maps a batch of sentences to model inputs and the word
 of every position. :func:`capture_outputs` is the hook part on its own: a context manager
 that records module outputs and always removes its hooks.
+
+:func:`forward_hooks` and :func:`output_recorder` are the mechanism underneath, shared with
+:mod:`neuro_pipeline.intervention`: hooks registered for the length of a block and removed
+whatever happens, and a hook that records what a module returned.
 """
 
 from __future__ import annotations
 
 import contextlib
 import difflib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,7 +29,15 @@ from neuro_pipeline.extraction.aggregate import Aggregation, check_aggregation, 
 from neuro_pipeline.extraction.extract import check_sentences
 from neuro_pipeline.extraction.model import LoadedModel
 
-__all__ = ["Tokenize", "capture_outputs", "extract_module_activations", "hf_tokenize", "resolve_module"]
+__all__ = [
+    "Tokenize",
+    "capture_outputs",
+    "extract_module_activations",
+    "forward_hooks",
+    "hf_tokenize",
+    "output_recorder",
+    "resolve_module",
+]
 
 #: ``tokenize(sentences) -> (inputs, word_ids)``: ``inputs`` is a mapping of keyword
 #: arguments for ``model(**inputs)`` (or one tensor for ``model(inputs)``), padded to one
@@ -57,6 +69,76 @@ def resolve_module(model: torch.nn.Module, name: str) -> torch.nn.Module:
     close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
     hint = f" Close names: {close}." if close else f" It has {len(names)} modules, e.g. {names[:5]}."
     raise ValueError(f"{type(model).__name__} has no module named {name!r}.{hint}")
+
+
+@contextlib.contextmanager
+def forward_hooks(hooks: Iterable[tuple[torch.nn.Module, Callable]], *, prepend: bool = False) -> Iterator[None]:
+    """Register forward hooks while the block runs, and always remove them.
+
+    Parameters
+    ----------
+    hooks : iterable of (torch.nn.Module, callable)
+        Each module and the hook to register on it (``hook(module, args, output)``; what it
+        returns, if not None, replaces the output).
+    prepend : bool, default=False
+        Run the hooks before those already on the modules (Hugging Face records
+        ``hidden_states`` with hooks of its own, which then see what these hooks return).
+
+    Yields
+    ------
+    None
+        The hooks are removed in ``finally``: after the block, also when it raises, and when
+        registering a later hook failed.
+
+    Examples
+    --------
+    >>> net = torch.nn.Sequential(torch.nn.Identity())
+    >>> with forward_hooks([(net[0], lambda module, args, output: output * 2)]):
+    ...     net(torch.ones(1)).tolist()
+    [2.0]
+    >>> len(net[0]._forward_hooks)
+    0
+    """
+    handles = []
+    try:
+        for module, hook in hooks:
+            handles.append(module.register_forward_hook(hook, prepend=prepend))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def output_recorder(calls: list[torch.Tensor | None], name: str, *, strict: bool = True) -> Callable:
+    """A forward hook that appends what a module returned to ``calls``, detached.
+
+    A module returning a tuple or list (a transformer layer, say) counts by its first element.
+
+    Parameters
+    ----------
+    calls : list
+        Filled in call order, one entry per call of the module.
+    name : str
+        The module's name, for the error message.
+    strict : bool, default=True
+        When the output (or its first element) is not a tensor: raise ``TypeError`` if
+        True, else append None (to survey every module of a model, some of which return
+        other objects).
+    """
+
+    def hook(module, args, output):
+        first = output[0] if isinstance(output, (tuple, list)) and output else output
+        if isinstance(first, torch.Tensor):
+            calls.append(first.detach())
+        elif strict:
+            raise TypeError(
+                f"Module {name!r} returned {type(output).__name__}; expected a tensor or a tuple "
+                "starting with one. Choose a submodule that returns a tensor."
+            )
+        else:
+            calls.append(None)
+
+    return hook
 
 
 @contextlib.contextmanager
@@ -94,27 +176,9 @@ def capture_outputs(model: torch.nn.Module, names: Sequence[str]) -> Iterator[di
         raise ValueError(f"Module names must be distinct; got {names}.")
     modules = [resolve_module(model, name) for name in names]
     outputs: dict[str, list[torch.Tensor]] = {name: [] for name in names}
-    handles = []
-    try:
-        for name, module in zip(names, modules, strict=True):
-            handles.append(module.register_forward_hook(_recorder(outputs[name], name)))
+    hooks = [(module, output_recorder(outputs[name], name)) for name, module in zip(names, modules, strict=True)]
+    with forward_hooks(hooks):
         yield outputs
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _recorder(calls: list[torch.Tensor], name: str):
-    def hook(module, args, output):
-        first = output[0] if isinstance(output, (tuple, list)) and output else output
-        if not isinstance(first, torch.Tensor):
-            raise TypeError(
-                f"Module {name!r} returned {type(output).__name__}; expected a tensor or a tuple "
-                "starting with one. Choose a submodule that returns a tensor."
-            )
-        calls.append(first.detach())
-
-    return hook
 
 
 def hf_tokenize(loaded: LoadedModel) -> Tokenize:

@@ -23,6 +23,7 @@ import torch
 
 from neuro_pipeline.hashing import hash_directory, short_version
 from neuro_pipeline.heap import collector_paused
+from neuro_pipeline.options import COMPUTE_DTYPES, MODEL_COMPONENTS
 
 __all__ = [
     "COMPONENTS",
@@ -32,13 +33,14 @@ __all__ = [
     "ModelLoadError",
     "import_model_code",
     "load_model",
+    "max_input_length",
     "random_init_version",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: Compute dtypes accepted by :func:`load_model`.
-DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in COMPUTE_DTYPES}
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json",
                  "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -47,7 +49,7 @@ _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.mode
 #: Values of :attr:`LoadedModel.kind`.
 MODEL_KINDS: tuple[str, ...] = ("encoder", "decoder", "encoder-decoder")
 #: Values of ``component`` in :func:`load_model`: which stack's hidden states are extracted.
-COMPONENTS: tuple[str, ...] = ("encoder", "decoder")
+COMPONENTS: tuple[str, ...] = MODEL_COMPONENTS
 # Words of the probe that checks a decoder's tokenizer gives pre-tokenised words the form
 # they have in running text.
 _PROBE_WORDS = ["The", "cat", "(sat)", "2024"]
@@ -129,7 +131,16 @@ def _check_files(model_dir: Path) -> None:
         )
 
 
-def _max_length(tokenizer: Any, config: Any, model_dir: Path) -> int:
+def max_input_length(tokenizer: Any, config: Any, model_dir: Path) -> int:
+    """The longest input the model takes, in subwords: the smaller of the tokenizer's
+    ``model_max_length`` (unless it is the huge placeholder of a tokenizer without a limit)
+    and the config's ``max_position_embeddings``.
+
+    Raises
+    ------
+    ModelLoadError
+        If neither gives a limit (``model_dir`` is named in the message).
+    """
     limits = []
     tokenizer_limit = getattr(tokenizer, "model_max_length", None)
     if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < _SANE_MAX_LENGTH:
@@ -427,7 +438,7 @@ def load_model(
         dtype=dtype,
         n_layers=_n_layers(config, component, kind),
         hidden_size=int(config.hidden_size),
-        max_length=_max_length(tokenizer, config, model_dir),
+        max_length=max_input_length(tokenizer, config, model_dir),
         version=version,
         kind=kind,
         component=component,

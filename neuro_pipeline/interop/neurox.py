@@ -57,6 +57,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from neuro_pipeline.options import AGGREGATION_ALIASES, AGGREGATIONS
 from neuro_pipeline.store import ActivationSet, Store, StoreError
 from neuro_pipeline.types import sentence_hash
 
@@ -73,7 +74,8 @@ IMPORT_LONG_SENTENCES = "truncate"
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _OCCURRENCE = re.compile(r"^(.*) \(Occurrence (\d+)\)$", re.DOTALL)
-_AGGREGATIONS = {"first": "first", "last": "last", "mean": "mean", "average": "mean"}
+#: Every accepted aggregation name -> the canonical one.
+_AGGREGATIONS = {**{name: name for name in AGGREGATIONS}, **AGGREGATION_ALIASES}
 
 
 class NeuroxFormatError(ValueError):

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from neuro_pipeline.extraction.hooks import resolve_module
+from neuro_pipeline.extraction.hooks import forward_hooks, output_recorder, resolve_module
+from neuro_pipeline.options import INTERVENTION_MODES
 
 __all__ = [
     "INTERVENTION_MODES",
@@ -44,9 +45,6 @@ __all__ = [
     "scale_units",
     "zero_units",
 ]
-
-#: Valid values of ``mode`` in :func:`neuron_edits` and :func:`ablate_neurons`.
-INTERVENTION_MODES: tuple[str, ...] = ("zero", "mean", "scale")
 
 # Words of the short input with which layer_sites matches modules to hidden states.
 _PROBE_WORDS = ["the", "cat", "sat"]
@@ -244,14 +242,8 @@ def intervene(model: torch.nn.Module, edits: Mapping[str, UnitEdit]) -> Iterator
                 f"got {type(edit).__name__}."
             )
         targets.append((resolve_module(model, name), name, edit))
-    handles = []
-    try:
-        for module, name, edit in targets:
-            handles.append(module.register_forward_hook(_edit_hook(name, edit), prepend=True))
+    with forward_hooks(((module, _edit_hook(name, edit)) for module, name, edit in targets), prepend=True):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def _edit_hook(name: str, edit: UnitEdit):
@@ -298,24 +290,19 @@ def layer_sites(loaded) -> list[str]:
     model = loaded.model
     if model in _SITES:
         return list(_SITES[model])
-    from neuro_pipeline.extraction.extract import _hidden_states
+    from neuro_pipeline.extraction.extract import hidden_states
 
     encoding = loaded.tokenizer([_PROBE_WORDS], is_split_into_words=True).encodings[0]
     ids = np.array([encoding.ids], dtype=np.int64)
     type_ids = np.array([encoding.type_ids], dtype=np.int64)
-    outputs: dict[str, list[torch.Tensor | None]] = {}
-    names = [name for name, _ in model.named_modules() if name]
-    handles = []
-    try:
-        for name, module in model.named_modules():
-            if name:
-                handles.append(module.register_forward_hook(_recorder(outputs, name)))
-        with torch.inference_mode():
-            hidden = _hidden_states(loaded, ids, np.ones_like(ids), type_ids)
-    finally:
-        for handle in handles:
-            handle.remove()
-    once = [name for name in names if len(outputs.get(name, [])) == 1 and outputs[name][0] is not None]
+    modules = [(name, module) for name, module in model.named_modules() if name]
+    names = [name for name, _ in modules]
+    # None marks an output UnitEdit cannot edit (a ModelOutput, say).
+    outputs: dict[str, list[torch.Tensor | None]] = {name: [] for name in names}
+    hooks = [(module, output_recorder(outputs[name], name, strict=False)) for name, module in modules]
+    with forward_hooks(hooks), torch.inference_mode():
+        hidden = hidden_states(loaded, ids, np.ones_like(ids), type_ids)
+    once = [name for name in names if len(outputs[name]) == 1 and outputs[name][0] is not None]
     sites = []
     for layer, state in enumerate(hidden):
         matches = [name for name in once
@@ -328,15 +315,6 @@ def layer_sites(loaded) -> list[str]:
         sites.append(min(matches, key=lambda n: (n.count("."), len(n))))
     _SITES[model] = tuple(sites)
     return sites
-
-
-def _recorder(outputs: dict[str, list[torch.Tensor | None]], name: str):
-    def hook(module, args, output):
-        first = output[0] if isinstance(output, (tuple, list)) and output else output
-        # None marks an output UnitEdit cannot edit (a ModelOutput, say).
-        outputs.setdefault(name, []).append(first if isinstance(first, torch.Tensor) else None)
-
-    return hook
 
 
 def neuron_edits(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from neuro_pipeline.ranking._base import NeuronRanker, check_activations
+from neuro_pipeline.ranking._base import NeuronRanker, check_fitted, validate_matrix
 
 #: Registered ranking methods: name -> NeuronRanker subclass.
 RANKERS: dict[str, type[NeuronRanker]] = {}
@@ -63,9 +63,9 @@ def ranking_table(ranker: NeuronRanker) -> pl.DataFrame:
     """One row per neuron of a fitted ranker: ``neuron`` (Int32), ``score`` (Float64) and
     ``rank`` (Int32, 1 = best), sorted by rank. Neurons the method did not rank (greedy
     methods rank a prefix) come last with a null rank and a null score, so every stored
-    score is finite.
+    score is finite. Any object with ``ranking_`` and ``scores_`` will do, such as a stored ranking.
     """
-    ranker._check_fitted()
+    check_fitted(ranker)
     order = ranker.ranking_
     ranked = np.isfinite(ranker.scores_[order])
     return pl.DataFrame(
@@ -96,8 +96,9 @@ __all__ = [
     "MeanSelectRanker",
     "NeuronRanker",
     "ProbelessRanker",
-    "check_activations",
+    "check_fitted",
     "get_ranker",
     "ranking_table",
     "register_ranker",
+    "validate_matrix",
 ]

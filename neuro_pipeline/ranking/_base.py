@@ -6,7 +6,8 @@ Start here: a ranker is a scikit-learn style estimator. ``fit(X, y)`` takes acti
 first) and, where the method defines them, ``class_rankings_``. ``top_neurons`` reads a
 prefix of ``ranking_``. A subclass writes ``_score(X, y)`` only, or overrides ``fit`` when
 the ranking is not simply the order of its scores (it must then keep the invariants that
-``NeuronRanker.fit`` documents).
+``NeuronRanker.fit`` documents). :func:`validate_matrix` is the check of an activation
+matrix (and its labels) that every ranker, the probe and the evaluations share.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sklearn.base import BaseEstimator
 _FINITE_CHECK_ROWS = 4096
 
 
-def check_activations(X, y=None, *, owner: str) -> tuple[np.ndarray, np.ndarray | None]:
+def validate_matrix(X, y=None, *, owner: str) -> tuple[np.ndarray, np.ndarray | None]:
     """Validate an activation matrix (and labels) without copying or mutating it.
 
     Parameters
@@ -51,7 +52,7 @@ def check_activations(X, y=None, *, owner: str) -> tuple[np.ndarray, np.ndarray 
 
     Examples
     --------
-    >>> X, y = check_activations([[0.0, 1.0], [1.0, 0.0]], [0, 1], owner="Demo")
+    >>> X, y = validate_matrix([[0.0, 1.0], [1.0, 0.0]], [0, 1], owner="Demo")
     >>> X.shape, y.tolist()
     ((2, 2), [0, 1])
     """
@@ -103,12 +104,32 @@ def check_activations(X, y=None, *, owner: str) -> tuple[np.ndarray, np.ndarray 
     return X, y
 
 
+def check_fitted(ranker) -> None:
+    """Raise unless ``ranker`` is fitted, i.e. has a ``ranking_``.
+
+    Any object with ``ranking_`` and ``scores_`` passes (:func:`~neuro_pipeline.ranking.ranking_table`
+    also takes rankings that no :class:`NeuronRanker` produced).
+
+    Raises
+    ------
+    ValueError
+        Naming the ranker's class, if it has no ``ranking_``.
+    """
+    if not hasattr(ranker, "ranking_"):
+        raise ValueError(
+            f"This {type(ranker).__name__} instance is not fitted yet. "
+            "Call 'fit' with appropriate arguments before using this estimator."
+        )
+
+
 class NeuronRanker(BaseEstimator):
     """Order neurons by how much they encode a concept.
 
     Subclasses store keyword-only hyperparameters in ``__init__`` and implement
-    ``_score(X, y)``; ``fit`` does the rest. ``get_params``, ``set_params``, ``clone``
-    and ``repr`` come from :class:`sklearn.base.BaseEstimator`.
+    ``_score(X, y)``; ``fit`` does the rest. A subclass whose hyperparameters can be
+    checked without data overrides :meth:`check_params`, so that a configuration is
+    refused before any data is read. ``get_params``, ``set_params``, ``clone`` and
+    ``repr`` come from :class:`sklearn.base.BaseEstimator`.
 
     Attributes
     ----------
@@ -141,11 +162,11 @@ class NeuronRanker(BaseEstimator):
         -------
         self
         """
-        X, y = check_activations(X, y, owner=type(self).__name__)
+        X, y = validate_matrix(X, y, owner=type(self).__name__)
         self.classes_ = np.unique(y)
         self.n_neurons_in_ = X.shape[1]
         scores = np.asarray(self._score(X, y), dtype=np.float64)
-        self._set_scores(scores)
+        self.set_scores(scores)
         relevance = self._class_relevance()
         if relevance is not None:
             self.class_rankings_ = {
@@ -159,8 +180,18 @@ class NeuronRanker(BaseEstimator):
         ``_score`` set, or ``None`` for methods without per-class scores."""
         return getattr(self, "class_scores_", None)
 
-    def _set_scores(self, scores: np.ndarray) -> None:
-        """Store ``scores_`` and derive ``ranking_`` and ``n_ranked_`` from them."""
+    def set_scores(self, scores: np.ndarray) -> None:
+        """Replace ``scores_`` and derive ``ranking_`` and ``n_ranked_`` from them.
+
+        ``fit`` calls it with the method's scores; a caller that reorders a fitted ranking
+        (e.g. to put one neuron of each correlation cluster first) calls it with scores that
+        sort into the new order, ``-inf`` for neurons left unranked.
+
+        Parameters
+        ----------
+        scores : numpy.ndarray of shape (n_neurons_in_,), float64
+            Higher = more relevant. Kept as given (not copied).
+        """
         if scores.shape != (self.n_neurons_in_,):
             raise AssertionError(f"_score returned shape {scores.shape}, expected ({self.n_neurons_in_},)")
         self.scores_ = scores
@@ -171,12 +202,20 @@ class NeuronRanker(BaseEstimator):
     def _score(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} must implement _score(X, y)")
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "ranking_"):
-            raise ValueError(
-                f"This {type(self).__name__} instance is not fitted yet. "
-                "Call 'fit' with appropriate arguments before using this estimator."
-            )
+    def check_params(self) -> None:
+        """Check the hyperparameters that need no data; the configuration calls it to refuse a
+        bad setting before any data is read. By default there is nothing to check; checks
+        that need the data (e.g. against the number of neurons) run in ``fit``.
+
+        Raises
+        ------
+        ValueError, TypeError
+            Naming the first invalid hyperparameter.
+        """
+
+    def check_fitted(self) -> None:
+        """Raise ``ValueError`` unless the ranker is fitted (see :func:`check_fitted`)."""
+        check_fitted(self)
 
     def top_neurons(self, k: int | None = None, *, fraction: float | None = None) -> np.ndarray:
         """The ``k`` best neurons (or the best ``fraction`` of all neurons), best first.
@@ -201,7 +240,7 @@ class NeuronRanker(BaseEstimator):
             given, if either is out of range, or if more neurons are asked for than the
             method ranked.
         """
-        self._check_fitted()
+        self.check_fitted()
         name = type(self).__name__
         if (k is None) == (fraction is None):
             raise ValueError(
@@ -253,7 +292,7 @@ class NeuronRanker(BaseEstimator):
         ValueError
             As :meth:`top_neurons`, except for the ``n_ranked_`` limit.
         """
-        self._check_fitted()
+        self.check_fitted()
         if (k is None) == (fraction is None):
             raise ValueError(
                 f"random_neurons() needs exactly one of k or fraction; got k={k!r}, fraction={fraction!r}."

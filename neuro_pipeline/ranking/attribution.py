@@ -24,6 +24,8 @@ from neuro_pipeline.ranking._merge import MERGES, check_merge, merge_class_score
 ATTRIBUTIONS = ("integrated_gradients", "gradient_x_input")
 #: Values of ``baseline``.
 BASELINES = ("mean", "zero")
+#: LinearProbe's defaults: the ranker's probe settings default to them, so the two cannot disagree.
+_PROBE_DEFAULTS = LinearProbe().get_params()
 
 
 @register_ranker("attribution")
@@ -101,11 +103,11 @@ class AttributionRanker(NeuronRanker):
         n_steps: int = 16,
         baseline: str = "mean",
         merge: str = "round_robin",
-        l1: float = 1e-3,
-        l2: float = 1e-4,
-        max_iter: int = 500,
-        tol: float = 1e-4,
-        chunk_size: int = 4096,
+        l1: float = _PROBE_DEFAULTS["l1"],
+        l2: float = _PROBE_DEFAULTS["l2"],
+        max_iter: int = _PROBE_DEFAULTS["max_iter"],
+        tol: float = _PROBE_DEFAULTS["tol"],
+        chunk_size: int = _PROBE_DEFAULTS["chunk_size"],
     ):
         self.attribution = attribution
         self.n_steps = n_steps
@@ -117,7 +119,8 @@ class AttributionRanker(NeuronRanker):
         self.tol = tol
         self.chunk_size = chunk_size
 
-    def _check_params(self) -> None:
+    def check_params(self) -> None:
+        """Check the hyperparameters (see :meth:`NeuronRanker.check_params`)."""
         name = type(self).__name__
         if self.attribution not in ATTRIBUTIONS:
             raise ValueError(
@@ -139,7 +142,7 @@ class AttributionRanker(NeuronRanker):
                 raise ValueError(f"The {param!r} parameter of {name} must be a float >= 0. Got {value!r} instead.")
 
     def _score(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
-        self._check_params()
+        self.check_params()
         self.probe_ = LinearProbe(l1=self.l1, l2=self.l2, max_iter=self.max_iter, tol=self.tol,
                                   chunk_size=self.chunk_size).fit(X, y)
         _, codes = np.unique(y, return_inverse=True)

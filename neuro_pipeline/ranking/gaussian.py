@@ -25,7 +25,7 @@ import torch
 from sklearn.base import BaseEstimator
 
 from neuro_pipeline.ranking import register_ranker
-from neuro_pipeline.ranking._base import NeuronRanker, check_activations
+from neuro_pipeline.ranking._base import NeuronRanker, validate_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class GaussianProbe(BaseEstimator):
         """
         name = type(self).__name__
         reg = _check_reg(name, self.reg)
-        X, y = check_activations(X, y, owner=name)
+        X, y = validate_matrix(X, y, owner=name)
         n, d = X.shape
         idx = _check_neurons(neurons, d, owner=name)
         self.classes_, y_idx = np.unique(y, return_inverse=True)
@@ -176,7 +176,7 @@ class GaussianProbe(BaseEstimator):
                 "This GaussianProbe instance is not fitted yet. "
                 "Call 'fit' with appropriate arguments before using this estimator."
             )
-        X, _ = check_activations(X, owner=type(self).__name__)
+        X, _ = validate_matrix(X, owner=type(self).__name__)
         if X.shape[1] != self.n_neurons_in_:
             raise ValueError(
                 f"GaussianProbe: X has {X.shape[1]} neurons but the probe was fitted on "
@@ -231,7 +231,7 @@ class GaussianProbe(BaseEstimator):
         ValueError
             If ``y`` holds a label not seen in ``fit``, or has one class only.
         """
-        X, y = check_activations(X, y, owner=type(self).__name__)
+        X, y = validate_matrix(X, y, owner=type(self).__name__)
         known = np.isin(y, self.classes_)
         if not known.all():
             row = int(np.flatnonzero(~known)[0])
@@ -371,8 +371,8 @@ class GaussianProbeRanker(NeuronRanker):
         self
         """
         name = type(self).__name__
-        X, y = check_activations(X, y, owner=name)
-        self._check_params(X.shape[1])
+        X, y = validate_matrix(X, y, owner=name)
+        self._check_fit_params(X.shape[1])
         self.classes_, y_idx = np.unique(y, return_inverse=True)
         self.n_neurons_in_ = X.shape[1]
         n_jobs = (os.cpu_count() or 1) if self.n_jobs == -1 else int(self.n_jobs)
@@ -404,7 +404,7 @@ class GaussianProbeRanker(NeuronRanker):
         order = np.concatenate([self.selected_, rest, np.flatnonzero(state.constant)])
         scores = np.empty(X.shape[1])
         scores[order] = X.shape[1] - np.arange(X.shape[1], dtype=np.float64)
-        self._set_scores(scores)
+        self.set_scores(scores)
         return self
 
     def _select(self, state, n_select, start):
@@ -429,7 +429,9 @@ class GaussianProbeRanker(NeuronRanker):
             )
         return selected, mi_path, single
 
-    def _check_params(self, n_neurons: int) -> None:
+    def _check_fit_params(self, n_neurons: int) -> None:
+        """Check the hyperparameters at fit time, where ``max_neurons`` is compared with the
+        neurons of ``X``; none is checked before (``check_params`` checks nothing)."""
         name = type(self).__name__
         value = self.max_neurons
         if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:

@@ -156,7 +156,7 @@ class IoURanker(NeuronRanker):
         self.merge = merge
 
     def _score(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
-        self._check_params()
+        self.check_params()
         classes, codes = np.unique(y, return_inverse=True)
         self.class_scores_ = average_precision_per_class(
             X, codes.ravel(), len(classes), threshold=float(self.threshold)
@@ -165,7 +165,8 @@ class IoURanker(NeuronRanker):
             return self.class_scores_[1]
         return merge_class_scores(self.class_scores_, self.merge)
 
-    def _check_params(self) -> None:
+    def check_params(self) -> None:
+        """Check the hyperparameters (see :meth:`NeuronRanker.check_params`)."""
         name = type(self).__name__
         t = self.threshold
         if isinstance(t, bool) or not isinstance(t, Real) or not (t >= 0 and math.isfinite(t)):

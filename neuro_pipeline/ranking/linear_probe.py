@@ -23,12 +23,15 @@ from sklearn.exceptions import ConvergenceWarning
 from neuro_pipeline.matrix import take_rows
 from neuro_pipeline.probe import LinearProbe
 from neuro_pipeline.ranking import register_ranker
-from neuro_pipeline.ranking._base import NeuronRanker, check_activations
+from neuro_pipeline.ranking._base import NeuronRanker, validate_matrix
 
 logger = logging.getLogger(__name__)
 
 _ORDERINGS = ("global", "granular")
 _PENALTIES = ("elasticnet", "lasso", "ridge", "none")
+#: LinearProbe's defaults: the ranker's settings that it passes to its probes default to
+#: them, so the two cannot disagree.
+_PROBE_DEFAULTS = LinearProbe().get_params()
 
 
 @register_ranker("linear_probe")
@@ -145,18 +148,18 @@ class LinearProbeRanker(NeuronRanker):
         search_stride: int = 100,
         ordering: str = "global",
         granularity: int = 50,
-        standardize: bool = True,
-        solver: str = "fista",
-        max_iter: int = 500,
-        tol: float = 1e-4,
-        max_epochs: int = 3,
-        batch_size: int = 256,
-        learning_rate: float = 1e-3,
-        chunk_size: int = 4096,
+        standardize: bool = _PROBE_DEFAULTS["standardize"],
+        solver: str = _PROBE_DEFAULTS["solver"],
+        max_iter: int = _PROBE_DEFAULTS["max_iter"],
+        tol: float = _PROBE_DEFAULTS["tol"],
+        max_epochs: int = _PROBE_DEFAULTS["max_epochs"],
+        batch_size: int = _PROBE_DEFAULTS["batch_size"],
+        learning_rate: float = _PROBE_DEFAULTS["learning_rate"],
+        chunk_size: int = _PROBE_DEFAULTS["chunk_size"],
         lambda_grid: tuple[tuple[float, float], ...] = ((1e-2, 1e-3), (3e-3, 3e-4), (1e-3, 1e-4), (3e-4, 3e-5)),
         validation_fraction: float = 0.2,
         accuracy_tolerance: float = 0.005,
-        random_state: int = 0,
+        random_state: int = _PROBE_DEFAULTS["random_state"],
     ):
         self.penalty = penalty
         self.l1 = l1
@@ -197,8 +200,8 @@ class LinearProbeRanker(NeuronRanker):
         self
         """
         name = type(self).__name__
-        X, y = check_activations(X, y, owner=name)
-        self._check_params()
+        X, y = validate_matrix(X, y, owner=name)
+        self.check_params()
         self.classes_ = np.unique(y)
         self.n_neurons_in_ = X.shape[1]
 
@@ -210,7 +213,7 @@ class LinearProbeRanker(NeuronRanker):
             self.lambda_search_ = None
             probe = self._new_probe(self.l1_, self.l2_)
         self.probe_ = probe.fit(X, y)
-        self._order_neurons()
+        self.order_neurons()
         return self
 
     @classmethod
@@ -229,18 +232,23 @@ class LinearProbeRanker(NeuronRanker):
         if not hasattr(probe, "coef_"):
             raise ValueError("from_probe() needs a fitted LinearProbe; call probe.fit(X, y) first.")
         ranker = cls(l1=probe.l1, l2=probe.l2, **params)
-        ranker._check_params()
+        ranker.check_params()
         ranker.probe_ = probe
         ranker.l1_, ranker.l2_ = float(probe.l1), float(probe.l2)
         ranker.lambda_search_ = None
         ranker.classes_ = probe.classes_
         ranker.n_neurons_in_ = probe.coef_.shape[1]
-        ranker._order_neurons()
+        ranker.order_neurons()
         return ranker
 
-    def _order_neurons(self) -> None:
+    def order_neurons(self) -> None:
         """Set ``ranking_``, ``scores_``, ``ordering_cutoffs_`` and ``class_rankings_``
-        from the weights of ``probe_``."""
+        from the weights of ``probe_``.
+
+        ``fit`` and :meth:`from_probe` call it; calling it again after changing the
+        ordering hyperparameters (``search_stride``, ``ordering``, ``granularity``, with
+        ``set_params``) reorders the neurons without fitting the probe again.
+        """
         W = np.abs(self.probe_.coef_.astype(np.float64))
         # A probe whose weights were set by hand has no gradient: ties then go by index.
         G = np.abs(getattr(self.probe_, "loss_gradient_", np.zeros_like(W)).astype(np.float64))
@@ -257,7 +265,7 @@ class LinearProbeRanker(NeuronRanker):
         order = np.lexsort((np.arange(W.shape[1]), -G.max(axis=0), -W.max(axis=0), chunk))
         position = np.empty_like(order)
         position[order] = np.arange(len(order))
-        self._set_scores((len(order) - position).astype(np.float64))
+        self.set_scores((len(order) - position).astype(np.float64))
         self.class_rankings_ = {
             label: np.lexsort((np.arange(W.shape[1]), -G[c], -W[c])) for c, label in enumerate(self.probe_.classes_)
         }
@@ -362,7 +370,9 @@ class LinearProbeRanker(NeuronRanker):
             )
         return np.isin(groups, rng.choice(unique, size=n_val, replace=False))
 
-    def _check_params(self) -> None:
+    def check_params(self) -> None:
+        """Check the ranker's own hyperparameters (see :meth:`NeuronRanker.check_params`); the
+        probe's settings are checked by the probe when it is fitted."""
         name = type(self).__name__
         for param in ("l1", "l2"):
             value = getattr(self, param)
@@ -423,7 +433,7 @@ class LinearProbeRanker(NeuronRanker):
         dict
             Label -> neuron indices, heaviest first.
         """
-        self._check_fitted()
+        self.check_fitted()
         _check_share(percentage, "percentage", "top_neurons_per_class")
         selected = {}
         for c, label in enumerate(self.probe_.classes_):
@@ -446,7 +456,7 @@ class LinearProbeRanker(NeuronRanker):
         NeuroX's ``get_top_neurons_hard_threshold`` documents this rule but its code keeps
         ``|w| > max / fraction``; this follows the documented rule.
         """
-        self._check_fitted()
+        self.check_fitted()
         _check_share(fraction, "fraction", "top_neurons_by_threshold")
         out = {}
         for c, label in enumerate(self.probe_.classes_):

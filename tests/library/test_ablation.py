@@ -19,7 +19,7 @@ from neuro_pipeline.evaluation.ablation import (
     ablate,
     summarize_ablation,
 )
-from neuro_pipeline.probe import LinearProbe, _effective_weights
+from neuro_pipeline.probe import LinearProbe, effective_weights
 
 NOISE_CYCLE = [[1, 1], [1, 3], [3, 1], [3, 3]]
 
@@ -140,7 +140,7 @@ def test_fast_logits_equal_logits_of_a_filled_copy(graded, n_filled, fill_name):
     # Under half the columns: subtract their contribution; over half: rebuild from the rest.
     X_train, y_train, X_test, _ = graded
     full = LinearProbe(**DEFAULT_SELECTION_PROBE_PARAMS).fit(X_train, y_train)
-    W_eff, offset = (t.numpy() for t in _effective_weights(
+    W_eff, offset = (t.numpy() for t in effective_weights(
         torch.from_numpy(full.coef_), torch.from_numpy(full.intercept_), full.mean_, full.scale_
     ))
     filled = np.zeros(20, dtype=bool)

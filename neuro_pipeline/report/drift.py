@@ -1,24 +1,41 @@
 """The report's drift section: what changed since the previous model version.
 
 Start here: :func:`drift_html` returns an HTML fragment (``<h2 id="drift">`` and what
-follows) for :func:`~neuro_pipeline.report.render.report_html`'s page, and
-:func:`drift_markdown` the same essentials as Markdown. Both take the tables of
+follows, from the template ``templates/sections/drift.html.j2``) for
+:func:`~neuro_pipeline.report.render.report_html`'s page, and :func:`drift_markdown` the same
+essentials as Markdown. Both take the tables of
 :mod:`neuro_pipeline.monitoring` (ranking drift, per-class ranking drift, per-class metric
 drift, alerts); any of them may be None when it was not computed, and its part is left out.
 """
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable
+from typing import NamedTuple
 
 import polars as pl
 
-from neuro_pipeline.report.render import _html_table, _num, _pct, markdown_table
+from neuro_pipeline.report.format import Table, markdown_table, num, pct
+from neuro_pipeline.report.templating import render
 
 TITLE = "Drift since the previous version"
 FIRST_VERSION_NOTE = "This is the first version: there is no earlier version to compare with."
 _OVERALL_LABEL = "(all)"
+
+
+class _Movement(NamedTuple):
+    """Neurons that entered and left each method's top ``k`` (rows: method, entered, left)."""
+
+    k: int | None
+    rows: list[list[str]]
+
+
+class _ClassDrift(NamedTuple):
+    """Per-class ranking drift of one method at one top-k size."""
+
+    method: str
+    k: int
+    table: Table
 
 
 def _points(delta: float | None) -> str:
@@ -36,7 +53,7 @@ def _label_text(label: str) -> str:
     return "overall" if label == _OVERALL_LABEL else label
 
 
-def _ranking_rows(ranking: pl.DataFrame) -> tuple[list[str], list[list[str]]]:
+def _ranking_rows(ranking: pl.DataFrame) -> Table:
     """Jaccard per k and Spearman of every method compared in both versions."""
     ks = sorted(set(ranking["k"].to_list()))
     rows = []
@@ -44,27 +61,27 @@ def _ranking_rows(ranking: pl.DataFrame) -> tuple[list[str], list[list[str]]]:
             ["method"], maintain_order=True):
         by_k = dict(zip(group["k"].to_list(), group["jaccard"].to_list()))
         first = group.row(0, named=True)
-        rows.append([method, *[_num(by_k.get(k), 2) for k in ks], _num(first["spearman"], 3),
+        rows.append([method, *[num(by_k.get(k), 2) for k in ks], num(first["spearman"], 3),
                      str(first["n_scored"])])
-    return ["method", *[f"top {k}" for k in ks], "Spearman (scores)", "neurons scored"], rows
+    return Table(["method", *[f"top {k}" for k in ks], "Spearman (scores)", "neurons scored"], rows)
 
 
 def _one_side(ranking: pl.DataFrame, status: str) -> list[str]:
     return sorted(set(ranking.filter(pl.col("status") == status)["method"].to_list()))
 
 
-def _movement_rows(ranking: pl.DataFrame, neuron_name: Callable[[int], str]) -> tuple[int | None, list[list[str]]]:
+def _movement_rows(ranking: pl.DataFrame, neuron_name: Callable[[int], str]) -> _Movement:
     """Neurons that entered and left each method's top k at the smallest k."""
     both = ranking.filter(pl.col("status") == "both")
     if not len(both):
-        return None, []
+        return _Movement(None, [])
     k = both["k"].min()
     rows = [[r["method"], _names(r["entered"], neuron_name), _names(r["left"], neuron_name)]
             for r in both.filter(pl.col("k") == k).sort("method").iter_rows(named=True)]
-    return k, rows
+    return _Movement(k, rows)
 
 
-def _metric_rows(metrics: pl.DataFrame) -> tuple[list[str], list[list[str]]]:
+def _metric_rows(metrics: pl.DataFrame) -> Table:
     with_selectivity = metrics.select(
         pl.col("selectivity_previous").is_not_null().any() | pl.col("selectivity_current").is_not_null().any()
     ).item()
@@ -76,13 +93,13 @@ def _metric_rows(metrics: pl.DataFrame) -> tuple[list[str], list[list[str]]]:
         before, after = r["support_previous"], r["support_current"]
         support = ("–" if after is None else str(after)) if before == after else (
             f"{'–' if before is None else before} → {'–' if after is None else after}")
-        row = [_label_text(r["label"]), support, f"{_pct(r['accuracy_previous'])} → {_pct(r['accuracy_current'])}",
+        row = [_label_text(r["label"]), support, f"{pct(r['accuracy_previous'])} → {pct(r['accuracy_current'])}",
                _points(r["accuracy_delta"]), _points(r["f1_delta"])]
         if with_selectivity:
             row += [f"{_points_plain(r['selectivity_previous'])} → {_points_plain(r['selectivity_current'])}",
                     _points(r["selectivity_delta"])]
         rows.append(row)
-    return header, rows
+    return Table(header, rows)
 
 
 def _points_plain(x: float | None) -> str:
@@ -114,11 +131,12 @@ def _class_rows(classes: pl.DataFrame, method: str, k: int | None) -> tuple[int 
             note = "previous version only" if r["status"] == "only_previous" else "current version only"
             rows.append([r["label"], "–", "–", "–", "–", note])
             continue
-        rows.append([r["label"], _num(r["jaccard"], 2), str(r["overlap"]), str(r["n_entered"]), str(r["n_left"]), ""])
+        rows.append([r["label"], num(r["jaccard"], 2), str(r["overlap"]), str(r["n_entered"]), str(r["n_left"]), ""])
     return k, rows
 
 
-_CLASS_HEADER_TAIL = ["kept", "entered", "left", "note"]
+def _class_header(k: int) -> list[str]:
+    return ["label", f"Jaccard top {k}", "kept", "entered", "left", "note"]
 
 
 #: Alerts listed on the page before the rest fold into a "more" element (metric alerts come first).
@@ -126,9 +144,10 @@ _ALERTS_SHOWN = 8
 
 
 def _parts(ranking, classes, metrics, alerts, neuron_name, method, k) -> dict:
-    """Everything both renderings show, as plain text and table rows."""
+    """Everything both renderings show, as plain text and tables; a part that was not computed is None."""
     name = neuron_name or str
-    parts: dict = {"alerts": None if alerts is None else alerts["message"].to_list()}
+    parts: dict = {"alerts": None if alerts is None else alerts["message"].to_list(), "ranking": None,
+                   "only_previous": None, "only_current": None, "movement": None, "metrics": None, "classes": None}
     if ranking is not None and len(ranking):
         parts["ranking"] = _ranking_rows(ranking)
         parts["only_previous"] = _one_side(ranking, "only_previous")
@@ -141,8 +160,14 @@ def _parts(ranking, classes, metrics, alerts, neuron_name, method, k) -> dict:
         if chosen is not None:
             class_k, rows = _class_rows(classes, chosen, k)
             if rows:
-                parts["classes"] = (chosen, class_k, rows)
+                parts["classes"] = _ClassDrift(chosen, class_k, Table(_class_header(class_k), rows))
     return parts
+
+
+def _fragment(template: str, **context) -> str:
+    """A template rendered as an HTML fragment, without a trailing newline, so that fragments
+    join without blank lines (the drift stage appends :func:`layer_drift_html` to :func:`drift_html`)."""
+    return render(template, **context).rstrip("\n")
 
 
 def drift_html(
@@ -184,47 +209,9 @@ def drift_html(
     str
         HTML starting with ``<h2 id="drift">``; all text is escaped.
     """
-    e = html.escape
-    out = [f'<h2 id="drift">{TITLE}</h2>']
-    if previous_label is None:
-        out.append(f"<p class='note'>{e(FIRST_VERSION_NOTE)} Version <code>{e(current_label)}</code>.</p>")
-        return "\n".join(out)
-    p = _parts(ranking, classes, metrics, alerts, neuron_name, method, k)
-    out.append(f"<p>Version <code>{e(current_label)}</code> compared with the previous version "
-               f"<code>{e(previous_label)}</code>.</p>")
-    if p["alerts"] is not None:
-        if p["alerts"]:
-            shown, rest = p["alerts"][:_ALERTS_SHOWN], p["alerts"][_ALERTS_SHOWN:]
-            items = "".join(f"<li>{e(m)}</li>" for m in shown)
-            more = ("<details><summary>" + f"{len(rest)} more (table drift_alerts)</summary><ul class='alerts'>"
-                    + "".join(f"<li>{e(m)}</li>" for m in rest) + "</ul></details>") if rest else ""
-            out.append(f"<p><b>{len(p['alerts'])} threshold(s) crossed:</b></p><ul class='alerts'>{items}</ul>{more}")
-        else:
-            out.append("<p>No threshold crossed.</p>")
-    if "ranking" in p:
-        header, rows = p["ranking"]
-        out.append("<p>Jaccard overlap of each method's top-k neurons between the two versions (1 = same "
-                   "neurons), and the Spearman correlation of the neurons' scores.</p>")
-        if rows:
-            out.append(_html_table(header, rows))
-        for status, text in (("only_previous", "Only in the previous version"),
-                             ("only_current", "Only in the current version")):
-            if p[status]:
-                out.append(f"<p class='note'>{text}: {e(', '.join(p[status]))}.</p>")
-        top_k, moves = p["movement"]
-        if moves:
-            out.append(f"<p>Neurons that entered or left each method's top {top_k}:</p>")
-            out.append(_html_table(["method", "entered", "left"], moves))
-    if "metrics" in p:
-        header, rows = p["metrics"]
-        out.append("<p>Probe scores per class, previous → current; Δ = current − previous.</p>")
-        out.append(_html_table(header, rows))
-    if "classes" in p:
-        chosen, class_k, rows = p["classes"]
-        out.append(f"<p>Per-class rankings of {e(chosen)}: Jaccard overlap of each class's top {class_k} "
-                   "neurons between the versions.</p>")
-        out.append(_html_table(["label", f"Jaccard top {class_k}", *_CLASS_HEADER_TAIL], rows))
-    return "\n".join(out)
+    parts = {} if previous_label is None else _parts(ranking, classes, metrics, alerts, neuron_name, method, k)
+    return _fragment("sections/drift.html.j2", title=TITLE, first_version_note=FIRST_VERSION_NOTE,
+                     previous_label=previous_label, current_label=current_label, alerts_shown=_ALERTS_SHOWN, **parts)
 
 
 def _md(text: object) -> str:
@@ -261,7 +248,7 @@ def drift_markdown(
             out += [f"- {_md(m)}" for m in p["alerts"]] + [""]
         else:
             out += ["No threshold crossed.", ""]
-    if "ranking" in p:
+    if p["ranking"] is not None:
         header, rows = p["ranking"]
         out += [("Jaccard overlap of each method's top-k neurons between the versions; Spearman correlation "
                  "of the scores."), ""]
@@ -275,14 +262,14 @@ def drift_markdown(
         if moves:
             out += [f"Neurons that entered or left each method's top {top_k}:", "",
                     markdown_table(["method", "entered", "left"], _md_rows(moves)), ""]
-    if "metrics" in p:
+    if p["metrics"] is not None:
         header, rows = p["metrics"]
         out += ["Probe scores per class, previous → current; Δ = current − previous.", "",
                 markdown_table(header, _md_rows(rows)), ""]
-    if "classes" in p:
-        chosen, class_k, rows = p["classes"]
+    if p["classes"] is not None:
+        chosen, class_k, (header, rows) = p["classes"]
         out += [f"Per-class rankings of {_md(chosen)}: Jaccard overlap of each class's top {class_k} neurons.", "",
-                markdown_table(["label", f"Jaccard top {class_k}", *_CLASS_HEADER_TAIL], _md_rows(rows)), ""]
+                markdown_table(header, _md_rows(rows)), ""]
     return "\n".join(out)
 
 
@@ -290,7 +277,7 @@ _LAYER_HEADER = ["layer", "median r", "5th percentile", "95th percentile", "cons
 
 
 def _layer_rows(layers: pl.DataFrame) -> list[list[object]]:
-    return [[r["layer"], _num(r["corr_median"]), _num(r["corr_p05"]), _num(r["corr_p95"]), r["n_constant"]]
+    return [[r["layer"], num(r["corr_median"]), num(r["corr_p05"]), num(r["corr_p95"]), r["n_constant"]]
             for r in layers.iter_rows(named=True)]
 
 
@@ -298,10 +285,8 @@ def layer_drift_html(layers: pl.DataFrame | None) -> str:
     """The per-layer unit correlation between the versions (:func:`~neuro_pipeline.monitoring.activation_drift`)."""
     if layers is None or layers.is_empty():
         return ""
-    return ("<p>Does each unit still compute the same thing? Pearson correlation of every unit's activations in the "
-            f"two versions over the same {layers['n_words'][0]:,} evaluation words, per layer (1 = unchanged; "
-            "a moved top set over high correlations means the ranking changed its mind among similar units).</p>"
-            + _html_table(_LAYER_HEADER, _layer_rows(layers)))
+    return _fragment("sections/layer_drift.html.j2", n_words=layers["n_words"][0], header=_LAYER_HEADER,
+                     rows=_layer_rows(layers))
 
 
 def layer_drift_markdown(layers: pl.DataFrame | None) -> str:

@@ -1,25 +1,27 @@
-"""Render a :class:`~neuro_pipeline.pipeline.ReportSummary` as Markdown and as an HTML page."""
+"""Render a report summary (the pipeline's ``ReportSummary``) as Markdown and as an HTML page.
+
+The Markdown is built here, line by line (it is also shown as Dagster metadata). The HTML page
+is the template ``templates/report.html.j2``, which includes one partial per section from
+``templates/sections/``; :func:`report_html` computes the tables and plots the templates show.
+The summary is duck-typed: any object with the fields of ``ReportSummary`` will do.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import html
 import io
 import os
-import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from neuro_pipeline.heap import collector_paused
+from neuro_pipeline.report.format import Table, markdown_table, num, pct
+from neuro_pipeline.report.templating import render, trusted
 
 _RANDOM_COLOR = "#888888"
 _METHOD_COLORS = ("#1b6ca8", "#c0392b", "#27ae60", "#8e44ad", "#d35400", "#16a085", "#2c3e50", "#b8860b")
-
-
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}%"
 
 
 def selection_table_rows(summary: Any) -> list[list[str]]:
@@ -35,9 +37,9 @@ def selection_table_rows(summary: Any) -> list[list[str]]:
             k = next(iter(sel.values()))["k"]
             rnd = sel.get("random")
             rnd_text = "–" if rnd is None else (
-                _pct(rnd["accuracy"]) + (f" ± {100 * rnd['std']:.1f}" if rnd.get("std") is not None else ""))
-            rows.append([method, f"{100 * fraction:g}%", str(k), _pct(sel.get("top", {}).get("accuracy")), rnd_text,
-                         _pct(sel.get("bottom", {}).get("accuracy"))])
+                pct(rnd["accuracy"]) + (f" ± {100 * rnd['std']:.1f}" if rnd.get("std") is not None else ""))
+            rows.append([method, f"{100 * fraction:g}%", str(k), pct(sel.get("top", {}).get("accuracy")), rnd_text,
+                         pct(sel.get("bottom", {}).get("accuracy"))])
     return rows
 
 
@@ -52,13 +54,6 @@ def agreement_rows(summary: Any) -> tuple[list[str], list[list[str]]]:
     order = sorted(ns)
     return (["method", "compared with", *[f"top {n}" for n in order]],
             [[a, b, *[f"{v[n]:.2f}" if n in v else "–" for n in order]] for (a, b), v in table.items()])
-
-
-def markdown_table(header: list[str], rows: list[list[object]]) -> str:
-    """A Markdown table; cells are formatted with ``str``."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def _redundancy_rows(summary: Any) -> list[list[object]]:
@@ -79,13 +74,9 @@ def _top_neuron_rows(summary: Any) -> list[list[str]]:
             for method, neurons in summary.extra.get("top_neurons", {}).items() for name, words in neurons]
 
 
-def _num(x: float | None, digits: int = 3) -> str:
-    return "–" if x is None else f"{x:.{digits}f}"
-
-
 def selectivity_rows(summary: Any) -> list[list[str]]:
     """Task accuracy, control accuracy and selectivity (points) of all neurons and each method's top k."""
-    return [[r["method"], str(r["k"]), _pct(r["task_accuracy"]), _pct(r["control_accuracy"]),
+    return [[r["method"], str(r["k"]), pct(r["task_accuracy"]), pct(r["control_accuracy"]),
              f"{100 * r['selectivity']:.1f}"] for r in summary.extra.get("selectivity", [])]
 
 
@@ -93,7 +84,7 @@ _SELECTIVITY_HEADER = ["neurons", "k", "task", "control task", "selectivity (poi
 
 
 def layer_rows(summary: Any) -> list[list[str]]:
-    return [[str(r["layer"]), _pct(r["accuracy"]), _pct(r.get("control_accuracy")),
+    return [[str(r["layer"]), pct(r["accuracy"]), pct(r.get("control_accuracy")),
              "–" if r.get("selectivity") is None else f"{100 * r['selectivity']:.1f}"]
             for r in summary.extra.get("layer_probes", [])]
 
@@ -111,7 +102,7 @@ def ablation_rows(summary: Any) -> list[list[str]]:
         table.setdefault((r["method"], r["k"], r["selection"]), {})[r["mode"]] = r["accuracy"]
     modes = _ablation_modes(summary)
     order = {"top": 0, "random": 1, "bottom": 2}
-    return [[m, str(k), sel, *[_pct(v.get(mode)) for mode in modes]]
+    return [[m, str(k), sel, *[pct(v.get(mode)) for mode in modes]]
             for (m, k, sel), v in sorted(table.items(), key=lambda kv: (kv[0][0], kv[0][1], order.get(kv[0][2], 3)))]
 
 
@@ -130,8 +121,8 @@ def _ablation_header(summary: Any) -> list[str]:
 
 
 def minimal_rows(summary: Any) -> list[list[str]]:
-    return [[r["label"], "not reached" if r["n_neurons"] is None else str(r["n_neurons"]), _num(r["reached_f1"]),
-             _num(r["target_f1"]), _num(r["full_f1"])] for r in summary.extra.get("minimal_neurons", [])]
+    return [[r["label"], "not reached" if r["n_neurons"] is None else str(r["n_neurons"]), num(r["reached_f1"]),
+             num(r["target_f1"]), num(r["full_f1"])] for r in summary.extra.get("minimal_neurons", [])]
 
 
 _MINIMAL_HEADER = ["label", "fewest neurons", "F1 reached", "target F1", "full-probe F1"]
@@ -151,7 +142,7 @@ def intervention_rows(summary: Any, metric: str) -> list[list[str]]:
 
     return [[r["label"], r["method"], r["group"], str(r["n_words"]), str(r["n_neurons"]), f(r["baseline"]), f(r["top"]),
              f"{f(r['random_mean'])} [{f(r['random_low'])}, {f(r['random_high'])}]",
-             _num(r["random_share_below_top"], 2)]
+             num(r["random_share_below_top"], 2)]
             for r in sorted(rows, key=lambda r: (r["label"], r["method"], r["group"]))]
 
 
@@ -182,13 +173,13 @@ def report_markdown(summary: Any) -> str:
         f"× {x['hidden_size']} units, aggregation `{x['aggregation']}`, {x['dtype']}",
         f"- Corpus version `{x['corpus_version']}`; config {x['config_source']}",
         f"- Probe trained on {summary.n_train:,} words, evaluated on {summary.n_test:,} words ({summary.eval_split})",
-        f"- **Full-probe accuracy {_pct(summary.accuracy)}** (majority-class baseline {_pct(summary.majority_baseline)}), "
-        f"probe {_fitted_text(x['full_probe'])}",
+        f"- **Full-probe accuracy {pct(summary.accuracy)}** "
+        f"(majority-class baseline {pct(summary.majority_baseline)}), probe {_fitted_text(x['full_probe'])}",
     ]
     full_sel = next((r for r in x.get("selectivity", []) if r["method"] == "all"), None)
     if full_sel is not None:
         head.append(f"- **Selectivity {100 * full_sel['selectivity']:.1f} points** (control task "
-                    f"{_pct(full_sel['control_accuracy'])}, Hewitt & Liang 2019)")
+                    f"{pct(full_sel['control_accuracy'])}, Hewitt & Liang 2019)")
     if summary.n_test_unseen_label:
         head.append(f"- {summary.n_test_unseen_label} test words carry a label never seen in training; "
                     "they count as errors.")
@@ -198,12 +189,13 @@ def report_markdown(summary: Any) -> str:
     sel = markdown_table(["method", "neurons", "k", "top", "random", "bottom"], selection_table_rows(summary))
     per_class = markdown_table(
         ["label", "support", "accuracy", "F1", f"top neurons by {first} (layer:unit)"],
-        [[r["label"], str(int(r.get("support", 0))), _pct(r.get("accuracy")), _num(r.get("f1")),
+        [[r["label"], str(int(r.get("support", 0))), pct(r.get("accuracy")), num(r.get("f1")),
           ", ".join(x["top_per_class"].get((first, r["label"]), []))] for r in summary.per_class])
     parts = head + ["", DRIFT_START, x.get("drift_md") or "", DRIFT_END, "",
                     "## Probe accuracy with selected neurons (retrained)", "", sel, ""]
     if selectivity_rows(summary):
-        parts += ["## Selectivity (control task)", "", markdown_table(_SELECTIVITY_HEADER, selectivity_rows(summary)), ""]
+        parts += ["## Selectivity (control task)", "", markdown_table(_SELECTIVITY_HEADER, selectivity_rows(summary)),
+                  ""]
     if layer_rows(summary):
         parts += ["## One probe per layer", "", markdown_table(_LAYER_HEADER, layer_rows(summary)), ""]
     if ablation_rows(summary):
@@ -325,78 +317,40 @@ def layer_plot_svg(summary: Any) -> str:
     return svg[svg.index("<svg"):]
 
 
-def _shaded_table(header: list[str], rows: list[tuple[str, list[float]]], *, fmt, total=None) -> str:
-    """A table whose numeric cells are shaded by value (0 → white, max → blue)."""
-    e = html.escape
+def _shaded_rows(rows: list[tuple[str, list[float]]], fmt: Any) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Rows of a shaded grid: each value as (text, opacity of the blue), 0 → white and the
+    largest value → 0.75 (``shaded_table`` in ``templates/macros.html.j2``)."""
     top = max((v for _, vals in rows for v in vals), default=0) or 1
-    head = "".join(f"<th>{e(str(h))}</th>" for h in header)
-    body = []
-    for name, vals in rows:
-        cells = "".join(
-            f"<td style='background:rgba(27,108,168,{0.75 * v / top:.2f})'>{e(fmt(v))}</td>" for v in vals)
-        body.append(f"<tr><td>{e(name)}</td>{cells}</tr>")
-    return f"<table class='grid'><tr>{head}</tr>{''.join(body)}</table>"
+    return [(name, [(fmt(v), f"{0.75 * v / top:.2f}") for v in vals]) for name, vals in rows]
 
 
-def _distribution_table(summary: Any) -> str:
+def _distribution_table(summary: Any) -> Table:
     rows = [r for r in summary.extra.get("layer_distribution", []) if r["method"] == summary.methods[0]]
     if not rows:
-        return ""
+        return Table([], [])
     layers = sorted({r["layer"] for r in rows})
     by_label: dict[str, dict[int, int]] = {}
     for r in rows:
         by_label.setdefault(r["label"], {})[r["layer"]] = r["n_neurons"]
-    return _shaded_table(["label", *[f"L{i}" for i in layers]],
-                         [(lab, [float(v.get(i, 0)) for i in layers]) for lab, v in by_label.items()],
-                         fmt=lambda v: str(int(v)))
+    return Table(["label", *[f"L{i}" for i in layers]],
+                 _shaded_rows([(lab, [float(v.get(i, 0)) for i in layers]) for lab, v in by_label.items()],
+                              fmt=lambda v: str(int(v))))
 
 
-def _confusion_table(summary: Any) -> str:
+def _confusion_table(summary: Any) -> Table:
     rows = summary.extra.get("confusion", [])
     if not rows:
-        return ""
+        return Table([], [])
     labels = list(dict.fromkeys(r["true_label"] for r in rows))
     counts = {(r["true_label"], r["predicted_label"]): r["count"] for r in rows}
-    return _shaded_table(["true \\ predicted", *labels],
-                         [(t, [float(counts.get((t, p), 0)) for p in labels]) for t in labels],
-                         fmt=lambda v: str(int(v)) if v else "")
-
-
-_NUMERIC = re.compile(r"^[-+]?[\d.,]+%?( ± [\d.]+)?$|^–$")
-
-
-def _html_table(header: list[str], rows: list[list[object]]) -> str:
-    """A table; numbers are right-aligned, text (names, word lists) left-aligned."""
-    e = html.escape
-
-    def cell(c: object) -> str:
-        text = str(c)
-        return f"<td>{e(text)}</td>" if _NUMERIC.match(text) else f"<td class='names'>{e(text)}</td>"
-
-    head = "".join(f"<th>{e(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(cell(c) for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
-h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;font-size:.92em}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
-th{background:#f4f4f4}td:first-child,th:first-child,td.names{text-align:left}
-td.names{overflow-wrap:anywhere;max-width:36em}
-.kpi{display:flex;gap:1.5em;margin:1em 0}.kpi div{background:#f4f8fb;padding:.6em 1em;border-radius:6px}
-.kpi b{display:block;font-size:1.4em}code{background:#f4f4f4;padding:0 .2em}
-table.grid td{min-width:2.2em}table.grid td:first-child{font-size:.92em}
-.heatmaps{display:grid;grid-template-columns:repeat(auto-fill,minmax(440px,1fr));gap:.4em 1.2em}
-.heatmaps svg{max-width:100%;height:auto}.note{color:#555;font-size:.9em}
-"""
+    return Table(["true \\ predicted", *labels],
+                 _shaded_rows([(t, [float(counts.get((t, p), 0)) for p in labels]) for t in labels],
+                              fmt=lambda v: str(int(v)) if v else ""))
 
 
 #: The drift section sits between these markers: the model_drift stage, which runs after
 #: the report, fills it in with :func:`insert_drift_section`.
 DRIFT_START, DRIFT_END = "<!-- drift -->", "<!-- /drift -->"
-_DRIFT_PENDING = ("<p class='note' id='drift-pending'>Drift against the previous model version appears here "
-                  "once the model_drift stage has run.</p>")
 
 
 def insert_drift_section(out_dir: str | Path, html_fragment: str, markdown: str) -> None:
@@ -423,95 +377,40 @@ def _intervention_text(summary: Any) -> str:
 
 
 def report_html(summary: Any) -> str:
-    """The report as one self-contained HTML page."""
+    """The report as one self-contained HTML page: ``templates/report.html.j2`` with the
+    tables, plots and headline numbers computed here. The plots, the heatmaps and a drift
+    section already in ``summary.extra["drift_html"]`` are inserted as they are (generated by
+    the pipeline); all other text is escaped."""
     x = summary.extra
-    e = html.escape
     first = summary.methods[0]
-    classes = _html_table(
-        ["label", "support", "accuracy", "precision", "F1", f"top neurons by {first} (layer:unit)"],
-        [[r["label"], int(r.get("support", 0)), _pct(r.get("accuracy")), _pct(r.get("precision")), _pct(r.get("f1")),
-          ", ".join(x["top_per_class"].get((first, r["label"]), []))] for r in summary.per_class])
     tops = [r for r in summary.selections if r["selection"] == "top"]
     smallest = min((r["k"] for r in tops), default=None)
-    best = max((r for r in tops if r["k"] == smallest), key=lambda r: r["accuracy"], default=None)
-    header, rows = agreement_rows(summary)
-    agreement = ("<h2>Agreement between methods</h2><p>Jaccard overlap of the top-n neurons of two methods, and of "
-                 "each method with the NeuronVote consensus of the others (Fan et al. 2023).</p>"
-                 + _html_table(header, rows)) if rows else ""
-    top_rows = _top_neuron_rows(summary)
-    top_words = ("<h2>Strongest neurons and their top words</h2>"
-                 + _html_table(["method", "neuron", "top words"], top_rows)) if top_rows else ""
-    red_rows = _redundancy_rows(summary)
-    redundancy = ("<h2>Redundancy</h2><p>Neurons clustered per layer by correlation (average linkage, "
-                  "distance 1 − |r|); one independent neuron per cluster (Dalvi et al. 2020).</p>"
-                  + _html_table(_REDUNDANCY_HEADER, red_rows)) if red_rows else ""
-    full_sel = next((r for r in x.get("selectivity", []) if r["method"] == "all"), None)
-    sel_kpi = (f"<div><b>{100 * full_sel['selectivity']:+.1f} points</b>selectivity: task − control-task "
-               f"accuracy ({_pct(full_sel['control_accuracy'])})</div>") if full_sel else ""
-    selectivity = ("<h2 id='selectivity'>Selectivity (control task)</h2><p>Each word type gets a random label drawn "
-                   "from the task's label distribution (Hewitt & Liang 2019); selectivity = task accuracy − control "
-                   "accuracy. A probe that memorises word identity scores well on both and has low selectivity.</p>"
-                   + _html_table(_SELECTIVITY_HEADER, selectivity_rows(summary))) if selectivity_rows(summary) else ""
-    layers = ("<h2 id='layers'>One probe per layer</h2>" + layer_plot_svg(summary)
-              + _html_table(_LAYER_HEADER, layer_rows(summary))) if layer_rows(summary) else ""
-    distribution = _distribution_table(summary)
-    distribution = (f"<h2 id='where'>Where the top neurons are</h2><p>Layer of each class's top 10 neurons "
-                    f"({e(first)}).</p>" + distribution) if distribution else ""
-    ablation = ("<h2 id='ablation'>Ablation at the probe</h2><p>Accuracy when a method's top, random or bottom "
-                "neurons are kept or removed: retrained on what is left, or zeroed in the full probe (set to their "
-                "training mean, so they contribute nothing).</p>"
-                + _html_table(_ablation_header(summary), ablation_rows(summary))) if ablation_rows(summary) else ""
-    minimal = ("<h2 id='minimal'>Fewest neurons per class</h2><p>The shortest prefix of each class's ranking "
-               f"({e(first)}) whose one-vs-rest probe reaches the target share of the full probe's F1.</p>"
-               + _html_table(_MINIMAL_HEADER, minimal_rows(summary))) if minimal_rows(summary) else ""
-    interventions = ("<h2 id='interventions'>Interventions in the model</h2><p>" + e(_intervention_text(summary))
-                     + "</p>" + "".join(_html_table(_intervention_header(summary, m), intervention_rows(summary, m))
-                                        for m in ("accuracy", "log_likelihood"))) \
-        if intervention_rows(summary, "accuracy") else ""
-    heatmaps = "".join(f"<div class='heatmap'>{h['svg']}</div>" for h in x.get("heatmaps", []))
-    heatmaps = ("<h2 id='heatmaps'>Strongest neuron of each class over real sentences</h2><p>Activation of "
-                f"each class's best neuron ({e(first)}) on test sentences that contain the class: blue positive, "
-                "red negative; the class's words are <b><u>bold and underlined</u></b>. A neuron that encodes its "
-                "class by firing negatively is shown with its sign flipped (titled −L:u … sign flipped), so the "
-                "class's words read blue.</p><div class='heatmaps'>" + heatmaps + "</div>") if heatmaps else ""
-    confusion = _confusion_table(summary)
-    confusion = ("<h2 id='confusion'>Confusion matrix of the full probe</h2>" + confusion) if confusion else ""
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>Neuron analysis: {e(summary.task)}</title><style>{_CSS}</style></head><body>
-<h1>Neuron analysis: {e(summary.task)} <small>({e(', '.join(summary.methods))})</small></h1>
-<p class="note">Neurons are named <code>L&lt;layer&gt;:&lt;unit&gt;</code>; layer 0 is the embedding layer.</p>
-<p>Model <code>{e(x['model_dir'])}</code> version <code>{e(summary.model_version[:12])}</code>:
-{x['n_layers']} layers × {x['hidden_size']} units, aggregation <code>{e(x['aggregation'])}</code>, {e(x['dtype'])}.
-Corpus version <code>{e(x['corpus_version'])}</code>; config {e(str(x['config_source']))}.
-Probe trained on {summary.n_train:,} words and evaluated on {summary.n_test:,} words ({e(summary.eval_split)}).</p>
-<div class="kpi"><div><b>{_pct(summary.accuracy)}</b>full-probe accuracy</div>
-<div><b>{_pct(summary.majority_baseline)}</b>majority-class baseline</div>
-{sel_kpi}
-<div><b>{_pct(best['accuracy']) if best else '–'}</b>top {best['k'] if best else ''} neurons only
-({e(best['method']) if best else ''})</div></div>
-{DRIFT_START}{x.get('drift_html') or _DRIFT_PENDING}{DRIFT_END}
-<h2>Probe accuracy with selected neurons</h2>
-<p>A probe is retrained on each selection ({e(x.get('selection_probe', ''))}); random selections are averaged
-over draws (± one standard deviation) and shared by all methods.
-Full probe: {e(_fitted_text(x['full_probe']))}.</p>
-{accuracy_curve_svg(summary)}
-{_html_table(["method", "neurons", "k", "top", "random", "bottom"], selection_table_rows(summary))}
-{selectivity}
-{layers}
-{distribution}
-{ablation}
-{interventions}
-{agreement}
-{top_words}
-{heatmaps}
-{minimal}
-{redundancy}
-<h2 id='per-class'>Per class</h2>
-{classes}
-{confusion}
-<p><small>Layer 0 is the embedding layer. Generated by neuro-pipeline.</small></p>
-</body></html>
-"""
+    layers = Table(_LAYER_HEADER, layer_rows(summary))
+    interventions = [Table(_intervention_header(summary, m), intervention_rows(summary, m))
+                     for m in ("accuracy", "log_likelihood")] if intervention_rows(summary, "accuracy") else []
+    per_class = Table(
+        ["label", "support", "accuracy", "precision", "F1", f"top neurons by {first} (layer:unit)"],
+        [[r["label"], int(r.get("support", 0)), pct(r.get("accuracy")), pct(r.get("precision")), pct(r.get("f1")),
+          ", ".join(x["top_per_class"].get((first, r["label"]), []))] for r in summary.per_class])
+    return render(
+        "report.html.j2", summary=summary, x=x, first=first,
+        best=max((r for r in tops if r["k"] == smallest), key=lambda r: r["accuracy"], default=None),
+        full_selectivity=next((r for r in x.get("selectivity", []) if r["method"] == "all"), None),
+        drift_start=trusted(DRIFT_START), drift_end=trusted(DRIFT_END),
+        drift=trusted(x["drift_html"]) if x.get("drift_html") else None,
+        fitted=_fitted_text(x["full_probe"]), accuracy_curve=trusted(accuracy_curve_svg(summary)),
+        selections=Table(["method", "neurons", "k", "top", "random", "bottom"], selection_table_rows(summary)),
+        selectivity=Table(_SELECTIVITY_HEADER, selectivity_rows(summary)),
+        layers=layers, layer_plot=trusted(layer_plot_svg(summary)) if layers.rows else None,
+        distribution=_distribution_table(summary),
+        ablation=Table(_ablation_header(summary), ablation_rows(summary)),
+        interventions=interventions, intervention_text=_intervention_text(summary),
+        agreement=Table(*agreement_rows(summary)),
+        top_words=Table(["method", "neuron", "top words"], _top_neuron_rows(summary)),
+        heatmaps=[trusted(h["svg"]) for h in x.get("heatmaps", [])],
+        minimal=Table(_MINIMAL_HEADER, minimal_rows(summary)),
+        redundancy=Table(_REDUNDANCY_HEADER, _redundancy_rows(summary)),
+        per_class=per_class, confusion=_confusion_table(summary))
 
 
 def render_report(summary: Any, out_dir: str | Path) -> tuple[Path, Path]:

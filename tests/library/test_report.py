@@ -1,11 +1,15 @@
-"""The report renders to self-contained Markdown and HTML with the numbers it was given."""
+"""The report renders to self-contained Markdown and HTML (from the templates) with the numbers it was given."""
 
 from __future__ import annotations
 
 import re
 
-from neuro_pipeline.pipeline import ReportSummary
+import pytest
+
 from neuro_pipeline.report import render_report, report_markdown
+from neuro_pipeline.report.render import insert_drift_section, report_html, staged_report
+from neuro_pipeline.report.templating import TEMPLATES
+from neuro_pipeline.stages.report import ReportSummary
 
 
 def _rows(method, numbers):
@@ -106,3 +110,63 @@ def test_html_is_self_contained_with_plot(tmp_path):
     assert "rgba(27,108,168,0.75)" in html  # the largest confusion count is fully shaded
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//|url\(\s*["']?(https?:)?//|@import""", html)
     assert not list((tmp_path / "out").glob(".*.tmp"))
+
+
+def _full_summary(tmp_path) -> ReportSummary:
+    """The fixture with every section filled, and text that HTML must escape (<, &, quotes)."""
+    s = _summary(tmp_path)
+    s.per_class.append({"label": "<i>&", "accuracy": 0.5, "support": 2, "precision": 0.5, "f1": 0.5})
+    x = s.extra
+    x["top_neurons"]["linear_probe"] = [("L2:266", ["a<b&c", "don't"])]
+    x["confusion"].append({"true_label": "<i>&", "predicted_label": "NOUN", "count": 2})
+    x["interventions"] = [
+        {"label": "NOUN", "method": "linear_probe", "group": group, "n_words": 30, "n_neurons": 10, "metric": metric,
+         "top_k": 1, "baseline": 0.6, "top": 0.4, "random_mean": 0.58, "random_low": 0.55, "random_high": 0.61,
+         "random_share_below_top": 0.0, "mode": "mean", "n_random": 20}
+        for group in ("class", "other") for metric in ("accuracy", "log_likelihood")]
+    x["mlm_head"] = {"source": "trained <head> & co"}
+    return s
+
+
+def test_html_has_every_section_and_escapes_text_from_the_summary(tmp_path):
+    page = report_html(_full_summary(tmp_path))
+    for heading in ("Probe accuracy with selected neurons", "Selectivity (control task)", "One probe per layer",
+                    "Where the top neurons are", "Ablation at the probe", "Interventions in the model",
+                    "Agreement between methods", "Strongest neurons and their top words",
+                    "Strongest neuron of each class over real sentences", "Fewest neurons per class", "Redundancy",
+                    "Per class", "Confusion matrix of the full probe"):
+        assert re.search(rf"<h2( id='[a-z-]+')?>{re.escape(heading)}</h2>", page), heading
+    assert "id='drift-pending'" in page and page.count("<!-- drift -->") == 1
+    # Text from the corpus, the labels and the config is escaped ...
+    assert "a&lt;b&amp;c, don&#x27;t" in page and "a<b" not in page
+    assert "<td class='names'>&lt;i&gt;&amp;</td>" in page and "<i>&" not in page
+    assert "trained &lt;head&gt; &amp; co" in page
+    # ... and the SVG the pipeline generated is inserted as it is.
+    assert "<div class='heatmap'><svg id='hm'></svg></div>" in page
+
+
+def test_drift_section_replaces_the_pending_note(tmp_path):
+    _, html_path = render_report(_summary(tmp_path), tmp_path / "out")
+    insert_drift_section(tmp_path / "out", "<h2 id='drift'>Drift</h2>", "## Drift")
+    page = html_path.read_text(encoding="utf-8")
+    assert "<!-- drift --><h2 id='drift'>Drift</h2><!-- /drift -->" in page and "drift-pending" not in page
+    assert "<!-- drift -->## Drift<!-- /drift -->" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+
+
+def test_a_failed_block_leaves_the_previous_report(tmp_path):
+    out = tmp_path / "out"
+    md_path, _ = render_report(_summary(tmp_path), out)
+    before = md_path.read_text(encoding="utf-8")
+    changed = _summary(tmp_path)
+    changed.task = "xpos"
+    with pytest.raises(RuntimeError), staged_report(changed, out):
+        raise RuntimeError("the database rows were not committed")
+    assert md_path.read_text(encoding="utf-8") == before and not list(out.glob(".*.tmp"))
+
+
+def test_every_section_partial_is_included_in_the_page():
+    page = (TEMPLATES / "report.html.j2").read_text(encoding="utf-8")
+    fragments = {"drift.html.j2", "layer_drift.html.j2"}  # rendered on their own by report.drift
+    for partial in sorted((TEMPLATES / "sections").glob("*.html.j2")):
+        if partial.name not in fragments:
+            assert f'{{% include "sections/{partial.name}" %}}' in page, partial.name

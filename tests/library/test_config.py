@@ -128,7 +128,7 @@ def test_ranking_methods_names_and_the_single_method_shorthand():
 def test_settings_that_do_not_change_results_keep_the_settings_version():
     """matrix_memory_mb (memory only) never enters the settings hash; selection_probe enters it
     only once set, so adding these settings did not rerun existing analyses."""
-    from neuro_pipeline.pipeline import settings_version
+    from neuro_pipeline.stages import settings_version
 
     base = settings_version(config_from_dict({}))
     assert settings_version(config_from_dict({"evaluation": {"matrix_memory_mb": 0}})) == base

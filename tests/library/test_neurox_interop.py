@@ -221,7 +221,7 @@ def test_store_round_trip_gives_back_the_same_file(tmp_path, suffix):
 
 
 def test_activation_set_id_follows_the_pipelines_formula():
-    from neuro_pipeline.pipeline import activation_set_id
+    from neuro_pipeline.stages import activation_set_id
 
     cfg = SimpleNamespace(extraction=SimpleNamespace(aggregation="last", long_sentences="truncate",
                                                      storage_dtype="float32", storage="duckdb"),

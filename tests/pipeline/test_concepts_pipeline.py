@@ -95,7 +95,7 @@ def test_concept_mistakes_are_config_errors(tmp_path):
 def test_the_random_weights_control_is_a_model_version_of_its_own(analysis_dir):
     """model.random_init_seed: the same architecture and tokenizer, fresh weights from the seed;
     its activations are stored apart and its probe is a baseline for the trained model's."""
-    from neuro_pipeline.pipeline import current_activation_set, load_split
+    from neuro_pipeline.stages import current_activation_set, load_split
 
     config = analysis_dir / "pipeline.yaml"
     text = config.read_text(encoding="utf-8").replace("evaluation:", "ranking: {methods: [probeless]}\nevaluation:")
@@ -119,10 +119,10 @@ def test_the_random_weights_control_is_a_model_version_of_its_own(analysis_dir):
 def test_sentence_pairs_are_fed_as_context_for_the_first_segment(tmp_path, tiny_model_dir):
     """corpus.pairs: each line is ``sentence<TAB>second segment``; the model sees both and
     the analysis has one vector per word of the first segment only."""
-    from neuro_pipeline.extraction import extract_activations, load_model
-    from neuro_pipeline.pipeline import current_activation_set, load_split
-
     import random
+
+    from neuro_pipeline.extraction import extract_activations, load_model
+    from neuro_pipeline.stages import current_activation_set, load_split
 
     rng = random.Random(1)
     words = ["".join(rng.choice("abcdefghijklmnop") for _ in range(3)) for _ in range(60)]

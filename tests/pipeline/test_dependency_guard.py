@@ -16,8 +16,8 @@ def _loaded_after(code: str) -> set[str]:
 
 
 def test_library_never_imports_dagster():
-    modules = ("neuro_pipeline, neuro_pipeline.pipeline, neuro_pipeline.cli, neuro_pipeline.config, "
-               "neuro_pipeline.store, neuro_pipeline.quality, neuro_pipeline.corpus, neuro_pipeline.extraction, "
+    modules = ("neuro_pipeline, neuro_pipeline.stages, neuro_pipeline.pipeline, neuro_pipeline.cli, "
+               "neuro_pipeline.config, neuro_pipeline.store, neuro_pipeline.quality, neuro_pipeline.corpus, neuro_pipeline.extraction, "
                "neuro_pipeline.ranking, neuro_pipeline.evaluation, neuro_pipeline.probe, neuro_pipeline.report")
     loaded = _loaded_after(f"import importlib\nfor m in '{modules}'.split(', '): importlib.import_module(m)")
     assert "dagster" not in loaded

@@ -22,7 +22,7 @@ import polars as pl
 import pytest
 
 from assets.definitions import build_definitions
-from neuro_pipeline import pipeline as npl
+from neuro_pipeline import stages as npl
 from neuro_pipeline.config import load_config
 from neuro_pipeline.store import Store
 from tests.pipeline.services import Unavailable, start_postgres, start_redis, start_workers, stop_group

@@ -25,7 +25,7 @@ import polars as pl
 import pytest
 
 from assets.definitions import build_definitions
-from neuro_pipeline import pipeline as npl
+from neuro_pipeline import stages as npl
 from neuro_pipeline.config import load_config
 from neuro_pipeline.store import Store
 
@@ -56,7 +56,7 @@ def _with_store(analysis_dir: Path, name: str) -> Path:
 
 _CHILD = textwrap.dedent("""
     import sys, time
-    from neuro_pipeline import pipeline as npl
+    from neuro_pipeline import stages as npl
     from neuro_pipeline.config import load_config
     from neuro_pipeline.store import Store
 
@@ -324,12 +324,13 @@ def test_other_storage_is_a_set_of_its_own_and_passes_its_checks(analysis_dir, s
 
 
 def test_a_failed_background_write_stops_the_extraction_with_its_error(tmp_path):
+    from neuro_pipeline.stages.activations import BackgroundWriter
     from neuro_pipeline.store import StoreError
 
     store = Store(tmp_path / "s.duckdb")
     buffer = [("h1", np.zeros((2, 3, 4), np.float32), False)]
     with pytest.raises(StoreError, match="unknown activation set 'nope'"):
-        with npl._BackgroundWriter(store, "nope") as writer:
+        with BackgroundWriter(store, "nope") as writer:
             writer.put(buffer)
             writer.put(buffer)  # the first failure is raised here or when the block ends
     assert store.query("SELECT count(*) AS n FROM activation_sentences")["n"][0] == 0

@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 
 from assets.definitions import build_definitions
-from neuro_pipeline import pipeline as npl
+from neuro_pipeline import stages as npl
 from neuro_pipeline.config import DEFAULT_METHODS, load_config
 from neuro_pipeline.store import Store
 
@@ -135,7 +135,7 @@ def test_duplicate_sentences_are_extracted_once_and_match_direct_extraction(anal
     import numpy as np
 
     from neuro_pipeline.extraction import extract_activations, load_model
-    from neuro_pipeline.pipeline import (
+    from neuro_pipeline.stages import (
         check_activations,
         current_activation_set,
         load_split,
@@ -215,8 +215,8 @@ def test_report_numbers_come_from_the_tables_and_match_a_direct_computation(anal
 
     from neuro_pipeline.evaluation.control import control_labels
     from neuro_pipeline.evaluation.selection import DEFAULT_SELECTION_PROBE_PARAMS
-    from neuro_pipeline.pipeline import current_activation_set, load_split, ranking_of
     from neuro_pipeline.probe import LinearProbe
+    from neuro_pipeline.stages import current_activation_set, load_split, read_ranking
 
     config = analysis_dir / "pipeline.yaml"
     with dg.instance_for_test() as instance:
@@ -234,7 +234,7 @@ def test_report_numbers_come_from_the_tables_and_match_a_direct_computation(anal
     spec = cfg.ranking.method("linear_probe")
     ranker = get_ranker(spec.method, **spec.params).fit(train.X, train.labels,
                                                          groups=train.keys["sentence_id"].to_numpy())
-    fitted = ranking_of(cfg, store, aset, "linear_probe").fitted
+    fitted = read_ranking(cfg, store, aset, "linear_probe").fitted
     assert (ranker.l1_, ranker.l2_) == (fitted["l1"], fitted["l2"])
     accuracy = ranker.probe_.score(test.X, test.labels)
     stored = store.query("SELECT DISTINCT value FROM metrics WHERE selection = 'all' AND scope = 'overall'")
@@ -271,7 +271,7 @@ def test_report_numbers_come_from_the_tables_and_match_a_direct_computation(anal
     assert f"<td>1</td><td>{100 * layer_acc:.1f}%</td><td>{100 * ctrl_acc:.1f}%</td>" in html
     # Heatmaps: a class's best neuron that fires lower on the class than elsewhere (on the
     # training words) is drawn sign-flipped, so the class's words read positive.
-    from neuro_pipeline.pipeline import neuron_name
+    from neuro_pipeline.stages import neuron_name
 
     best = store.query("SELECT label, neuron FROM class_rankings WHERE method = 'linear_probe' AND rank = 1")
     for label, neuron in best.iter_rows():
@@ -319,7 +319,7 @@ def test_file_backed_matrices_give_the_same_results(analysis_dir):
     the ranking and the report equal the in-memory run's exactly."""
     import numpy as np
 
-    from neuro_pipeline.pipeline import current_activation_set, load_split
+    from neuro_pipeline.stages import current_activation_set, load_split
 
     config = analysis_dir / "pipeline.yaml"
     text = config.read_text(encoding="utf-8")

@@ -17,7 +17,7 @@ from assets.monitoring import MODEL_VERSIONS, registry_folders
 from assets.resources import make_resources
 from assets.stages import AUTOMATION
 from neuro_pipeline.config import ConfigError, load_config
-from neuro_pipeline.pipeline import check_drift
+from neuro_pipeline.stages import check_drift
 from neuro_pipeline.store import Store
 from tests.library.tiny_models import write_tiny_bert
 from tests.pipeline.conftest import write_conllu

@@ -1,14 +1,15 @@
-"""Blocking data-quality checks, one great-expectations suite per stage (built in the library)."""
+"""Blocking data-quality checks: one great-expectations suite per stage (built in the library,
+named in the stage table of :mod:`assets.stages`), and the drift check."""
+
 
 import dagster as dg
 import polars as pl
 
-from neuro_pipeline import pipeline as np_pipeline
+from neuro_pipeline import stages as lib
 from neuro_pipeline.quality import QualityReport
 
 from .resources import PipelineResource
-from .stages import Stages, annotated_corpus
-
+from .stages import Analysis, StageSpec
 
 #: A check is requested with its asset, so that the automation can plan an asset and its
 #: children in one run (``all_deps_blocking_checks_passed`` accepts a check requested in
@@ -28,13 +29,6 @@ WITH_ITS_ASSET = (dg.AutomationCondition.any_deps_match(dg.AutomationCondition.w
                   | _WITHOUT_RESULT).with_label("with its asset")
 
 
-def _asset_check(asset: dg.AssetsDefinition, *, blocking: bool = True, **kwargs):
-    """``dg.asset_check`` for a check that runs with its asset (see :data:`WITH_ITS_ASSET`):
-    partitioned like it, blocking unless told otherwise."""
-    return dg.asset_check(asset=asset, blocking=blocking, automation_condition=WITH_ITS_ASSET,
-                          partitions_def=asset.partitions_def, **kwargs)
-
-
 def _result(report: QualityReport) -> dg.AssetCheckResult:
     metadata: dict = {
         f"{r['expectation']}[{r['column']}]" if r.get("column") else r["expectation"]: dg.MetadataValue.json(r)
@@ -45,77 +39,37 @@ def _result(report: QualityReport) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=report.success, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata)
 
 
-@_asset_check(annotated_corpus, description=(
-    "great-expectations: no empty tokens or labels, unique keys, valid splits, a training split, "
-    "training labels in the declared set, one label per word for every concept; test labels outside the "
-    "set or unseen in training are counted, and the label distribution is recorded."))
-def annotated_corpus_quality(pipeline: PipelineResource) -> dg.AssetCheckResult:
-    cfg = pipeline.load()
-    return _result(np_pipeline.check_corpus(cfg, pipeline.store(cfg)))
+def quality_check(asset: dg.AssetsDefinition, spec: StageSpec) -> dg.AssetChecksDefinition:
+    """The blocking check of one stage asset: its great-expectations suite (for every task of
+    a per-task stage; for one method of the rankings), run with its asset (see
+    :data:`WITH_ITS_ASSET`) and partitioned like it."""
+    method = asset.key.path[-1] if spec.per_method else None
+    name = "ranking_quality" if spec.per_method else f"{spec.name}_quality"
 
-
-def activations_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
-    @_asset_check(asset, name="token_activations_quality", description=(
-        "great-expectations: one row per corpus word in every layer, the expected width, no NaN or Inf "
-        "(sentences and layers listed); constant neurons and windowed or rejected sentences are reported."))
+    @dg.asset_check(asset=asset, name=name, blocking=True, automation_condition=WITH_ITS_ASSET,
+                    partitions_def=asset.partitions_def, description=spec.check_description)
     def _check(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource) -> dg.AssetCheckResult:
-        cfg = pipeline.load(context)
-        return _result(np_pipeline.check_activations(cfg, pipeline.store(cfg)))
+        cfg = pipeline.load(context if not spec.unpartitioned else None)
+        args = (pipeline.store(cfg), *([method] if method else []))
+        if spec.per_task:
+            return _result(lib.check_each_task(cfg, spec.check, *args))
+        return _result(spec.check(cfg, *args))
 
     return _check
 
 
-def ranking_check(asset: dg.AssetsDefinition, name: str) -> dg.AssetChecksDefinition:
-    """The blocking quality check of one ranking asset."""
-
-    @_asset_check(asset, name="ranking_quality", description=(
-        "great-expectations: the ranking is a permutation of all neuron ids, scores are finite (a method that "
-        "ranks a prefix leaves rank and score null together), and the hyperparameters are recorded."))
-    def _check(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource) -> dg.AssetCheckResult:
-        cfg = pipeline.load(context)
-        return _result(np_pipeline.check_each_task(cfg, np_pipeline.check_ranking, pipeline.store(cfg), name))
-
-    return _check
-
-
-def report_check(report: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
-    @_asset_check(report, name="evaluation_report_quality", description=(
-        "great-expectations: every accuracy in [0, 1]; the full probe beats the majority-class baseline."))
-    def _check(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource) -> dg.AssetCheckResult:
-        cfg = pipeline.load(context)
-        return _result(np_pipeline.check_each_task(cfg, np_pipeline.check_report, pipeline.store(cfg)))
-
-    return _check
-
-
-def derived_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
-    """The blocking quality check of a derived evaluation asset (its tables' value ranges)."""
-    name = asset.key.path[-1]
-
-    @_asset_check(asset, name=f"{name}_quality", description=(
-        "great-expectations: the asset's table has rows, accuracies in [0, 1], selectivity in [-1, 1], "
-        "overlaps in [0, 1]."))
-    def _check(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource) -> dg.AssetCheckResult:
-        cfg = pipeline.load(context)
-        if name == "neuron_redundancy":  # one table per activation set, the same for every task
-            return _result(np_pipeline.check_derived(cfg, pipeline.store(cfg), name))
-        return _result(np_pipeline.check_each_task(cfg, np_pipeline.check_derived, pipeline.store(cfg), name))
-
-    return _check
-
-
-def drift_check(asset: dg.AssetsDefinition, severity: str) -> dg.AssetChecksDefinition:
+def drift_check(asset: dg.AssetsDefinition, spec: StageSpec, severity: str) -> dg.AssetChecksDefinition:
     """Fails when a class's accuracy or selectivity fell, or a top-k neuron set moved, beyond
-    the thresholds of ``monitoring`` (judged against the config at check time)."""
+    the thresholds of ``monitoring`` (judged against the config at check time); blocking only
+    with ``monitoring.alert_severity: error``."""
     level = dg.AssetCheckSeverity.ERROR if severity == "error" else dg.AssetCheckSeverity.WARN
 
-    @_asset_check(asset, name="drift_within_thresholds", blocking=severity == "error", description=(
-        "No class lost more probe accuracy or selectivity than monitoring.max_accuracy_drop / "
-        "max_selectivity_drop, and every top-k neuron set kept a Jaccard overlap of at least "
-        "monitoring.min_jaccard with the previous model version."))
+    @dg.asset_check(asset=asset, name="drift_within_thresholds", blocking=severity == "error",
+                    automation_condition=WITH_ITS_ASSET, partitions_def=asset.partitions_def,
+                    description=spec.check_description)
     def _check(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource) -> dg.AssetCheckResult:
         cfg = pipeline.load(context)
-        results = np_pipeline.each_task(cfg, np_pipeline.check_drift, pipeline.store(cfg))
+        results = lib.each_task(cfg, spec.check, pipeline.store(cfg))
         passed = all(r[0] for r in results)
         alerts = pl.concat([r[1] for r in results if r[1].height], how="diagonal") if any(
             r[1].height for r in results) else pl.DataFrame()
@@ -129,9 +83,13 @@ def drift_check(asset: dg.AssetsDefinition, severity: str) -> dg.AssetChecksDefi
     return _check
 
 
-def stage_checks(stages: Stages, method_names: list[str], drift_severity: str) -> list[dg.AssetChecksDefinition]:
-    """Every check of the analysis: one great-expectations suite per stage, and the drift check."""
-    return [annotated_corpus_quality, activations_check(stages.token_activations),
-            *[ranking_check(a, n) for a, n in zip(stages.rankings, method_names)],
-            *[derived_check(a) for a in stages.optional],
-            report_check(stages.evaluation_report), drift_check(stages.model_drift, drift_severity)]
+def stage_checks(analysis: Analysis, drift_severity: str) -> list[dg.AssetChecksDefinition]:
+    """Every check of the analysis: one per stage asset with a suite, and the drift check."""
+    checks = []
+    for asset in analysis.all:
+        spec = analysis.specs[asset.key]
+        if spec.check is lib.check_drift:
+            checks.append(drift_check(asset, spec, drift_severity))
+        elif spec.check is not None:
+            checks.append(quality_check(asset, spec))
+    return checks

@@ -40,7 +40,7 @@ with collector_paused():
     )
     from .resources import CONFIG_ENV, make_resources
     from .sources import analysis_settings, corpus_files, model_source
-    from .stages import annotated_corpus, build_stages
+    from .stages import build_stages
 
 
 def build_definitions(config_path: str | None = None) -> dg.Definitions:
@@ -51,23 +51,21 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
     partitions = dg.DynamicPartitionsDefinition(name=MODEL_VERSIONS) if cfg.registry_dir is not None else None
     model_checkpoint = model_source(partitions)
     sources = [model_checkpoint, corpus_files, analysis_settings]
-    stages = build_stages(cfg.ranking.methods, model_checkpoint, partitions, interventions=cfg.interventions.enabled,
-                          optional=cfg.stages, sharded=cfg.execution.shard_sentences > 0,
-                          parallel_rankings=cfg.execution.executor != "in_process")
+    analysis = build_stages(cfg, {s.key.path[-1]: s for s in sources}, partitions)
     observe_inputs_job = dg.define_asset_job(
         "observe_inputs_job", selection=dg.AssetSelection.assets(*[s.key for s in sources]),
         description="Observe the model, corpus and settings: records their content-hash data versions.")
     analysis_job = dg.define_asset_job(
-        "analysis_job", selection=dg.AssetSelection.assets(*stages.all),
+        "analysis_job", selection=dg.AssetSelection.assets(*analysis.all),
         description="Materialize the whole analysis: corpus → activations → rankings → evaluation → report → "
                     "drift, with their checks" + (" (one model version per run)." if partitions else "."))
     sensors = [make_input_sensor(mon.watch_seconds), automation_sensor()]
     if partitions is not None:
-        sensors.insert(0, make_registry_sensor(partitions, analysis_job, annotated_corpus.key, model_checkpoint.key,
-                                               mon.watch_seconds, mon.settle_seconds))
+        sensors.insert(0, make_registry_sensor(partitions, analysis_job, analysis.stage("annotated_corpus").key,
+                                               model_checkpoint.key, mon.watch_seconds, mon.settle_seconds))
     return dg.Definitions(
-        assets=[*sources, *stages.all],
-        asset_checks=stage_checks(stages, [m.name for m in cfg.ranking.methods], mon.alert_severity),
+        assets=[*sources, *analysis.all],
+        asset_checks=stage_checks(analysis, mon.alert_severity),
         jobs=[observe_inputs_job, analysis_job],
         sensors=sensors,
         schedules=[make_stale_schedule(analysis_job, mon.stale_schedule, partitions)],
@@ -92,6 +90,12 @@ def make_executor(execution) -> dg.ExecutorDefinition:
         return dg.multiprocess_executor.configured({"max_concurrent": execution.max_concurrent or 0},
                                                    name="multiprocess_executor")
     return dg.in_process_executor
+
+
+def analysis_job() -> dg.JobDefinition:
+    """The analysis job of this code location (what ``python -m assets.run`` rebuilds in every
+    step's process when steps run elsewhere)."""
+    return defs.resolve_job_def("analysis_job")
 
 
 with collector_paused():

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from neuro_pipeline.pipeline import model_version
+from neuro_pipeline.stages.versions import model_version
 
 from .resources import PipelineResource
 from .sources import input_versions

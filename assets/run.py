@@ -13,6 +13,7 @@ Nothing runs when nothing changed.
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 import warnings
 
@@ -29,12 +30,16 @@ def stale_selection(defs: dg.Definitions, instance: dg.DagsterInstance,
                     partition_key: str | None) -> set[dg.AssetKey]:
     """The materializable assets that are stale or missing for ``partition_key`` (None: the
     unpartitioned ones), plus everything downstream of them."""
+    # Dagster has no public call that gives an asset's stale status outside a run request
+    # (RunRequest(stale_assets_only=True) serves sensors and schedules; the UI reads it over
+    # GraphQL from a running webserver): the resolver the UI uses is imported from its
+    # internal modules. Pinned with dagster==1.13.27 in pyproject.toml.
     from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
     from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
-    from dagster._time import get_current_datetime
 
     graph = defs.resolve_asset_graph()
-    view = AssetGraphView(temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
+    now = datetime.datetime.now(datetime.timezone.utc)
+    view = AssetGraphView(temporal_context=TemporalContext(effective_dt=now, last_event_id=None),
                           instance=instance, asset_graph=graph)
     resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
     keys = [k for k in graph.materializable_asset_keys
@@ -131,17 +136,15 @@ def main(argv: list[str] | None = None) -> int:
 def _execute_elsewhere(instance: dg.DagsterInstance, partition: str | None, selection: list[dg.AssetKey],
                        tags: dict[str, str]) -> dg.ExecutionResult:
     """Run the analysis job with its configured executor (``execution.executor``: a process
-    per step, or Celery workers), which reloads the code location from its module in each
+    per step, or Celery workers), which rebuilds the job from ``assets.definitions`` in each
     step's process: the run is then the same as one launched from the UI."""
     import os
 
-    from dagster._core.definitions.reconstruct import ReconstructableRepository
-
-    job = ReconstructableRepository.for_module("assets.definitions", "defs", working_directory=os.getcwd())
+    job = dg.build_reconstructable_job("assets.definitions", "analysis_job",
+                                       reconstructor_working_directory=os.getcwd())
     if partition is not None:
         tags = {**tags, "dagster/partition": partition}
-    return dg.execute_job(job.get_reconstructable_job("analysis_job"), instance=instance, asset_selection=selection,
-                          tags=tags, raise_on_error=False)
+    return dg.execute_job(job, instance=instance, asset_selection=selection, tags=tags, raise_on_error=False)
 
 
 def _leave(rc: int) -> None:

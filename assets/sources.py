@@ -7,7 +7,7 @@ per registered version folder."""
 import dagster as dg
 
 from neuro_pipeline.config import PipelineConfig
-from neuro_pipeline.pipeline import corpus_version, model_version, settings_version
+from neuro_pipeline.stages.versions import corpus_version, model_version, settings_version
 
 from .resources import PipelineResource
 

@@ -9,12 +9,13 @@
 ``neuro-pipeline validate`` check a pipeline.yaml without running anything
 
 The library never imports dagster: this command drives Dagster through its own CLI in a
-subprocess (``python -m assets.run`` / ``dagster dev``) with a project-local instance.
+subprocess (``python -m assets.run`` / ``dg dev``) with a project-local instance.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -24,6 +25,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from tqdm import tqdm
 
 from neuro_pipeline.config import ConfigError, PipelineConfig, load_config
 
@@ -86,40 +89,52 @@ def _dagster_job(cmd: list[str], env: dict[str, str], log_file) -> int:
     return proc.wait()
 
 
-class ProgressBar:
-    """One progress bar per long step, drawn from the ``progress <what>: <done>/<total>``
-    lines the assets log. On a terminal it redraws one line; otherwise (logs, CI) it prints
-    a line at every quarter, so a captured log stays short."""
+_BAR_FORMAT = "  {desc:<11} [{bar}] {percentage:5.1f}% {n}/{total} {unit}  {elapsed}<{remaining}"
+_BAR_WIDTH = 100  # the whole line's; narrower on a narrower terminal
 
-    def __init__(self, out, width: int = 30):
-        self.out = out
-        self.width = width
-        self.tty = hasattr(out, "isatty") and out.isatty()
+
+class ProgressBar:
+    """One progress bar per long step, fed by the ``progress <what>: <done>/<total> <unit>``
+    lines the Dagster steps log. On a terminal it is a tqdm bar redrawn in place; otherwise
+    (CI logs, tests) the same text is printed as a plain line about every quarter, so that a
+    captured log stays short and free of carriage returns. The bar fills what the line's
+    other fields leave of the terminal's width (at most 100 columns)."""
+
+    def __init__(self, out=None):
+        self.out = out if out is not None else sys.stdout
+        self.tty = hasattr(self.out, "isatty") and self.out.isatty()
         self.active: str | None = None
-        self.next_quarter = 0.0
+        self.bar: tqdm | None = None
         self.start = 0.0
+        self.next_quarter = 0.0
 
     def update(self, what: str, done: int, total: int, unit: str) -> None:
         if what != self.active:
             self.close()
-            self.active, self.next_quarter, self.start = what, 0.0, time.perf_counter()
-        share = done / total if total else 1.0
-        filled = int(round(self.width * share))
-        text = (f"  {what:<11} [{'#' * filled}{'.' * (self.width - filled)}] {100 * share:5.1f}% "
-                f"{done}/{total} {unit}  {time.perf_counter() - self.start:.0f} s")
-        if self.tty:
-            self.out.write("\r" + text)
-            self.out.flush()
-        elif share >= self.next_quarter:
-            print(text, file=self.out, flush=True)
-            self.next_quarter = share + 0.25
+            self.active, self.start, self.next_quarter = what, time.perf_counter(), 0.0
+            if self.tty:
+                # The size as shutil gives it (80x24 where the terminal reports 0x0, as a fresh pty
+                # does; tqdm would then draw nothing).
+                size = shutil.get_terminal_size()
+                self.bar = tqdm(total=total, desc=what, unit=unit, file=self.out, bar_format=_BAR_FORMAT,
+                                ncols=min(size.columns, _BAR_WIDTH), nrows=size.lines, mininterval=0.2)
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.update(done - self.bar.n)
+        else:
+            share = done / total if total else 1.0
+            if share >= self.next_quarter:
+                print(tqdm.format_meter(done, total, time.perf_counter() - self.start, ncols=_BAR_WIDTH,
+                                        prefix=what, unit=unit, bar_format=_BAR_FORMAT, ascii=".#"),
+                      file=self.out, flush=True)
+                self.next_quarter = share + 0.25
         if done >= total:
             self.close()
 
     def close(self) -> None:
-        if self.active is not None and self.tty:
-            self.out.write("\n")
-            self.out.flush()
+        if self.bar is not None:
+            self.bar.close()
+        self.bar = None
         self.active = None
 
 
@@ -182,7 +197,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def print_summary(cfg: PipelineConfig) -> None:
-    from neuro_pipeline.pipeline import latest_summary
+    try:
+        from neuro_pipeline.stages.report import latest_summary
+    except ImportError:
+        from neuro_pipeline.pipeline import latest_summary
 
     s = latest_summary(cfg)
     rep = s["report"]
@@ -209,7 +227,10 @@ def print_summary(cfg: PipelineConfig) -> None:
 
 
 def print_versions(cfg: PipelineConfig) -> None:
-    from neuro_pipeline.pipeline import versions_summary
+    try:
+        from neuro_pipeline.stages.drift import versions_summary
+    except ImportError:
+        from neuro_pipeline.pipeline import versions_summary
 
     rows = versions_summary(cfg)
     if not rows:
@@ -255,7 +276,10 @@ def cmd_retrain_demo(args: argparse.Namespace) -> int:
 
 def cmd_export_neurox(args: argparse.Namespace) -> int:
     from neuro_pipeline.interop import corpus_sentences, from_store
-    from neuro_pipeline.pipeline import current_activation_set
+    try:
+        from neuro_pipeline.stages.common import current_activation_set
+    except ImportError:
+        from neuro_pipeline.pipeline import current_activation_set
     from neuro_pipeline.store import Store, StoreError
 
     cfg = _load(args)
@@ -313,10 +337,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     cfg = _load(args)
     env = _env(args, cfg)
-    cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
+    # `dg dev` (dagster-dg-cli) is the current way to start the UI and daemon; `dagster dev` warns that
+    # it is superseded. Given a workspace file, `dg dev` runs the same services from it directly.
+    cmd = [sys.executable, "-m", "dagster_dg_cli.cli", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
            "-h", "127.0.0.1", "-p", str(args.port)]
+    if importlib.util.find_spec("dagster_dg_cli") is None:
+        sys.exit("neuro-pipeline: the UI needs dagster-dg-cli (a dependency of neuro-pipeline); run scripts/setup.sh "
+                 "or pip install 'dagster-dg-cli==1.13.27'.")
     print(f"Dagster UI for analysis '{cfg.name}' on http://127.0.0.1:{args.port} (Ctrl-C stops it)")
-    # dagster dev copies SIGINT's disposition onto SIGTERM; reset both so Ctrl-C and kill work.
+    # dg dev copies SIGINT's disposition onto SIGTERM; reset both so Ctrl-C and kill work.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.chdir(os.getcwd())

@@ -79,16 +79,25 @@ def test_progress_bar_redraws_on_a_terminal_and_prints_quarters_otherwise():
             return True
 
     tty = Tty()
-    bar = ProgressBar(tty, width=4)
+    bar = ProgressBar(tty)
     for done in range(5):
         bar.update("extraction", done, 4, "batches")
-    assert tty.getvalue().count("\r") == 5 and tty.getvalue().endswith("4/4 batches  0 s\n")
+    bar.update("evaluation", 1, 2, "probes")
+    bar.close()
+    drawn = tty.getvalue()
+    assert drawn.count("\n") == 2 and drawn.endswith("\n")             # one bar per step, redrawn with \r
+    first, second = drawn.split("\n")[:2]
+    assert first.count("\r") >= 2 and re.fullmatch(r"extraction +\[\S+\] 100\.0% 4/4 batches .*",
+                                                    first.rsplit("\r", 1)[-1].strip())
+    assert re.search(r"evaluation +\[.+\]  50\.0% 1/2 probes", second.rsplit("\r", 1)[-1])
     log = io.StringIO()
-    bar = ProgressBar(log, width=4)
+    bar = ProgressBar(log)
     for done in range(101):
         bar.update("evaluation", done, 100, "probes")
     lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue()
     assert [line.split("%")[0].split()[-1] for line in lines] == ["0.0", "25.0", "50.0", "75.0", "100.0"]
+    assert re.match(r"  evaluation +\[#+\] 100\.0% 100/100 probes  ", lines[-1]) and len(lines[-1]) == 100
 
 
 def test_ui_shows_lineage_checks_and_the_cli_runs(ran):
@@ -174,7 +183,7 @@ def test_export_to_neurox_and_import_back(ran):
 
     from neuro_pipeline.config import load_config
     from neuro_pipeline.interop import read_neurox_activations
-    from neuro_pipeline.pipeline import current_activation_set, load_split
+    from neuro_pipeline.stages import current_activation_set, load_split
     from neuro_pipeline.store import Store
 
     analysis_dir, home, _ = ran

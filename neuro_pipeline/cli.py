@@ -197,10 +197,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def print_summary(cfg: PipelineConfig) -> None:
-    try:
-        from neuro_pipeline.stages.report import latest_summary
-    except ImportError:
-        from neuro_pipeline.pipeline import latest_summary
+    from neuro_pipeline.stages.report import latest_summary
 
     s = latest_summary(cfg)
     rep = s["report"]
@@ -227,10 +224,7 @@ def print_summary(cfg: PipelineConfig) -> None:
 
 
 def print_versions(cfg: PipelineConfig) -> None:
-    try:
-        from neuro_pipeline.stages.drift import versions_summary
-    except ImportError:
-        from neuro_pipeline.pipeline import versions_summary
+    from neuro_pipeline.stages.drift import versions_summary
 
     rows = versions_summary(cfg)
     if not rows:
@@ -276,10 +270,7 @@ def cmd_retrain_demo(args: argparse.Namespace) -> int:
 
 def cmd_export_neurox(args: argparse.Namespace) -> int:
     from neuro_pipeline.interop import corpus_sentences, from_store
-    try:
-        from neuro_pipeline.stages.common import current_activation_set
-    except ImportError:
-        from neuro_pipeline.pipeline import current_activation_set
+    from neuro_pipeline.stages.common import current_activation_set
     from neuro_pipeline.store import Store, StoreError
 
     cfg = _load(args)

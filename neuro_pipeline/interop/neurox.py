@@ -665,9 +665,11 @@ class StoreImport:
 
 def import_activation_set_id(model_version: str, aggregation: str, dtype: str = "float32",
                              long_sentences: str = IMPORT_LONG_SENTENCES) -> str:
-    """The activation set id, computed as :func:`neuro_pipeline.pipeline.activation_set_id` does."""
-    key = f"{model_version}|{aggregation}|{dtype}|{long_sentences}"
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
+    """The id of an imported activation set (rows in the DuckDB file, float32), as the
+    pipeline computes it (:func:`neuro_pipeline.stages.versions.make_activation_set_id`)."""
+    from neuro_pipeline.stages.versions import make_activation_set_id
+
+    return make_activation_set_id(model_version, aggregation=aggregation, dtype=dtype, long_sentences=long_sentences)
 
 
 def to_store(

@@ -63,11 +63,23 @@ def settings_version(cfg: PipelineConfig) -> str:
 def activation_set_id(cfg: PipelineConfig, model_ver: str) -> str:
     """The id of the activations of model version ``model_ver`` under the configured extraction
     settings (aggregation, compute dtype, long sentences, storage, component)."""
-    key = f"{model_ver}|{cfg.extraction.aggregation}|{cfg.model.dtype}|{cfg.extraction.long_sentences}"
-    if cfg.extraction.storage_dtype != "float32":
-        key += f"|storage={cfg.extraction.storage_dtype}"  # float32 sets keep the ids they always had
-    if cfg.extraction.storage != "duckdb":
-        key += f"|{cfg.extraction.storage}"
-    if cfg.model.component is not None:
-        key += f"|{cfg.model.component}"  # T5's encoder and decoder states are different sets
+    return make_activation_set_id(model_ver, aggregation=cfg.extraction.aggregation, dtype=cfg.model.dtype,
+                                  long_sentences=cfg.extraction.long_sentences,
+                                  storage_dtype=cfg.extraction.storage_dtype, storage=cfg.extraction.storage,
+                                  component=cfg.model.component)
+
+
+def make_activation_set_id(model_ver: str, *, aggregation: str, dtype: str, long_sentences: str,
+                           storage_dtype: str = "float32", storage: str = "duckdb",
+                           component: str | None = None) -> str:
+    """An activation set's id: a hash of the model version and the settings that change its
+    rows. Settings at their first value add nothing, so sets made before a setting existed
+    keep their ids."""
+    key = f"{model_ver}|{aggregation}|{dtype}|{long_sentences}"
+    if storage_dtype != "float32":
+        key += f"|storage={storage_dtype}"  # float32 sets keep the ids they always had
+    if storage != "duckdb":
+        key += f"|{storage}"
+    if component is not None:
+        key += f"|{component}"  # T5's encoder and decoder states are different sets
     return hashlib.sha256(key.encode()).hexdigest()[:16]

@@ -1,52 +1,53 @@
-"""Wall time of one analysis on 1 against 2 Celery workers (the distributed deployment).
+"""Distributed: how long does one analysis take on 1 against 2 Celery workers (the
+distributed deployment)?
 
-Start here: the script starts a PostgreSQL and a Redis server on 127.0.0.1 (as
-``tests/pipeline/test_distributed.py`` does), then for each repetition and each worker count,
-alternately (A B A B), starts that many ``neuro-pipeline worker`` processes and times
-``neuro-pipeline run --all`` on a fresh store: MiniLM (or ``--model``) on the first
-``--train-sentences`` / ``--test-sentences`` sentences of the CoNLL-U files, extraction in
-shards of ``--shard-sentences``, activations as Parquet, every default stage and check.
-The Dagster instance (Postgres) is shared by the runs; ``--all`` makes each run do
-everything.
+A PostgreSQL and a Redis server start on 127.0.0.1 (as ``tests/pipeline/test_distributed.py``
+starts them, with its helpers); then, alternately for each worker count (A B A B …), that
+many ``neuro-pipeline worker`` processes start and ``neuro-pipeline run --all`` runs on a
+fresh store: MiniLM (or ``--model``) on the first ``--train-sentences`` /
+``--test-sentences`` sentences of EWT dev and test, extraction in shards of
+``--shard-sentences``, activations as Parquet, every default stage and check (``--minimal``:
+the optional stages off and one method). The Dagster instance (Postgres) is shared by the
+runs; ``--all`` makes each run do everything. The reference is the first worker count:
+ratios are its median wall time over each count's. Wall time and peak RSS are those of the
+``neuro-pipeline run`` process (the steps run in the workers); the extraction shards' span
+comes from the workers' logs. Quality next to time: the report's full-probe accuracy of
+each run, which must not depend on the worker count.
 
-    .venv/bin/python -m benchmarks.distributed --train ../shared/data/ud-en-ewt/en_ewt-ud-dev.conllu \\
-        --test ../shared/data/ud-en-ewt/en_ewt-ud-test.conllu --workers 1,2 --reps 2
+Reproduce the docs' numbers (docs/performance.md, "Several workers")::
 
-Prints one line per run and, last, one JSON object: the runs, the median wall time per
-worker count and their ratio (1 worker / N workers), and the extraction shards' span.
+    .venv/bin/python -m benchmarks.distributed --workers 1,2 --rounds 2
+
+``--quick``: one worker, one round, 100 training and 400 test sentences (with fewer test
+sentences a training tag has no test word and the report's check fails), ``--minimal``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import re
 import shutil
-import statistics
-import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks import harness
 
-from tests.pipeline.services import start_postgres, start_redis, start_workers, stop_group  # noqa: E402
-
+QUESTION = "How long does one analysis take on 1 against 2 Celery workers?"
 CLI = [sys.executable, "-m", "neuro_pipeline.cli"]
 _SHARD = re.compile(r'(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d).*token_activations\.extract_shard\[(\w+)\] - '
                     r'(STEP_START|STEP_SUCCESS)')
 
 
-def first_sentences(src: Path, n: int, dst: Path) -> Path:
-    """The first ``n`` sentences of a CoNLL-U file (blocks separated by blank lines)."""
-    blocks = [b for b in src.read_text(encoding="utf-8").split("\n\n") if b.strip()]
-    dst.write_text("\n\n".join(blocks[:n]) + "\n\n", encoding="utf-8")
-    return dst
+def parse_args(argv=None):
+    ap = harness.parser(__doc__, rounds=2)
+    ap.add_argument("--train-sentences", type=int, default=800)
+    ap.add_argument("--test-sentences", type=int, default=400)
+    ap.add_argument("--shard-sentences", type=int, default=200)
+    ap.add_argument("--workers", default="1,2", help="worker counts, comma list (the first is the reference)")
+    ap.add_argument("--minimal", action="store_true", help="the optional stages off and one method")
+    return harness.parse(ap, argv, quick={"train_sentences": 100, "workers": "1", "shard_sentences": 50,
+                                          "minimal": True})
 
 
 def shard_span(log_text: str) -> float | None:
@@ -61,70 +62,95 @@ def shard_span(log_text: str) -> float | None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--train", required=True)
-    ap.add_argument("--test", required=True)
-    ap.add_argument("--model", default=None, help="a model folder (default: the embedded MiniLM)")
-    ap.add_argument("--train-sentences", type=int, default=800)
-    ap.add_argument("--test-sentences", type=int, default=400)
-    ap.add_argument("--shard-sentences", type=int, default=200)
-    ap.add_argument("--workers", default="1,2")
-    ap.add_argument("--reps", type=int, default=2)
-    args = ap.parse_args(argv)
-    counts = [int(x) for x in args.workers.split(",")]
+    args = parse_args(argv)
+    sys.path.insert(0, str(harness.ROOT))
+    from tests.pipeline.services import (
+        start_postgres,
+        start_redis,
+        start_workers,
+        stop_group,
+    )
 
-    work = Path(tempfile.mkdtemp(prefix="neuro-dist-bench-"))
+    counts = harness.csv(args.workers, int)
+    work, cleanup = harness.workdir("distributed")
     pg, stop_pg = start_postgres()
     redis, stop_redis = start_redis()
     env = {**os.environ, "NEURO_PIPELINE_POSTGRES_URL": pg.replace("postgresql://", "postgresql+psycopg2://"),
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    runs = []
+    spans: dict[str, list] = {}
     try:
-        train = first_sentences(Path(args.train), args.train_sentences, work / "train.conllu")
-        test = first_sentences(Path(args.test), args.test_sentences, work / "test.conllu")
-        for rep in range(args.reps):
-            for n in counts:
-                folder = work / f"rep{rep}-w{n}"
-                folder.mkdir()
-                cfg = {"name": "bench", "store": str(folder / "store" / "pipeline.duckdb"),
-                       "reports": str(folder / "reports"),
-                       "corpus": {"format": "conllu", "train": str(train), "test": str(test)},
-                       "extraction": {"storage": "parquet"},
-                       "execution": {"executor": "celery", "shard_sentences": args.shard_sentences,
-                                     "broker": f"{redis}/0", "backend": f"{redis}/1",
-                                     "instance": str(ROOT / "deploy" / "celery" / "dagster.yaml")}}
-                if args.model:
-                    cfg["model"] = {"path": args.model}
+        train = harness.first_sentences(harness.ewt_file(args, "dev"), args.train_sentences, work / "train.conllu")
+        test = harness.first_sentences(harness.ewt_file(args, "test"), args.test_sentences, work / "test.conllu")
+        home = work / "home"  # one instance for every run: each run is --all
+        sides = []
+        for n in counts:
+            folder = work / f"w{n}"
+            cfg = {"name": "bench", "store": str(folder / "store" / "pipeline.duckdb"),
+                   "reports": str(folder / "reports"),
+                   "model": {"threads": args.threads, **({} if args.model == "embedded" else {"path": args.model})},
+                   "corpus": {"format": "conllu", "train": str(train), "test": str(test)},
+                   "extraction": {"storage": "parquet"},
+                   "execution": {"executor": "celery", "shard_sentences": args.shard_sentences,
+                                 "broker": f"{redis}/0", "backend": f"{redis}/1",
+                                 "instance": str(harness.ROOT / "deploy" / "celery" / "dagster.yaml")}}
+            if args.minimal:
+                cfg["ranking"] = {"methods": [{"method": "linear_probe"}]}
+                cfg["stages"] = {"method_agreement": False, "neuron_redundancy": False, "probe_selectivity": False,
+                                 "probe_ablation": False, "class_neurons": False}
+            workers: list = []
+
+            def before(folder=folder, cfg=cfg, n=n, workers=workers):
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir(parents=True)
                 (folder / "pipeline.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
-                # One instance for every run (its home is shared): each run is --all.
-                home = work / "home"
-                workers = start_workers(folder, [f"w{i}" for i in range(n)], env, home=home)
-                try:
-                    start = time.perf_counter()
-                    proc = subprocess.run([*CLI, "run", "--all", "-c", "pipeline.yaml", "--home", str(home)],
-                                          cwd=folder, env=env, capture_output=True, text=True, timeout=3600)
-                    wall = time.perf_counter() - start
-                finally:
-                    for worker in workers:
-                        stop_group(worker)
-                if proc.returncode != 0:
-                    print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
-                    raise SystemExit(f"run with {n} worker(s) failed")
+                workers[:] = start_workers(folder, [f"w{i}" for i in range(n)], env, home=home)
+
+            def after(folder=folder, n=n, workers=workers):
+                for worker in workers:
+                    stop_group(worker)
                 # The steps' events are logged where they ran: in the workers.
-                span = shard_span("\n".join(p.read_text(errors="replace") for p in folder.glob("worker-*.log")))
-                runs.append({"rep": rep, "workers": n, "wall_s": round(wall, 1), "shards_span_s": span})
-                print(f"rep {rep}: {n} worker(s): {wall:.1f} s (extraction shards {span} s)", flush=True)
+                spans.setdefault(f"{n} worker(s)", []).append(
+                    shard_span("\n".join(p.read_text(errors="replace") for p in folder.glob("worker-*.log"))))
+
+            side = harness.Side(f"{n} worker(s)", [*CLI, "run", "--all", "-c", "pipeline.yaml", "--home", str(home)],
+                                env=env, cwd=folder, before=before, after=after)
+            sides.append(side)
+        # The CLI prints no JSON: the run's accuracy is read from its store after each run.
+        accuracies: dict[str, list] = {}
+        for side in sides:
+            inner_after = side.after
+
+            def after_with_accuracy(side=side, inner_after=inner_after):
+                inner_after()
+                from neuro_pipeline.store import Store
+
+                store = Store(side.cwd / "store" / "pipeline.duckdb")
+                acc = store.query("SELECT value FROM metrics WHERE scope = 'overall' AND metric = 'accuracy' "
+                                  "AND selection = 'all'")["value"]
+                accuracies.setdefault(side.name, []).append(float(acc[0]) if len(acc) else None)
+
+            side.after = after_with_accuracy
+        ab, _ = harness.alternate(sides, args.rounds, reference=sides[0].name, timeout=3600, require_json=False)
+        for side in sides:
+            for i, r in enumerate(ab.rounds[side.name]):
+                if spans[side.name][i] is not None:
+                    r["shards_span_s"] = spans[side.name][i]
+                if accuracies[side.name][i] is not None:
+                    r["test_accuracy"] = accuracies[side.name][i]
+        harness.ab_table(ab, [("wall s", "wall_s"), ("extraction shards' span s", "shards_span_s"),
+                              ("peak RSS MB (the run command)", "peak_rss_mb"),
+                              ("other processes (the workers too), cores", "other_busy_cores", False),
+                              ("full probe test accuracy", "test_accuracy", False)],
+                         title=f"{args.train_sentences} + {args.test_sentences} sentences, shards of "
+                               f"{args.shard_sentences}, {os.cpu_count()} CPUs, {args.rounds} round(s)")
+        quality = {name: {"test_accuracy": harness.median([a for a in accs if a is not None])}
+                   for name, accs in accuracies.items()}
+        harness.report(args, "distributed", QUESTION, ab=ab, quality=quality)
+        return 0
     finally:
         stop_redis()
         stop_pg()
-        shutil.rmtree(work, ignore_errors=True)
-    medians = {n: statistics.median(r["wall_s"] for r in runs if r["workers"] == n) for n in counts}
-    spans = {n: statistics.median([r["shards_span_s"] for r in runs if r["workers"] == n and r["shards_span_s"]]
-                                  or [float("nan")]) for n in counts}
-    print(json.dumps({"runs": runs, "median_wall_s": medians, "median_shards_span_s": spans,
-                      "ratio_first_over_each": {n: round(medians[counts[0]] / medians[n], 3) for n in counts},
-                      "cpus": os.cpu_count()}))
-    return 0
+        cleanup()
 
 
 if __name__ == "__main__":

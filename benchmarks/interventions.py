@@ -1,33 +1,41 @@
-"""Benchmark: do the model's own masked-word predictions need the neurons each method ranks?
+"""Interventions: do the model's own masked-word predictions need the neurons each method
+ranks for a class, more than random neurons?
 
-Start here: on the embedded default model (all-MiniLM-L6-v2, a ``BertModel`` without a
-masked-LM head) and UD EWT, this
+On the embedded default model (all-MiniLM-L6-v2, a ``BertModel`` without a masked-LM head)
+and UD EWT, this
 
 1. extracts word activations of all 7 hidden states (2688 neurons) for the first
    ``--n-rank-sentences`` sentences of the ranking corpus (EWT dev) and ranks neurons for
    UPOS with each method (one multi-class fit per method; a class's neurons are the
    method's per-class ranking ``class_rankings_[c]``);
 2. uses the checkpoint's masked-LM head or, as for MiniLM, trains a small BERT-style head
-   on the frozen encoder over the whole ranking corpus, stored under ``--head-dir`` with
-   its training settings and reused when the model version and settings match;
+   on the frozen encoder over the ranking corpus (``--head-sentences``, default all),
+   stored under ``--head-dir`` with its training settings and reused when the model version
+   and settings match;
 3. for each class, masks up to 2 words of the class and 2 other words per sentence in the
    first ``--n-eval-sentences`` sentences of EWT test with at most ``--max-eval-words``
    words, and scores the head's predictions (accuracy@1; accuracy@10, the true word among
-   the head's 10 best guesses; log-likelihood) with no intervention, with the method's
-   top-k neurons of that class mean-ablated, and with ``--n-random`` random sets of k
-   neurons with the same per-layer counts (disjoint from the top-k) mean-ablated.
+   the head's 10 best guesses; log-likelihood) with no intervention (the reference), with
+   the method's top-k neurons of that class mean-ablated, and with ``--n-random`` random
+   sets of k neurons with the same per-layer counts (disjoint from the top-k) mean-ablated.
 
-It prints the command and settings, the head's training record, one Markdown table per
-metric (masked-word accuracy@1 and @10, mean word log-likelihood) and one JSON line::
+A quality question: nothing is timed against another tool (the seconds of each step are
+printed for information). NeuroX has no intervention of this kind. It prints the command
+and settings, the head's training record, one Markdown table per metric (masked-word
+accuracy@1 and @10, mean word log-likelihood) and the JSON result; ``--parquet`` writes the
+per-draw effects and the summary as Parquet files.
+
+Reproduce the docs' numbers (docs/methods.md, "Interventions": 150 test sentences, k = 50,
+10 draws)::
 
     .venv/bin/python -m benchmarks.interventions --threads 2
 
-``--out`` writes the per-draw effects and the summary as Parquet files.
+``--quick``: 60 ranking sentences (also the head's), 10 test sentences, DET only, two
+methods, k = 5, 2 draws, a one-round head kept apart from the full one.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shlex
@@ -39,7 +47,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from neuro_pipeline.config import embedded_model_dir
+from benchmarks import harness
 from neuro_pipeline.corpus.conllu import read_conllu
 from neuro_pipeline.extraction import extract_activations, load_model
 from neuro_pipeline.intervention.mlm import (
@@ -55,19 +63,19 @@ from neuro_pipeline.intervention.mlm import (
 from neuro_pipeline.ranking import get_ranker
 from neuro_pipeline.report import markdown_table
 
-EWT = Path("/work/shared/data/ud-en-ewt")
+QUESTION = ("Do the model's own masked-word predictions need the neurons each method ranks for a class, more than "
+            "random neurons?")
 DEFAULT_METHODS = "linear_probe,probeless,iou,mean_select,attribution"
 # linear_probe with fixed penalties (its default grid search would triple the fit time);
 # the other methods run with their defaults.
 METHOD_PARAMS = {"linear_probe": {"l1": 1e-3, "l2": 1e-4}}
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", type=Path, default=None, help="model directory (default: the embedded MiniLM)")
-    ap.add_argument("--rank-conllu", type=Path, default=EWT / "en_ewt-ud-dev.conllu",
-                    help="corpus for ranking and for training the head")
-    ap.add_argument("--eval-conllu", type=Path, default=EWT / "en_ewt-ud-test.conllu")
+def parse_args(argv=None):
+    ap = harness.parser(__doc__, rounds=1)
+    ap.add_argument("--rank-conllu", type=Path, default=None,
+                    help="corpus for ranking and for training the head (default: EWT dev)")
+    ap.add_argument("--eval-conllu", type=Path, default=None, help="evaluation corpus (default: EWT test)")
     ap.add_argument("--n-rank-sentences", type=int, default=800)
     ap.add_argument("--n-eval-sentences", type=int, default=150)
     ap.add_argument("--max-eval-words", type=int, default=40, help="evaluate sentences of at most this many words")
@@ -79,12 +87,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="accuracy counts a word correct when the head ranks it within top k (comma list)")
     ap.add_argument("--mode", default="mean", choices=["mean", "zero"])
     ap.add_argument("--head-dir", type=Path, default=Path("/tmp/neuro_interventions/mlm_head"))
+    ap.add_argument("--head-sentences", type=int, default=0, help="sentences the head trains on (0: all)")
     ap.add_argument("--head-epochs", type=int, default=4)
     ap.add_argument("--head-rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, help="directory for effects.parquet and summary.parquet")
-    return ap.parse_args(argv)
+    ap.add_argument("--parquet", type=Path, help="directory for effects.parquet and summary.parquet")
+    args = harness.parse(ap, argv, quick={
+        "n_rank_sentences": 60, "n_eval_sentences": 10, "classes": "DET", "methods": "probeless,mean_select",
+        "k": 5, "n_random": 2, "head_sentences": 60, "head_epochs": 1, "head_rounds": 1,
+        "head_dir": Path("/tmp/neuro_interventions/mlm_head_quick")})
+    args.rank_conllu = (args.rank_conllu or harness.ewt_file(args, "dev")).resolve()
+    args.eval_conllu = (args.eval_conllu or harness.ewt_file(args, "test")).resolve()
+    return args
 
 
 def get_head(loaded, sentences, args):
@@ -124,10 +138,10 @@ def main(argv=None) -> int:
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     top_ks = [int(k) for k in args.top_k.split(",")]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    model_dir = args.model or embedded_model_dir()
+    model_dir = harness.model_dir(args)
     print("# Interventions: top-k vs random-k neuron ablation, masked-word prediction\n")
     print("command: .venv/bin/python -m benchmarks.interventions " + shlex.join(sys.argv[1:] if argv is None else argv))
-    print(f"settings: model={model_dir.name if args.model else 'embedded all-MiniLM-L6-v2'}, "
+    print(f"settings: model={'embedded all-MiniLM-L6-v2' if args.model == 'embedded' else model_dir.name}, "
           f"rank corpus={args.rank_conllu.name}[:{args.n_rank_sentences}], eval corpus={args.eval_conllu.name}"
           f"[:{args.n_eval_sentences}] (sentences of <= {args.max_eval_words} words), classes={classes}, methods={methods} {METHOD_PARAMS}, k={args.k}, "
           f"n_random={args.n_random}, accuracy@{top_ks}, ablation={args.mode} (mean = the neuron's mean over ranking words), "
@@ -137,7 +151,7 @@ def main(argv=None) -> int:
     rank_corpus = read_conllu(args.rank_conllu)
     eval_corpus = [s for s in read_conllu(args.eval_conllu)
                    if len(s.tokens) <= args.max_eval_words][: args.n_eval_sentences]
-    all_rank_words = [list(s.tokens) for s in rank_corpus]
+    all_rank_words = [list(s.tokens) for s in rank_corpus][: args.head_sentences or None]
     rank_words = all_rank_words[: args.n_rank_sentences]
     y = np.array([label for s in rank_corpus[: args.n_rank_sentences] for label in s.labels])
     eval_words = [list(s.tokens) for s in eval_corpus]
@@ -197,23 +211,25 @@ def main(argv=None) -> int:
                 "group").iter_rows(named=True):
             rows.append([r["concept"], r["method"], r["layer_counts"], r["group"], r["n_words"],
                          fmt(scale * r["baseline"], digits), fmt(scale * r["top"], digits),
-                         f"{fmt(scale * r['random_mean'], digits)} [{fmt(scale * r['random_low'], digits)}, "
-                         f"{fmt(scale * r['random_high'], digits)}]",
+                         (f"{fmt(scale * r['random_mean'], digits)} [{fmt(scale * r['random_low'], digits)}, "
+                          f"{fmt(scale * r['random_high'], digits)}]"),
                          fmt(scale * r["top_drop"], digits), fmt(scale * r["random_drop"], digits),
                          fmt(r["random_share_below_top"], 2)])
         print(markdown_table(["class", "method", "top-k per layer", "words", "n", "baseline", "top-k",
                               "random-k", "top drop", "random drop", "rand<=top"], rows))
         print()
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        effects.write_parquet(args.out / "effects.parquet")
-        summary.write_parquet(args.out / "summary.parquet")
+    if args.parquet:
+        args.parquet.mkdir(parents=True, exist_ok=True)
+        effects.write_parquet(args.parquet / "effects.parquet")
+        summary.write_parquet(args.parquet / "summary.parquet")
     total = time.perf_counter() - started
-    print(json.dumps({"seconds": {"total": round(total, 1), "head": round(head_seconds, 1),
-                                  "extract": round(extract_seconds, 1), "fits": fit_seconds,
-                                  "interventions": round(eval_seconds, 1)},
-                      "summary": summary.filter((pl.col("metric") == "accuracy")
-                                              | (pl.col("top_k") == top_ks[0])).to_dicts()}))
+    harness.report(args, "interventions", QUESTION,
+                   quality={"head": record,
+                            "summary": summary.filter((pl.col("metric") == "accuracy")
+                                                      | (pl.col("top_k") == top_ks[0])).to_dicts()},
+                   results={"seconds": {"total": round(total, 1), "head": round(head_seconds, 1),
+                                        "extract": round(extract_seconds, 1), "fits": fit_seconds,
+                                        "interventions": round(eval_seconds, 1)}})
     return 0
 
 

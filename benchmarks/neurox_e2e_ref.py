@@ -7,6 +7,8 @@ top, bottom and random neurons of the ordering at each fraction and evaluate it
 (``ablation.filter_activations_keep_neurons`` + ``train_logistic_regression_probe`` +
 ``evaluate_probe``). With the defaults (fractions 0.10 and 0.20, 2 random draws) that is 8
 retrained probes, the work of ``benchmarks/e2e.py``'s NeuroX-equivalent analysis.
+``python -m benchmarks.e2e`` runs it alternately with our side; it imports nothing of this
+repository.
 
 Run it with the NeuroX venv's python (``../shared/bench/setup_neurox.sh``)::
 
@@ -53,11 +55,10 @@ def main() -> int:
         os.environ["PYTHONHASHSEED"] = str(seed)
         os.execv(sys.executable, [sys.executable, *sys.argv])
     sys.path.insert(0, str(HARNESS))
-    import neurox_ref as ref  # the shared harness, unchanged
-
-    import neurox.interpretation.ablation as ablation
     import neurox.interpretation.linear_probe as lp
+    import neurox_ref as ref  # the shared harness, unchanged
     import numpy as np
+    from neurox.interpretation import ablation
 
     seen: dict = {}
     train, evaluate, ordering = lp.train_logistic_regression_probe, lp.evaluate_probe, lp.get_neuron_ordering

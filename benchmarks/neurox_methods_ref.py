@@ -1,10 +1,11 @@
-"""NeuroX side of the same-matrix method-speed benchmark.
+"""NeuroX side of ``benchmarks/methods.py --compare speed`` (ranking methods on one matrix).
 
 Times NeuroX's neuron-ranking methods on activation matrices that are already extracted
 (the same ``.npy`` files our own code reads), so that only the ranking methods are compared
-and NeuroX's extractor and hdf5 loader are left out. Run it with the python of the NeuroX
-venv made by ``../shared/bench/setup_neurox.sh`` (NeuroX 1.0.9 from PyPI, torch CPU),
-NOT with the project's venv::
+and NeuroX's extractor and hdf5 loader are left out. ``python -m benchmarks.methods`` runs
+it alternately with our side; it imports nothing of this repository. Run it by hand with
+the python of the NeuroX venv made by ``../shared/bench/setup_neurox.sh`` (NeuroX 1.0.9
+from PyPI, torch CPU), NOT with the project's venv::
 
     NX="$HOME/.cache/neuro-bench/neurox-venv/bin/python"
     "$NX" benchmarks/neurox_methods_ref.py \\

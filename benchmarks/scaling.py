@@ -1,121 +1,97 @@
-"""Benchmark: extraction time and peak memory against corpus size, and a corpus whose
-activations are larger than the memory the process may use.
+"""Scaling: how do the extraction stage's time and peak memory grow with the corpus, up to
+a corpus whose activations are larger than the memory the process may use?
 
-Start here: each size is a corpus made by repeating UD EWT dev; every repeat r > 0 gets
-the word ``§r`` at the start of each sentence, so that no sentence repeats (sentences are
-content-addressed and would otherwise be extracted once). Each size runs the extraction
-stage (``materialize_activations``: tokenise, forward, aggregate, write to the store) in a
-fresh process into a fresh store, and the parent records that process's wall time and
-peak resident memory (``wait4``). Memory stays flat when it does not grow with the corpus.
+Each size is EWT dev repeated ``--repeats`` times (every repeat r > 0 starts each sentence
+with the word ``§r``, so no sentence repeats: sentences are content-addressed and would
+otherwise be extracted once). Each size runs the extraction stage
+(``neuro_pipeline.stages.materialize_corpus`` then ``materialize_activations``: tokenise,
+forward, aggregate, write to the store) in a fresh process into a fresh store; the sizes
+alternate every round, and each process is measured from outside (wall time, peak RSS).
+The reference is the smallest size: time and size ratios are against it, so time linear in
+the words shows as equal ratios, and flat memory as a flat peak RSS. Quality next to time:
+the words stored against the words written, and the store's size against the activations'.
 
-With ``--cgroup-limit-mb`` the largest size runs inside a cgroup (v1 memory controller,
-as root) whose limit is below the size of its activations, showing that the stage streams
-to the store instead of holding the activations.
+With ``--cgroup-limit-mb`` the largest size runs inside a memory cgroup (v1, as root)
+whose limit is below its activations, showing that the stage streams to the store instead
+of holding them (the cgroup's failcnt stays 0).
 
-    .venv/bin/python -m benchmarks.scaling --repeats 0.25,0.5,1,2 --plot benchmarks/scaling.svg
-    .venv/bin/python -m benchmarks.scaling --repeats 0.25,0.5,1,2,4,10 --cgroup-limit-mb 1000
+Reproduce the docs' numbers (docs/performance.md, "extraction time and peak memory against
+corpus size"; ``benchmarks/scaling.json`` and ``scaling.svg`` hold that run)::
 
-The last stdout line is one JSON object.
+    .venv/bin/python -m benchmarks.scaling --repeats 0.25,0.5,1,2,4,10 --cgroup-limit-mb 1000 --rounds 1 \\
+        --plot benchmarks/scaling.svg --out benchmarks/scaling.json
+
+``--quick``: 1% and 2% of EWT dev, one round.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-EWT_DEV = ROOT.parent / "shared" / "data" / "ud-en-ewt" / "en_ewt-ud-dev.conllu"
+from benchmarks import harness
 
-_CHILD = """
-import sys, torch
-torch.set_num_threads(int(sys.argv[2]))
-from neuro_pipeline.config import load_config
-from neuro_pipeline.pipeline import materialize_activations, materialize_corpus
-from neuro_pipeline.store import Store
-cfg = load_config(sys.argv[1])
-store = Store(cfg.store_path)
-materialize_corpus(cfg, store)
-s = materialize_activations(cfg, store)
-print("RESULT", s.n_rows, s.seconds, s.load_seconds, s.write_wait_seconds, flush=True)
-"""
+QUESTION = ("How do the extraction stage's time and peak memory grow with the corpus, up to activations larger "
+            "than the memory the process may use?")
 
 
-def write_corpus(path: Path, repeats: float) -> tuple[int, int]:
-    """EWT dev repeated ``repeats`` times (a fraction takes that share of its sentences)."""
-    from neuro_pipeline.corpus import read_conllu
-
-    base = read_conllu(EWT_DEV)
-    n_total = int(round(len(base) * repeats))
-    blocks, n_words = [], 0
-    for i in range(n_total):
-        r, s = divmod(i, len(base))
-        sentence = base[s]
-        words = ([f"§{r}"] if r else []) + list(sentence.tokens)
-        labels = (["SYM"] if r else []) + list(sentence.labels)
-        n_words += len(words)
-        blocks.append("\n".join(f"{j}\t{w}\t_\t{t}\t_\t_\t_\t_\t_\t_"
-                                for j, (w, t) in enumerate(zip(words, labels), start=1)))
-    path.write_text("\n\n".join(blocks) + "\n\n", encoding="utf-8")
-    return n_total, n_words
+def parse_args(argv=None):
+    ap = harness.parser(__doc__, rounds=1)
+    ap.add_argument("--repeats", default="0.25,0.5,1,2", help="comma-separated multiples of EWT dev")
+    ap.add_argument("--storage", default="parquet", choices=["duckdb", "parquet"])
+    ap.add_argument("--cgroup-limit-mb", type=int, default=None,
+                    help="run the largest size in a memory cgroup with this limit (root, cgroup v1)")
+    ap.add_argument("--plot", type=Path, default=None, help="write time and memory against size (SVG/PNG)")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep the corpora here")
+    ap.add_argument("--config", type=Path, default=None, help=argparse.SUPPRESS)  # the extract side's analysis
+    return harness.parse(ap, argv, quick={"repeats": "0.01,0.02"})
 
 
-def run_size(workdir: Path, repeats: float, threads: int, cgroup: Path | None, storage: str = "parquet") -> dict:
-    folder = workdir / f"x{repeats:g}"
+def extract_side(args) -> dict:
+    """One fresh process: the corpus and extraction stages on a fresh store."""
+    from neuro_pipeline.config import load_config
+    from neuro_pipeline.stages import materialize_activations, materialize_corpus
+    from neuro_pipeline.store import Store
+
+    cfg = load_config(args.config)
+    store = Store(cfg.store_path)
+    materialize_corpus(cfg, store)
+    s = materialize_activations(cfg, store)
+    folder = Path(cfg.store_path).parent
+    store_mb = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and f.suffix in (".duckdb", ".parquet")
+                   ) / 2**20
+    return {"ok": True, "n_rows": s.n_rows, "stage_s": s.seconds, "load_s": s.load_seconds,
+            "extract_s": s.seconds - s.load_seconds, "write_wait_s": s.write_wait_seconds, "store_mb": store_mb,
+            "words_per_s": (s.n_words_extracted / (s.seconds - s.load_seconds)) if s.n_words_extracted else None}
+
+
+def size_side(args, work: Path, repeats: float, largest: bool) -> tuple[harness.Side, dict]:
+    folder = work / f"x{repeats:g}"
     folder.mkdir(parents=True, exist_ok=True)
-    n_sentences, n_words = write_corpus(folder / "corpus.conllu", repeats)
+    n_sentences, n_words = harness.repeated_corpus(folder / "corpus.conllu", harness.ewt_file(args, "dev"), repeats)
+    model = "" if args.model == "embedded" else f"path: {harness.model_dir(args)}, "
     (folder / "p.yaml").write_text(
-        f"name: scale\nstore: s.duckdb\nreports: r\nmodel: {{batch_size: 64}}\nextraction: {{storage: {storage}}}\n"
+        f"name: scale\nstore: s.duckdb\nreports: r\nmodel: {{{model}batch_size: 64, threads: {args.threads}}}\n"
+        f"extraction: {{storage: {args.storage}}}\n"
         "corpus: {format: conllu, train: corpus.conllu, test_fraction: 0.0}\n", encoding="utf-8")
-    command = [sys.executable, "-c", _CHILD, str(folder / "p.yaml"), str(threads)]
-    start = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=(lambda: _join(cgroup)) if cgroup else None)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    out, err = proc.stdout.read(), proc.stderr.read()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    line = next((x for x in out.splitlines() if x.startswith("RESULT")), None)
-    if proc.returncode != 0 or line is None:
-        raise SystemExit(f"size {repeats}: exit {proc.returncode}\n{err[-3000:]}")
-    _, n_rows, seconds, load, wait = line.split()
-    activation_mb = n_words * 7 * 384 * 4 / 2**20
-    store_mb = (folder / "s.duckdb").stat().st_size / 2**20
-    (folder / "s.duckdb").unlink()
-    if (folder / "activations").exists():
-        store_mb += sum(f.stat().st_size for f in (folder / "activations").rglob("*.parquet")) / 2**20
-        shutil.rmtree(folder / "activations")
-    return {"repeats": repeats, "n_sentences": n_sentences, "n_words": n_words, "activation_mb": round(activation_mb),
-            "store_mb": round(store_mb), "storage": storage, "wall_s": round(wall, 2), "stage_s": float(seconds),
-            "load_s": float(load), "write_wait_s": float(wait),
-            "words_per_s": round(n_words / (float(seconds) - float(load)), 1),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024), "cgroup_limit_mb": None}
+
+    def wipe():
+        (folder / "s.duckdb").unlink(missing_ok=True)
+        shutil.rmtree(folder / "activations", ignore_errors=True)
+        shutil.rmtree(folder / "r", ignore_errors=True)
+
+    side = harness.ours_side("scaling", "--config", folder / "p.yaml", name=f"x{repeats:g}", side="extract")
+    side.before, side.after = wipe, wipe
+    if largest and args.cgroup_limit_mb:
+        side.cgroup = lambda: harness.memory_cgroup(args.cgroup_limit_mb)
+    facts = {"repeats": repeats, "n_sentences": n_sentences, "n_words": n_words,
+             "activation_mb": n_words * 7 * 384 * 4 / 2**20}
+    return side, facts
 
 
-def _join(cgroup: Path) -> None:
-    (cgroup / "cgroup.procs").write_text(str(os.getpid()))
-
-
-def make_cgroup(limit_mb: int) -> Path:
-    cgroup = Path("/sys/fs/cgroup/memory") / f"neuro-scaling-{os.getpid()}"
-    cgroup.mkdir()
-    (cgroup / "memory.limit_in_bytes").write_text(str(limit_mb * 2**20))
-    swap = cgroup / "memory.memsw.limit_in_bytes"
-    if swap.exists():
-        try:
-            swap.write_text(str(limit_mb * 2**20))
-        except OSError:
-            pass
-    return cgroup
-
-
-def plot(results: list[dict], path: Path, storage: str = "parquet") -> None:
+def plot(results: list[dict], path: Path, storage: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,7 +99,7 @@ def plot(results: list[dict], path: Path, storage: str = "parquet") -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
     words = [r["n_words"] / 1000 for r in results]
-    left.plot(words, [r["stage_s"] - r["load_s"] for r in results], "o-")
+    left.plot(words, [r["extract_s"] for r in results], "o-")
     left.set_xlabel("corpus size (thousand words)")
     left.set_ylabel("extraction stage (s, model load excluded)")
     left.set_ylim(bottom=0)
@@ -145,46 +121,46 @@ def plot(results: list[dict], path: Path, storage: str = "parquet") -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repeats", default="0.25,0.5,1,2", help="comma-separated multiples of EWT dev")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--storage", default="parquet", choices=["duckdb", "parquet"])
-    ap.add_argument("--cgroup-limit-mb", type=int, default=None,
-                    help="run the largest size in a memory cgroup with this limit")
-    ap.add_argument("--plot", type=Path, default=None, help="write time and memory against size (SVG/PNG)")
-    ap.add_argument("--workdir", type=Path, default=None)
-    args = ap.parse_args(argv)
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-scaling-"))
-    sizes = [float(x) for x in args.repeats.split(",")]
-    results = []
-    for repeats in sizes:
-        cgroup = make_cgroup(args.cgroup_limit_mb) if args.cgroup_limit_mb and repeats == max(sizes) else None
-        try:
-            result = run_size(workdir, repeats, args.threads, cgroup, args.storage)
-            if cgroup is not None:
-                result["cgroup_limit_mb"] = args.cgroup_limit_mb
-                result["cgroup_max_usage_mb"] = round(int((cgroup / "memory.max_usage_in_bytes").read_text()) / 2**20)
-                result["cgroup_failcnt"] = int((cgroup / "memory.failcnt").read_text())
-        finally:
-            if cgroup is not None:
-                cgroup.rmdir()
-        results.append(result)
-        print(json.dumps(result), file=sys.stderr)
-    if len(results) > 1:
-        base = results[0]
-        for r in results:
-            r["time_ratio_vs_smallest"] = round((r["stage_s"] - r["load_s"]) / (base["stage_s"] - base["load_s"]), 2)
-            r["size_ratio_vs_smallest"] = round(r["n_words"] / base["n_words"], 2)
-    print(f"{'words':>8} {'act MB':>7} {'stage s':>8} {'words/s':>8} {'peak RSS MB':>11} {'time ratio':>10} {'size ratio':>10}",
-          file=sys.stderr)
-    for r in results:
-        print(f"{r['n_words']:>8} {r['activation_mb']:>7} {r['stage_s'] - r['load_s']:>8.1f} {r['words_per_s']:>8} "
-              f"{r['peak_rss_mb']:>11} {r.get('time_ratio_vs_smallest', 1):>10} {r.get('size_ratio_vs_smallest', 1):>10}",
-              file=sys.stderr)
-    if args.plot:
-        plot(results, args.plot, args.storage)
-    print(json.dumps({"threads": args.threads, "results": results}))
-    return 0
+    args = parse_args(argv)
+    if args.side == "extract":
+        harness.side_result(extract_side(args))
+        return 0
+    work, cleanup = (args.workdir, lambda: None) if args.workdir else harness.workdir("scaling")
+    try:
+        sizes = harness.csv(args.repeats, float)
+        sides, facts = [], {}
+        for repeats in sizes:
+            side, f = size_side(args, work, repeats, repeats == max(sizes))
+            sides.append(side)
+            facts[side.name] = f
+        ab, _ = harness.alternate(sides, args.rounds, reference=sides[0].name, speedup=False)
+        results = []
+        for side in sides:
+            f = facts[side.name]
+            r = {**f, **{k: ab.median(side.name, k) for k in ("extract_s", "load_s", "stage_s", "wall_s", "peak_rss_mb",
+                                                             "words_per_s", "store_mb", "n_rows", "write_wait_s",
+                                                             "cgroup_max_usage_mb", "cgroup_failcnt")}}
+            r["time_ratio_vs_smallest"] = ab.ratio(side.name, "extract_s") or 1.0
+            r["size_ratio_vs_smallest"] = f["n_words"] / facts[sides[0].name]["n_words"]
+            if side.cgroup:
+                r["cgroup_limit_mb"] = args.cgroup_limit_mb
+            results.append(r)
+        harness.table(["size", "words", "activations MB", "extract s", "words/s", "peak RSS MB", "time ratio",
+                       "size ratio", "words stored", "store MB", "cgroup failcnt"],
+                      [[f"x{r['repeats']:g}", r["n_words"], r["activation_mb"], r["extract_s"], r["words_per_s"],
+                        r["peak_rss_mb"], r["time_ratio_vs_smallest"], r["size_ratio_vs_smallest"], r["n_rows"],
+                        r["store_mb"], r["cgroup_failcnt"]] for r in results],
+                      title=f"Extraction against corpus size (medians of {args.rounds} round(s); ratios against "
+                            f"the smallest size; {args.threads} threads, {args.storage})")
+        if args.plot:
+            plot(results, args.plot, args.storage)
+            harness.say(f"wrote {args.plot}")
+        quality = {r["repeats"]: {"words_stored": r["n_rows"], "words_written": r["n_words"],
+                                  "store_mb": r["store_mb"], "activation_mb": r["activation_mb"]} for r in results}
+        harness.report(args, "scaling", QUESTION, ab=ab, quality=quality, results=results)
+        return 0
+    finally:
+        cleanup()
 
 
 if __name__ == "__main__":

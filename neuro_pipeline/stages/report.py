@@ -37,7 +37,7 @@ from neuro_pipeline.stages.rankings import (
     read_top_words,
 )
 from neuro_pipeline.stages.versions import corpus_version
-from neuro_pipeline.store import Store
+from neuro_pipeline.store import ActivationSet, Store
 from neuro_pipeline.store.tables import report as tables
 
 
@@ -179,7 +179,7 @@ def materialize_report(cfg: PipelineConfig, store: Store, *, progress: Progress 
     return summary
 
 
-def gather_sections(cfg: PipelineConfig, store: Store, aset) -> dict[str, Any]:
+def gather_sections(cfg: PipelineConfig, store: Store, aset: ActivationSet) -> dict[str, Any]:
     """The report's sections from the other stages' stored results, each through that stage's
     ``read_*``. A stage that is off contributes an empty section, even if old rows of it are
     stored."""
@@ -297,7 +297,7 @@ def selection_rows(selections: pl.DataFrame) -> list[dict[str, Any]]:
     return agg.to_dicts()
 
 
-def read_metrics(cfg: PipelineConfig, store: Store, aset) -> pl.DataFrame:
+def read_metrics(cfg: PipelineConfig, store: Store, aset: ActivationSet) -> pl.DataFrame:
     """The stored metric rows: scope, label, selection, fraction, k, draw, metric, value."""
     return tables.metrics(store, stage_key(cfg, aset))
 

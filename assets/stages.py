@@ -46,9 +46,6 @@ POOL = "duckdb_writer"  # DuckDB allows one writer process at a time
 AUTOMATION = (dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()).with_label(
     "eager, once the upstream blocking checks passed")
 
-#: Upstream names that are not stages: the observed inputs (see assets.sources).
-INPUTS = ("corpus_files", "model_checkpoint", "analysis_settings")
-
 
 @dataclass(frozen=True)
 class StageSpec:

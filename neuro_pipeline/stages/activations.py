@@ -291,20 +291,11 @@ def activation_statistics(cfg: PipelineConfig, store: Store, aset: ActivationSet
     return summary, constant
 
 
-def activation_layer_summary(cfg: PipelineConfig, store: Store) -> tuple[pl.DataFrame, int, ActivationSet]:
-    """Per-layer summary of the corpus's activations, for the quality suite.
-
-    Returns the summary (layer, n_rows, width_min, width_max, n_nonfinite, and the
-    corpus-wide n_missing_sentences and n_word_count_mismatch), the number of rows
-    expected per layer (corpus words of sentences that were not rejected), and the
-    activation set.
-    """
-    summary, expected, aset, _ = _activation_summary(cfg, store)
-    return summary, expected, aset
-
-
 def _activation_summary(cfg: PipelineConfig, store: Store) -> tuple[pl.DataFrame, int, ActivationSet, list[int]]:
-    """:func:`activation_layer_summary` and the constant neurons, from one pass over the set."""
+    """What the quality suite judges, from one pass over the set: the per-layer summary (layer,
+    n_rows, width_min, width_max, n_nonfinite, and the corpus-wide n_missing_sentences and
+    n_word_count_mismatch), the rows expected per layer (corpus words of sentences that were
+    not rejected), the activation set, and the constant neurons."""
     aset = current_activation_set(cfg, store)
     summary, constant = activation_statistics(cfg, store, aset)
     expected = tables.expected_rows(store, cfg.name, aset.activation_set)

@@ -61,20 +61,18 @@ _FLOAT_TYPES = {"FLOAT", "DOUBLE", "REAL", "FLOAT4", "FLOAT8"}
 _FILE_TABLES = ("activation_sentences", "activation_files")
 
 
-@dataclass
-class TableComparison:
-    """One table of both stores: row counts (None where the table is missing), the number
-    of rows only one side holds, and the first of those rows (compared columns only)."""
+@dataclass(kw_only=True)
+class RowDifference:
+    """Rows of one thing in both stores: the counts (None where a table is missing), the number
+    of rows only one side holds, the first of those rows, and a difference of schema (a missing
+    table or column, another type) or an error."""
 
-    table: str
-    rows_a: int | None
-    rows_b: int | None
-    columns: list[str] = field(default_factory=list)
+    rows_a: int | None = 0
+    rows_b: int | None = 0
     n_only_a: int = 0
     n_only_b: int = 0
     only_a: list[tuple] = field(default_factory=list)
     only_b: list[tuple] = field(default_factory=list)
-    #: A difference of schema (a missing table or column, another type) or an error.
     problem: str | None = None
 
     @property
@@ -82,24 +80,21 @@ class TableComparison:
         return self.problem is None and self.rows_a == self.rows_b and self.n_only_a == self.n_only_b == 0
 
 
-@dataclass
-class ActivationComparison:
+@dataclass(kw_only=True)
+class TableComparison(RowDifference):
+    """One table of both stores, its rows compared on the compared columns."""
+
+    table: str
+    columns: list[str] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class ActivationComparison(RowDifference):
     """The activation rows of one set in both stores, compared by a digest of each row."""
 
     activation_set: str
     storage_a: str
     storage_b: str
-    rows_a: int = 0
-    rows_b: int = 0
-    n_only_a: int = 0
-    n_only_b: int = 0
-    only_a: list[tuple] = field(default_factory=list)
-    only_b: list[tuple] = field(default_factory=list)
-    problem: str | None = None
-
-    @property
-    def identical(self) -> bool:
-        return self.problem is None and self.rows_a == self.rows_b and self.n_only_a == self.n_only_b == 0
 
 
 @dataclass
@@ -259,7 +254,8 @@ class _Comparer:
         rows_a = self._count("sa", table) if cols_a is not None else None
         rows_b = self._count("sb", table) if cols_b is not None else None
         if cols_a is None or cols_b is None:
-            return TableComparison(table, rows_a, rows_b, problem=f"only in {'A' if cols_b is None else 'B'}")
+            return TableComparison(table=table, rows_a=rows_a, rows_b=rows_b,
+                                   problem=f"only in {'A' if cols_b is None else 'B'}")
         types_a, types_b = dict(cols_a), dict(cols_b)
         problems = [f"column {c} only in {side}" for side, mine, other in (("A", types_a, types_b),
                                                                          ("B", types_b, types_a))
@@ -271,7 +267,7 @@ class _Comparer:
             if self._is_skipped(table, c, k) or self._is_skipped(table, c, types_b[c]):
                 self.skipped.add(f"{table}.{c}")
         compared = [(c, k) for c, k in shared if f"{table}.{c}" not in self.skipped]
-        result = TableComparison(table, rows_a, rows_b, columns=[c for c, _ in compared],
+        result = TableComparison(table=table, rows_a=rows_a, rows_b=rows_b, columns=[c for c, _ in compared],
                                  problem="; ".join(problems) or None)
         if not compared:
             return result
@@ -410,7 +406,8 @@ class _Comparer:
         def describe(storage: tuple) -> str:
             return f"Parquet, {storage[1]} layout" if storage[0] is not None else f"DuckDB rows, {storage[2]}"
 
-        result = ActivationComparison(activation_set, describe(storage_a), describe(storage_b))
+        result = ActivationComparison(activation_set=activation_set, storage_a=describe(storage_a),
+                                      storage_b=describe(storage_b))
         try:
             for alias, storage in (("sa", storage_a), ("sb", storage_b)):
                 self.con.execute(f"CREATE OR REPLACE TEMP TABLE acts_{alias} AS "

@@ -177,6 +177,23 @@ def repeated_corpus(path: Path, source: Path, repeats: float) -> tuple[int, int]
     return n_total, write_conllu(path, sentences())
 
 
+def repeated_corpus_analysis(args, work: Path, repeats: float, name: str, extra_yaml: str = "",
+                              extraction: str = "parquet") -> tuple[Path, int, int]:
+    """A folder ``x<repeats>`` under ``work`` holding EWT dev repeated ``repeats`` times
+    (:func:`repeated_corpus`) and ``p.yaml``, an analysis of it (no test split; the store,
+    reports and Parquet files in the folder) with the model and threads of ``args`` and
+    ``extra_yaml`` appended. Returns (folder, sentences, words)."""
+    folder = work / f"x{repeats:g}"
+    folder.mkdir(parents=True, exist_ok=True)
+    n_sentences, n_words = repeated_corpus(folder / "corpus.conllu", ewt_file(args, "dev"), repeats)
+    model = "" if args.model == "embedded" else f"path: {model_dir(args)}, "
+    (folder / "p.yaml").write_text(
+        f"name: {name}\nstore: s.duckdb\nreports: r\nmodel: {{{model}batch_size: 64, threads: {args.threads}}}\n"
+        f"extraction: {{storage: {extraction}}}\n"
+        "corpus: {format: conllu, train: corpus.conllu, test_fraction: 0.0}\n" + extra_yaml, encoding="utf-8")
+    return folder, n_sentences, n_words
+
+
 # ----------------------------------------------------------------------------- one measured subprocess
 @dataclass
 class Run:

@@ -84,17 +84,11 @@ def probe_side(args) -> dict:
 
 def prepare(args, work: Path, repeats: float) -> tuple[Path, dict]:
     """The corpus, its analysis and its extracted activations (what is not stored yet)."""
-    folder = work / f"x{repeats:g}"
-    folder.mkdir(parents=True, exist_ok=True)
-    n_sentences, n_words = harness.repeated_corpus(folder / "corpus.conllu", harness.ewt_file(args, "dev"), repeats)
-    model = "" if args.model == "embedded" else f"path: {harness.model_dir(args)}, "
-    (folder / "p.yaml").write_text(
-        f"name: mem\nstore: s.duckdb\nreports: r\nmodel: {{{model}batch_size: 64, threads: {args.threads}}}\n"
-        "extraction: {storage: parquet}\n"
-        "corpus: {format: conllu, train: corpus.conllu, test_fraction: 0.0}\n"
+    folder, n_sentences, n_words = harness.repeated_corpus_analysis(
+        args, work, repeats, "mem",
         f"evaluation: {{matrix_memory_mb: {args.matrix_memory_mb}}}\n"
         "ranking: {methods: [{method: linear_probe, params: {l1: 0.001, l2: 0.0001, solver: minibatch, "
-        f"max_epochs: {args.epochs}}}}}]}}\n", encoding="utf-8")
+        f"max_epochs: {args.epochs}}}}}]}}\n")
     harness.say(f"x{repeats:g}: {n_words} words; extracting (what is not stored yet) ...")
     run = harness.run_measured([sys.executable, "-m", "benchmarks.scaling", "--side", "extract",
                                 "--config", folder / "p.yaml"])

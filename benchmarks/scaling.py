@@ -68,14 +68,8 @@ def extract_side(args) -> dict:
 
 
 def size_side(args, work: Path, repeats: float, largest: bool) -> tuple[harness.Side, dict]:
-    folder = work / f"x{repeats:g}"
-    folder.mkdir(parents=True, exist_ok=True)
-    n_sentences, n_words = harness.repeated_corpus(folder / "corpus.conllu", harness.ewt_file(args, "dev"), repeats)
-    model = "" if args.model == "embedded" else f"path: {harness.model_dir(args)}, "
-    (folder / "p.yaml").write_text(
-        f"name: scale\nstore: s.duckdb\nreports: r\nmodel: {{{model}batch_size: 64, threads: {args.threads}}}\n"
-        f"extraction: {{storage: {args.storage}}}\n"
-        "corpus: {format: conllu, train: corpus.conllu, test_fraction: 0.0}\n", encoding="utf-8")
+    folder, n_sentences, n_words = harness.repeated_corpus_analysis(args, work, repeats, "scale",
+                                                                    extraction=args.storage)
 
     def wipe():
         (folder / "s.duckdb").unlink(missing_ok=True)

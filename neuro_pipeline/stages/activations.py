@@ -5,7 +5,9 @@ changed), and its quality suite.
 Start here: :func:`materialize_activations` extracts what is not stored yet and writes it
 while the model computes the next batches; :func:`check_activations` checks every stored
 row in one streamed pass (rows per layer, widths, NaN and Inf, constant neurons, sentences
-windowed or rejected for length)."""
+windowed or rejected for length, and that every Parquet file of the set is intact);
+:func:`repair_activation_files` removes damaged files (truncated, deleted) from the
+catalogue so that the next extraction redoes exactly their sentences."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from neuro_pipeline.stages.corpus import read_corpus_keys, read_first_occurrence
 from neuro_pipeline.stages.metadata import FilePath, Metadata
 from neuro_pipeline.stages.versions import activation_set_id, model_version
 from neuro_pipeline.store import ActivationSet, Store
+from neuro_pipeline.store.activations import DamagedFile, DiskFullError
 from neuro_pipeline.store.tables import activations as tables
 
 
@@ -163,31 +166,34 @@ def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Prog
             progress(done_before + n, len(words))
 
     windowed_before = 0
-    with BackgroundWriter(store, aset, inline=writes_inline(cfg)) as writer:
-        for group in ([] if model is None else groups):
-            n_rejected = len(stats.rejected_sentence_indices)
-            for index, array in extract_activations(
-                    model, [words[i] for i in group], aggregation=cfg.extraction.aggregation,
-                    batch_size=cfg.model.batch_size, long_sentences=cfg.extraction.long_sentences, stats=stats,
-                    progress=on_batch, pairs=None if seconds is None else [seconds[i] for i in group],
-                    batch_tokens=cfg.model.pass_tokens()):
-                windowed = stats.n_windowed_sentences > windowed_before
-                windowed_before = stats.n_windowed_sentences
-                buffer.append((hashes[group[index]], array, windowed))
-                buffered_words += array.shape[0]
-                if buffered_words >= flush_words:
+    try:
+        with BackgroundWriter(store, aset, inline=writes_inline(cfg)) as writer:
+            for group in ([] if model is None else groups):
+                n_rejected = len(stats.rejected_sentence_indices)
+                for index, array in extract_activations(
+                        model, [words[i] for i in group], aggregation=cfg.extraction.aggregation,
+                        batch_size=cfg.model.batch_size, long_sentences=cfg.extraction.long_sentences, stats=stats,
+                        progress=on_batch, pairs=None if seconds is None else [seconds[i] for i in group],
+                        batch_tokens=cfg.model.pass_tokens()):
+                    windowed = stats.n_windowed_sentences > windowed_before
+                    windowed_before = stats.n_windowed_sentences
+                    buffer.append((hashes[group[index]], array, windowed))
+                    buffered_words += array.shape[0]
+                    if buffered_words >= flush_words:
+                        writer.put(buffer)
+                        buffer, buffered_words = [], 0
+                rejected_indices += [int(group[i]) for i in stats.rejected_sentence_indices[n_rejected:]]
+                if buffer and group is not groups[-1]:
                     writer.put(buffer)
                     buffer, buffered_words = [], 0
-            rejected_indices += [int(group[i]) for i in stats.rejected_sentence_indices[n_rejected:]]
-            if buffer and group is not groups[-1]:
-                writer.put(buffer)
-                buffer, buffered_words = [], 0
-            done_before += len(group)
-    if progress is not None and words:
-        progress(len(words), len(words))
-    rejected = [(hashes[i], len(words[i])) for i in rejected_indices]
-    before_last = time.perf_counter()
-    store.write_activations(aset, buffer, rejected)
+                done_before += len(group)
+        if progress is not None and words:
+            progress(len(words), len(words))
+        rejected = [(hashes[i], len(words[i])) for i in rejected_indices]
+        before_last = time.perf_counter()
+        store.write_activations(aset, buffer, rejected)
+    except DiskFullError as exc:
+        raise _disk_full(store, set_id, hashes, exc) from None
     write_wait = writer.wait_seconds + time.perf_counter() - before_last
     seconds = time.perf_counter() - start
     extract_seconds = seconds - load_seconds
@@ -203,6 +209,17 @@ def materialize_activations(cfg: PipelineConfig, store: Store, *, progress: Prog
         words_per_second=(round(stats.n_words / extract_seconds, 1)
                           if stats.n_words and extract_seconds > 0 else None), **counts,
     )
+
+
+def _disk_full(store: Store, activation_set: str, hashes: list[str], exc: DiskFullError) -> DiskFullError:
+    """The error a run that filled the disk ends with: the failed write (which file, which
+    folder) and how many of the run's sentences were stored completely (on one line: the
+    command shows it as the run's cause)."""
+    stored = set(store.extracted_sentences(activation_set)["sentence_hash"].to_list()).intersection(hashes)
+    return DiskFullError(
+        f"{exc.what} {len(stored)} of the {len(hashes)} sentences this run had to extract were stored completely "
+        "(the next run reuses them); nothing half-written was kept: no partial file, and no sentence is marked "
+        "done without all of its rows.", exc.advice)
 
 
 def _stored_counts(store: Store, activation_set: str, sentences: pl.DataFrame) -> dict[str, int]:
@@ -247,11 +264,13 @@ def merge_activation_shards(cfg: PipelineConfig, store: Store, parts: list[Activ
         n_shards=len(parts), **counts)
 
 
-def activation_statistics(cfg: PipelineConfig, store: Store, aset: ActivationSet) -> tuple[pl.DataFrame, list[int]]:
+def activation_statistics(cfg: PipelineConfig, store: Store, aset: ActivationSet, *,
+                          damage: FileDamage | None = None) -> tuple[pl.DataFrame, list[int]]:
     """One streaming pass over the corpus's activations (record batches; memory does not grow
     with the corpus): per layer the rows, the smallest and largest width and the non-finite
     values (layer, n_rows, width_min, width_max, n_nonfinite); and the constant ("dead")
-    neurons, global ids of units whose value is the same on every word (NaN ignored)."""
+    neurons, global ids of units whose value is the same on every word (NaN ignored).
+    ``damage``: damaged Parquet files, not read (their sentences' rows count as missing)."""
     n_layers, hsz = aset.n_layers, aset.hidden_size
     n_rows = np.zeros(n_layers, dtype=np.int64)
     n_nonfinite = np.zeros(n_layers, dtype=np.int64)
@@ -259,7 +278,8 @@ def activation_statistics(cfg: PipelineConfig, store: Store, aset: ActivationSet
     width_max = np.full(n_layers, -1, dtype=np.int64)
     low = np.full((n_layers, hsz), np.inf, dtype=np.float32)
     high = np.full((n_layers, hsz), -np.inf, dtype=np.float32)
-    for batch in store.activation_batches(aset.activation_set, read_corpus_keys(cfg, store)):
+    keys, skipped = _readable_keys(cfg, store, damage)
+    for batch in store.activation_batches(aset.activation_set, keys, exclude_files=skipped):
         layer = batch.layer
         n_rows += np.bincount(layer, minlength=n_layers)
         np.minimum.at(width_min, layer, batch.width)
@@ -291,20 +311,31 @@ def activation_statistics(cfg: PipelineConfig, store: Store, aset: ActivationSet
     return summary, constant
 
 
-def _activation_summary(cfg: PipelineConfig, store: Store) -> tuple[pl.DataFrame, int, ActivationSet, list[int]]:
+def _readable_keys(cfg: PipelineConfig, store: Store, damage: FileDamage | None
+                   ) -> tuple[pl.DataFrame, list[str]]:
+    """The corpus's words whose rows can be read (none of a damaged file's sentences), and the
+    files not to scan."""
+    keys = read_corpus_keys(cfg, store)
+    if damage is None or not damage.files:
+        return keys, []
+    return (keys.filter(~pl.col("sentence_hash").is_in(damage.sentence_hashes)),
+            [d.file for d in damage.files])
+
+
+def _activation_summary(cfg: PipelineConfig, store: Store, aset: ActivationSet, damage: FileDamage | None
+                        ) -> tuple[pl.DataFrame, int, list[int]]:
     """What the quality suite judges, from one pass over the set: the per-layer summary (layer,
     n_rows, width_min, width_max, n_nonfinite, and the corpus-wide n_missing_sentences and
     n_word_count_mismatch), the rows expected per layer (corpus words of sentences that were
-    not rejected), the activation set, and the constant neurons."""
-    aset = current_activation_set(cfg, store)
-    summary, constant = activation_statistics(cfg, store, aset)
+    not rejected), and the constant neurons."""
+    summary, constant = activation_statistics(cfg, store, aset, damage=damage)
     expected = tables.expected_rows(store, cfg.name, aset.activation_set)
     # Every corpus sentence must have been processed, with exactly its number of words.
     consistency = tables.coverage(store, cfg.name, aset.activation_set)
     summary = summary.with_columns(
         pl.lit(consistency["n_missing_sentences"]).alias("n_missing_sentences"),
         pl.lit(consistency["n_word_count_mismatch"]).alias("n_word_count_mismatch"))
-    return summary, expected, aset, constant
+    return summary, expected, constant
 
 
 class BackgroundWriter:
@@ -383,19 +414,25 @@ def writes_inline(cfg: PipelineConfig) -> bool:
 
 def check_activations(cfg: PipelineConfig, store: Store):
     """great-expectations suite over the per-layer summary of this corpus's activations,
-    plus: which sentences and layers hold NaN or Inf (failing), the constant ("dead")
-    neurons, and the sentences windowed or rejected for length (reported)."""
+    plus: every Parquet file of the set present and readable with the rows the catalogue
+    lists (failing, with each damaged file and the sentences it held; the rest of the suite
+    then judges the other files), which sentences and layers hold NaN or Inf (failing), the
+    constant ("dead") neurons, and the sentences windowed or rejected for length (reported)."""
     from neuro_pipeline.quality import validate_activation_summary
 
-    summary, expected, aset, constant = _activation_summary(cfg, store)
+    aset = current_activation_set(cfg, store)
+    damage = find_damaged_files(cfg, store, aset)
+    summary, expected, constant = _activation_summary(cfg, store, aset, damage)
     report = validate_activation_summary(summary, expected_rows=expected, hidden_size=aset.hidden_size)
+    if aset.parquet_dir is not None:
+        report.results.append(_files_result(cfg, store, damage))
     if summary.height != aset.n_layers:
         report.success = False
         report.results.append({"expectation": "all_layers_present", "column": "layer", "success": False,
                                "unexpected_count": aset.n_layers - summary.height, "unexpected_examples": [],
                                "observed_value": summary.height})
     if int(summary["n_nonfinite"].sum() or 0):
-        where = _nonfinite_sentences(cfg, store, aset)
+        where = _nonfinite_sentences(cfg, store, aset, damage)
         report.results.append({
             "expectation": "sentences_with_nan_or_inf", "column": "act", "success": False,
             "unexpected_count": where.height,
@@ -417,13 +454,14 @@ def check_activations(cfg: PipelineConfig, store: Store):
     return report
 
 
-def _nonfinite_sentences(cfg: PipelineConfig, store: Store, aset: ActivationSet) -> pl.DataFrame:
+def _nonfinite_sentences(cfg: PipelineConfig, store: Store, aset: ActivationSet,
+                         damage: FileDamage | None = None) -> pl.DataFrame:
     """Where the corpus's activations hold NaN or Inf: one row per sentence (sentence_id,
     source, line of its first occurrence) with the layers concerned; a second streamed pass,
     run only when the first found such values."""
     bad = set()
-    keys = read_corpus_keys(cfg, store)
-    for batch in store.activation_batches(aset.activation_set, keys, with_hash=True):
+    keys, skipped = _readable_keys(cfg, store, damage)
+    for batch in store.activation_batches(aset.activation_set, keys, with_hash=True, exclude_files=skipped):
         rows = ~np.isfinite(batch.values).all(axis=1)
         if rows.any():
             bad.update(zip(batch.sentence_hash[batch.full][rows].tolist(), batch.layer[batch.full][rows].tolist()))
@@ -432,6 +470,124 @@ def _nonfinite_sentences(cfg: PipelineConfig, store: Store, aset: ActivationSet)
     return (bad_frame.join(first, on="sentence_hash")
             .group_by("sentence_id", "source", "line").agg(pl.col("layer").unique().sort().alias("layers"))
             .sort("sentence_id"))
+
+
+# ------------------------------------------------------------ damaged activation files
+
+@dataclass
+class FileDamage:
+    """The damaged Parquet files of an activation set (missing, truncated or unreadable, or
+    another row count than the catalogue lists) and the sentences whose rows they held."""
+
+    activation_set: str
+    #: Each damaged file with its reason and the sentences the catalogue reads from it.
+    files: list[DamagedFile]
+    #: Sentences stored before files were recorded per sentence that no intact file holds.
+    lost: list[str]
+
+    @property
+    def sentence_hashes(self) -> list[str]:
+        """Every sentence whose rows are gone (the files' and the ``lost`` ones)."""
+        return sorted({h for d in self.files for h in d.sentence_hashes} | set(self.lost))
+
+
+def find_damaged_files(cfg: PipelineConfig, store: Store, aset: ActivationSet | None = None) -> FileDamage:
+    """The damaged files of the analysis's current activation set (default ``aset``): a stat
+    and a footer read per file, no data (see :meth:`Store.damaged_activation_files`)."""
+    aset = current_activation_set(cfg, store) if aset is None else aset
+    files, lost = store.damaged_activation_files(aset)
+    return FileDamage(aset.activation_set, files, lost)
+
+
+def _where(first: pl.DataFrame, hashes) -> list[str]:
+    """``source:line (sentence N)`` of the sentences of this corpus among ``hashes``, in corpus order."""
+    rows = first.filter(pl.col("sentence_hash").is_in(list(hashes))).sort("sentence_id")
+    return [f"{r['source']}:{r['line']} (sentence {r['sentence_id']})" for r in rows.iter_rows(named=True)]
+
+
+def _files_result(cfg: PipelineConfig, store: Store, damage: FileDamage) -> dict:
+    """The expectation that every Parquet file of the set is intact: fails naming each damaged
+    file, why, and the sentences of this corpus it held (``source:line (sentence N)``, the
+    first 10 per file, with their count)."""
+    first = read_first_occurrences(cfg, store) if damage.files or damage.lost else None
+    examples, n_sentences = [], 0
+    for d in damage.files[:10]:
+        where = _where(first, d.sentence_hashes)
+        n_sentences += len(where)
+        shown = ", ".join(where[:10]) + (f", … ({len(where) - 10} more)" if len(where) > 10 else "")
+        examples.append(f"{d.file}: {d.reason}; it held {len(where)} sentence(s) of this corpus"
+                        + (f": {shown}" if where else "")
+                        + (f" (and {len(d.sentence_hashes) - len(where)} of other corpora)"
+                           if len(d.sentence_hashes) > len(where) else ""))
+    if damage.lost:
+        where = _where(first, damage.lost)
+        examples.append(f"{len(where)} sentence(s) stored before files were recorded per sentence are in no intact "
+                        f"file: {', '.join(where[:10])}")
+    in_corpus = len(_where(first, damage.sentence_hashes)) if first is not None else 0
+    return {"expectation": "activation_files_intact", "column": "file", "success": not damage.files,
+            "unexpected_count": len(damage.files), "unexpected_examples": examples,
+            "observed_value": {"n_damaged_files": len(damage.files), "n_sentences": in_corpus,
+                               "n_sentences_all_corpora": len(damage.sentence_hashes),
+                               "repair": "the next `neuro-pipeline run` removes them from the catalogue and "
+                                         "extracts their sentences again" if damage.files else None}}
+
+
+@dataclass
+class ActivationRepair:
+    """What :func:`repair_activation_files` did."""
+
+    #: The analysis's current activation set (None when it is not stored yet or not in Parquet).
+    activation_set: str | None
+    #: The damaged files, each with its reason and the sentences it held (removed from the catalogue).
+    damaged: list[DamagedFile]
+    #: Every sentence removed from the catalogue: the next extraction redoes these.
+    sentence_hashes: list[str]
+    #: Of those, the sentences of this analysis's corpus, as ``source:line (sentence N)``.
+    sentences_in_corpus: list[str]
+    #: Damaged files deleted (those that still existed: truncated or unreadable).
+    deleted_files: list[str]
+
+    @property
+    def n_files(self) -> int:
+        return len(self.damaged)
+
+    @property
+    def n_sentences(self) -> int:
+        return len(self.sentence_hashes)
+
+    def lines(self) -> list[str]:
+        """One line per damaged file, for the user."""
+        deleted = set(self.deleted_files)
+        return [f"{d.file}: {d.reason}; {len(d.sentence_hashes)} sentence(s) will be extracted again"
+                + ("; the file was deleted" if d.file in deleted else "") for d in self.damaged]
+
+
+def repair_activation_files(cfg: PipelineConfig, store: Store) -> ActivationRepair:
+    """Find the damaged Parquet files of the analysis's current activation set (a missing,
+    truncated or unreadable file, or one with another row count than catalogued: a stat and
+    a footer read per file, no data), remove the catalogue rows of their sentences and the
+    files' own rows in one transaction, and delete the damaged files that still exist. The
+    next :func:`materialize_activations` then extracts exactly those sentences again; nothing
+    else changes. Nothing is done (and nothing is created) when the store, the set or its
+    Parquet files do not exist yet."""
+    if not store.path.exists():
+        return ActivationRepair(None, [], [], [], [])
+    try:
+        version = model_version(cfg)
+    except OSError:  # no model (yet): the run reports it; nothing of it can be stored
+        return ActivationRepair(None, [], [], [], [])
+    set_id = activation_set_id(cfg, version)
+    if not tables.is_registered(store, set_id):
+        return ActivationRepair(None, [], [], [], [])
+    aset = store.activation_set(set_id)
+    if aset.parquet_dir is None:
+        return ActivationRepair(None, [], [], [], [])
+    damage = find_damaged_files(cfg, store, aset)
+    if not damage.files and not damage.lost:
+        return ActivationRepair(set_id, [], [], [], [])
+    deleted = store.forget_damaged_files(aset, damage.files, damage.lost)
+    hashes = damage.sentence_hashes
+    return ActivationRepair(set_id, damage.files, hashes, _where(read_first_occurrences(cfg, store), hashes), deleted)
 
 
 def read_model_versions(cfg: PipelineConfig, store: Store) -> pl.DataFrame:

@@ -17,8 +17,10 @@ pass (:meth:`ActivationStorage.read_activation_matrix`).
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,6 +97,62 @@ def decode_activations(stored: np.ndarray, storage_dtype: str) -> np.ndarray:
     return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
+class DiskFullError(StoreError):
+    """A write of activations failed because the disk (or the user's quota) is full; nothing of
+    that write was kept. ``what``: what failed; ``advice``: what to do (the message is both)."""
+
+    def __init__(self, what: str, advice: str = "Free space on that disk and run again.") -> None:
+        super().__init__(f"{what} {advice}")
+        self.what, self.advice = what, advice
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether an error of a write (Python's, pyarrow's or DuckDB's) says the disk or the
+    quota is full."""
+    if isinstance(exc, DiskFullError):
+        return True
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc).lower()
+    return any(s in text for s in ("no space left on device", "disk quota exceeded", "errno 28]", "errno 122]"))
+
+
+@dataclass(frozen=True)
+class DamagedFile:
+    """A committed Parquet file of an activation set that cannot be read as catalogued
+    (:meth:`ActivationStorage.damaged_activation_files`)."""
+
+    file: str
+    #: Why: missing, unreadable (truncated or corrupt; the Parquet footer cannot be read), or
+    #: another number of rows than the catalogue lists.
+    reason: str
+    #: The rows ``activation_files`` lists for it.
+    n_rows: int
+    #: The sentences the catalogue reads from this file (``activation_sentences.file``).
+    sentence_hashes: tuple[str, ...]
+
+
+def _file_damage(path: str, n_rows: int) -> str | None:
+    """Why a listed Parquet file cannot be read as catalogued, or None when its footer reads and
+    counts ``n_rows`` rows. Reads the footer only (a few KB), never the data."""
+    import pyarrow.parquet as pq
+
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"cannot be opened ({exc.strerror or exc})"
+    try:
+        found = pq.read_metadata(path).num_rows
+    except Exception as exc:  # pyarrow raises OSError or ArrowInvalid for a torn footer
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return f"unreadable: truncated or corrupt ({size:,} bytes; {detail})"
+    if found != n_rows:
+        return f"holds {found:,} rows where the catalogue lists {n_rows:,}"
+    return None
+
+
 @dataclass
 class ActivationBatch:
     """Stored rows of one read batch (:meth:`Store.activation_batches`), in any order."""
@@ -142,6 +200,12 @@ def _row_values(column, aset: ActivationSet) -> tuple[np.ndarray, np.ndarray]:
         return width, np.empty((0, hsz), dtype=element)
     data = column.buffers()[-1]
     return width, np.frombuffer(data, dtype=np.uint8)[start:stop].view(element).reshape(n, hsz)
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of an error's message (pyarrow and DuckDB add details below it)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 #: Columns of ``activation_sentences`` every storage writes (Parquet adds ``file``).
@@ -259,6 +323,12 @@ class ActivationStorage:
         rejected : sequence of (sentence_hash, n_words)
             Sentences the extractor refused (too long); recorded so they are reported,
             not silently missing, and not retried.
+
+        Raises
+        ------
+        DiskFullError
+            When the disk (or quota) is full: nothing of this write is kept (no partial
+            Parquet file, no catalogue row); earlier writes stay as they were.
         """
         aset = activation_set if isinstance(activation_set, ActivationSet) else self.activation_set(activation_set)
         activation_set = aset.activation_set
@@ -288,6 +358,19 @@ class ActivationStorage:
         if aset.parquet_dir is not None:
             self._write_parquet(aset, todo, status)
             return
+        try:
+            self._write_rows(aset, todo, status)
+        except BaseException as exc:
+            if is_disk_full(exc):
+                raise DiskFullError(f"the disk is full: writing {len(todo)} sentences into the store {self.path} "
+                                    f"failed ({_reason(exc)}); the transaction was rolled back.") from exc
+            raise
+
+    def _write_rows(self, aset: ActivationSet, todo: list[tuple[str, np.ndarray, bool]],
+                    status: pl.DataFrame) -> None:
+        """The sentences' rows into the DuckDB table of the set, and their catalogue rows, in
+        one transaction."""
+        activation_set = aset.activation_set
         with self.transaction() as con:
             # Another process may have stored some of these sentences while this one computed them.
             todo, status = _not_done(con, activation_set, todo, status)
@@ -365,9 +448,21 @@ class ActivationStorage:
             # Floats do not compress (lz4 left 85 of 85 MB) and per-page dictionaries and
             # statistics over them cost ~12% of the write: only the key columns get them.
             keys = ["sentence_hash", "position", "layer"]
-            pq.write_table(table, tmp, compression={**{k: "lz4" for k in keys}, "act": "none"},
-                           use_dictionary=["sentence_hash"], write_statistics=keys, row_group_size=max(1, n))
-            tmp.replace(folder / name)
+            try:
+                pq.write_table(table, tmp, compression={**{k: "lz4" for k in keys}, "act": "none"},
+                               use_dictionary=["sentence_hash"], write_statistics=keys, row_group_size=max(1, n))
+                tmp.replace(folder / name)
+            except BaseException as exc:
+                # Nothing half-written stays behind: the partial file is removed (it would never
+                # be read, but it holds disk space and looks like data).
+                tmp.unlink(missing_ok=True)
+                if is_disk_full(exc):
+                    raise DiskFullError(
+                        f"the disk is full: writing the activation file {name} ({len(todo)} sentences, "
+                        f"{table.num_rows:,} rows) in {folder} failed ({_reason(exc)}); the partial file was "
+                        "removed.", "Free space on that disk (or set extraction.parquet_dir to a folder on another "
+                        "one) and run again.") from exc
+                raise
             files.append((aset.activation_set, str(folder / name), table.num_rows))
             file_of_sentence[:len(todo)] = [str(folder / name)] * len(todo)
         status = status.with_columns(pl.Series("file", file_of_sentence, dtype=pl.Utf8))
@@ -380,12 +475,86 @@ class ActivationStorage:
                                       schema={"activation_set": pl.Utf8, "file": pl.Utf8, "n_rows": pl.Int64})
                 con.execute("INSERT INTO activation_files SELECT * FROM listed")
                 con.execute(f"INSERT INTO activation_sentences ({_SENTENCE_COLUMNS}, file) SELECT * FROM status")
-        except BaseException:
+        except BaseException as exc:
             for _, file, _ in files:
                 Path(file).unlink(missing_ok=True)
+            if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+                raise DiskFullError(
+                    f"the disk is full: recording {len(todo)} sentences in the store {self.path} failed "
+                    f"({_reason(exc)}); their file was removed and the transaction rolled back.") from exc
             raise
         if files and not kept:
             Path(files[0][1]).unlink(missing_ok=True)
+
+    def damaged_activation_files(self, aset: ActivationSet) -> tuple[list[DamagedFile], list[str]]:
+        """The committed Parquet files of a set that cannot be read as catalogued (missing,
+        truncated or unreadable, or another row count than ``activation_files`` lists), each
+        with the sentences the catalogue reads from it; and the sentences stored before files
+        were recorded per sentence (``file`` null) that no intact file holds any more. Cheap:
+        one stat and one footer read per file; only when a file is damaged and such older
+        sentences exist are the intact files' ``sentence_hash`` columns read. Empty for a set
+        stored in DuckDB."""
+        if aset.parquet_dir is None:
+            return [], []
+        with self.connect() as con:
+            listed = con.execute("SELECT file, n_rows FROM activation_files WHERE activation_set = ? ORDER BY file",
+                                 [aset.activation_set]).fetchall()
+        reasons = {file: (reason, n_rows) for file, n_rows in listed
+                   if (reason := _file_damage(file, n_rows)) is not None}
+        if not reasons:
+            return [], []
+        bad = pl.DataFrame({"file": list(reasons)}, schema={"file": pl.Utf8})  # noqa: F841
+        with self.connect() as con:
+            held = con.sql("SELECT s.file, s.sentence_hash FROM activation_sentences s JOIN bad USING (file) "
+                           "WHERE s.activation_set = ? AND s.status = 'ok' ORDER BY s.file, s.sentence_hash",
+                           params=[aset.activation_set]).fetchall()
+            unfiled = [r[0] for r in con.execute(
+                "SELECT sentence_hash FROM activation_sentences WHERE activation_set = ? AND status = 'ok' "
+                "AND file IS NULL ORDER BY sentence_hash", [aset.activation_set]).fetchall()]
+        by_file: dict[str, list[str]] = {file: [] for file in reasons}
+        for file, sentence_hash in held:
+            by_file[file].append(sentence_hash)
+        damaged = [DamagedFile(file, reason, n_rows, tuple(by_file[file]))
+                   for file, (reason, n_rows) in reasons.items()]
+        lost: list[str] = []
+        if unfiled:
+            intact = [file for file, _ in listed if file not in reasons]
+            found: set[str] = set()
+            if intact:
+                reader = duckdb.connect(":memory:")
+                try:
+                    found = {r[0] for r in reader.execute("SELECT DISTINCT sentence_hash FROM read_parquet(?)",
+                                                          [intact]).fetchall()}
+                finally:
+                    reader.close()
+            lost = [h for h in unfiled if h not in found]
+        return damaged, lost
+
+    def forget_damaged_files(self, aset: ActivationSet, damaged: Sequence[DamagedFile],
+                             lost: Collection[str] = ()) -> list[str]:
+        """Remove damaged files (:meth:`damaged_activation_files`) from the catalogue: in one
+        transaction, the catalogue rows of the sentences read from them (and of ``lost``,
+        older sentences without a recorded file that no intact file holds) and the files'
+        rows in ``activation_files``; then delete those of the files that still exist. The
+        next extraction then redoes exactly those sentences. Returns the deleted files."""
+        if not damaged and not lost:
+            return []
+        files = pl.DataFrame({"file": [d.file for d in damaged]}, schema={"file": pl.Utf8})  # noqa: F841
+        unfiled = pl.DataFrame({"sentence_hash": list(lost)}, schema={"sentence_hash": pl.Utf8})  # noqa: F841
+        with self.transaction() as con:
+            con.execute("DELETE FROM activation_sentences WHERE activation_set = ? AND status = 'ok' "
+                        "AND (file IN (SELECT file FROM files) OR "
+                        "(file IS NULL AND sentence_hash IN (SELECT sentence_hash FROM unfiled)))",
+                        [aset.activation_set])
+            con.execute("DELETE FROM activation_files WHERE activation_set = ? AND file IN (SELECT file FROM files)",
+                        [aset.activation_set])
+        deleted = []
+        for d in damaged:
+            path = Path(d.file)
+            if path.exists():
+                path.unlink(missing_ok=True)
+                deleted.append(d.file)
+        return deleted
 
     def activation_files(self, activation_set: str) -> list[str]:
         """The committed Parquet files of a set (empty for a set stored in DuckDB)."""
@@ -397,14 +566,15 @@ class ActivationStorage:
         return [r[0] for r in con.execute("SELECT file FROM activation_files WHERE activation_set = ? "
                                           "ORDER BY file", [activation_set]).fetchall()]
 
-    def _sentence_files(self, aset: ActivationSet, keys: pl.DataFrame) -> tuple[list[str], pl.DataFrame]:
+    def _sentence_files(self, aset: ActivationSet, keys: pl.DataFrame, exclude_files: Collection[str] = ()
+                        ) -> tuple[list[str], pl.DataFrame]:
         """The committed Parquet files that hold the sentences of ``keys``, and the file each
         of those sentences is read from (``sentence_hash``, ``file``; file null for a sentence
         stored before files were recorded per sentence, whose rows may then be in any file:
         every file is scanned)."""
         hashes = keys.select(pl.col("sentence_hash").cast(pl.Utf8).unique())  # noqa: F841
         with self.connect() as con:
-            listed = self._activation_files(con, aset.activation_set)
+            listed = [f for f in self._activation_files(con, aset.activation_set) if f not in exclude_files]
             located = con.sql(
                 "SELECT s.sentence_hash, any_value(s.file) AS file FROM activation_sentences s "
                 "JOIN hashes h USING (sentence_hash) WHERE s.activation_set = ? AND s.status = 'ok' "
@@ -460,7 +630,7 @@ class ActivationStorage:
         return np.concatenate([found, missing]).astype(np.int64)
 
     @contextlib.contextmanager
-    def _scan(self, aset: ActivationSet, keys: pl.DataFrame
+    def _scan(self, aset: ActivationSet, keys: pl.DataFrame, exclude_files: Collection[str] = ()
               ) -> Iterator[tuple[duckdb.DuckDBPyConnection, list[str] | None]]:
         """A connection for one streamed read of ``aset``'s rows, holding the numbered keys as
         the temporary table ``wanted`` (idx, sentence_hash, position, and for a Parquet set
@@ -469,7 +639,8 @@ class ActivationStorage:
         scan (None for DuckDB rows). A Parquet set is read by a DuckDB of its own: the store
         file is not held while the files are scanned, so the other processes of a run
         (extraction shards, other workers) keep writing; rows in DuckDB are read through the
-        store. Join the rows with :func:`_in_wanted`."""
+        store. Join the rows with :func:`_in_wanted`. ``exclude_files``: Parquet files not to
+        scan (damaged ones: their sentences are then not found)."""
         wanted = keys.select(pl.int_range(0, keys.height, dtype=pl.Int64).alias("idx"),
                              pl.col("sentence_hash").cast(pl.Utf8), pl.col("position").cast(pl.Int32))
         if aset.parquet_dir is None:
@@ -477,7 +648,7 @@ class ActivationStorage:
                 con.execute("CREATE TEMP TABLE wanted AS SELECT *, NULL::BIGINT AS file_index FROM wanted")
                 yield con, None
             return
-        files, located = self._sentence_files(aset, keys)
+        files, located = self._sentence_files(aset, keys, exclude_files)
         place = {file: i for i, file in enumerate(files)}
         file_index = pl.col("file").replace_strict(place, default=None, return_dtype=pl.Int64)
         located = located.select("sentence_hash", file_index.alias("file_index"))
@@ -506,14 +677,14 @@ class ActivationStorage:
                 removed += 1
         return removed
 
-    def activation_batches(self, activation_set: str, keys: pl.DataFrame, *,
-                           with_hash: bool = False) -> Iterator[ActivationBatch]:
+    def activation_batches(self, activation_set: str, keys: pl.DataFrame, *, with_hash: bool = False,
+                           exclude_files: Collection[str] = ()) -> Iterator[ActivationBatch]:
         """The set's rows of the given words (distinct ``sentence_hash``, ``position``), every
         layer, decoded, in batches in any order, with DuckDB's memory capped: one pass over
         activations larger than memory. A Parquet set is scanned without holding the store
-        file (as :meth:`read_activation_matrix` does)."""
+        file (as :meth:`read_activation_matrix` does), without the ``exclude_files``."""
         aset = self.activation_set(activation_set)
-        with self._scan(aset, keys) as (con, files):
+        with self._scan(aset, keys, exclude_files) as (con, files):
             relation, params = self.activation_relation(aset, files)
             hash_sql = ", a.sentence_hash" if with_hash else ""
             reader = con.sql(

@@ -49,18 +49,20 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return write_tiny_bert(tmp_path_factory.mktemp("tiny-bert") / "model", seed=0)
 
 
-@pytest.fixture
-def analysis_dir(tmp_path: Path, tiny_model_dir: Path) -> Path:
-    """A folder with train/test CoNLL-U files and a pipeline.yaml pointing at the tiny BERT."""
-    write_conllu(tmp_path / "train.conllu", 24, seed=1)
-    write_conllu(tmp_path / "test.conllu", 8, seed=2)
-    (tmp_path / "pipeline.yaml").write_text(textwrap.dedent(f"""\
+def write_analysis(folder: Path, model_dir: Path, *, batch_size: int = 4, extra: str = "") -> Path:
+    """Train/test CoNLL-U files and a pipeline.yaml pointing at ``model_dir`` in ``folder``;
+    the pipeline.yaml's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_conllu(folder / "train.conllu", 24, seed=1)
+    write_conllu(folder / "test.conllu", 8, seed=2)
+    config = folder / "pipeline.yaml"
+    config.write_text(textwrap.dedent(f"""\
         name: tiny
         store: store/pipeline.duckdb
         reports: reports
         model:
-          path: {tiny_model_dir}
-          batch_size: 4
+          path: {model_dir}
+          batch_size: {batch_size}
         corpus:
           format: conllu
           train: train.conllu
@@ -69,8 +71,27 @@ def analysis_dir(tmp_path: Path, tiny_model_dir: Path) -> Path:
         evaluation:
           fractions: [0.05, 0.25]
           n_random: 2
-        """), encoding="utf-8")
+        """) + extra, encoding="utf-8")
+    return config
+
+
+@pytest.fixture
+def analysis_dir(tmp_path: Path, tiny_model_dir: Path) -> Path:
+    """A folder with train/test CoNLL-U files and a pipeline.yaml pointing at the tiny BERT."""
+    write_analysis(tmp_path, tiny_model_dir)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def fault_reference(tmp_path_factory, tiny_model_dir: Path) -> Path:
+    """The store of one uninterrupted ``neuro-pipeline run`` of the fault tests' analysis
+    (``tests/pipeline/faults.py``), shared by every fault test of the session."""
+    from tests.pipeline.faults import run_cli, write_fault_analysis
+
+    config = write_fault_analysis(tmp_path_factory.mktemp("reference"), tiny_model_dir)
+    proc = run_cli(config)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return config.parent / "store" / "pipeline.duckdb"
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ with collector_paused():
     from neuro_pipeline.config import ConfigError, load_config
 
     from .checks import stage_checks
+    from .liveness import dead_run_sensor, with_heartbeat
     from .monitoring import (
         MODEL_VERSIONS,
         automation_sensor,
@@ -59,7 +60,7 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
         "analysis_job", selection=dg.AssetSelection.assets(*analysis.all),
         description="Materialize the whole analysis: corpus → activations → rankings → evaluation → report → "
                     "drift, with their checks" + (" (one model version per run)." if partitions else "."))
-    sensors = [make_input_sensor(mon.watch_seconds), automation_sensor()]
+    sensors = [make_input_sensor(mon.watch_seconds), automation_sensor(), dead_run_sensor()]
     if partitions is not None:
         sensors.insert(0, make_registry_sensor(partitions, analysis_job, analysis.stage("annotated_corpus").key,
                                                model_checkpoint.key, mon.watch_seconds, mon.settle_seconds))
@@ -70,7 +71,7 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
         sensors=sensors,
         schedules=[make_stale_schedule(analysis_job, mon.stale_schedule, partitions)],
         resources=make_resources(path),
-        executor=make_executor(cfg.execution),
+        executor=with_heartbeat(make_executor(cfg.execution)),
     )
 
 
@@ -81,11 +82,15 @@ def make_executor(execution) -> dg.ExecutorDefinition:
     if execution.executor == "celery":
         try:
             from dagster_celery import celery_executor
+
+            from .celery_worker import celery_settings
         except ImportError as exc:
             raise ConfigError("execution.executor is celery but dagster-celery is not installed; install "
                               "neuro-pipeline with its 'distributed' extra: pip install -e '.[distributed]'") from exc
-        return celery_executor.configured({"broker": execution.broker, "backend": execution.backend},
-                                          name="celery_executor")
+        # The workers' settings (assets/celery_worker.py): tasks acknowledged when they end, so
+        # that a step whose worker is lost runs again on another one (at most MAX_DELIVERIES times).
+        return celery_executor.configured({"broker": execution.broker, "backend": execution.backend,
+                                           "config_source": celery_settings()}, name="celery_executor")
     if execution.executor == "multiprocess":
         return dg.multiprocess_executor.configured({"max_concurrent": execution.max_concurrent or 0},
                                                    name="multiprocess_executor")

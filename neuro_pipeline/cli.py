@@ -68,10 +68,59 @@ def _load(args: argparse.Namespace, *, deep: bool = True) -> PipelineConfig:
         sys.exit(f"neuro-pipeline: {exc}")
 
 
-def _dagster_job(cmd: list[str], env: dict[str, str], log_file) -> int:
-    """Run a Dagster command, keep its whole log, and show its events and progress bars."""
+class Stopper:
+    """Ctrl-C (SIGINT) and SIGTERM while ``python -m assets.run`` runs: the first asks it to
+    cancel the run (SIGUSR1: marked canceled, slots freed, finished stages kept), a second
+    kills its process group at once (the next run then finds the run dead and recovers it).
+
+    The child runs in a process group of its own, so that a Ctrl-C at the terminal reaches it
+    once, through here; it dies with this process (see ``assets.run``), as it would with the
+    group."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        self.signal: int | None = None
+        self.killed = False
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handle(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.signal is None:
+            self.signal = signum
+            print(f"\nneuro-pipeline: {name}: stopping the run; the stages it finished are kept "
+                  "(Ctrl-C again stops it at once)", file=sys.stderr, flush=True)
+            try:
+                os.kill(self.proc.pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
+        elif not self.killed:
+            self.killed = True
+            print(f"neuro-pipeline: {name} again: killing the run now; the next `neuro-pipeline run` recovers it",
+                  file=sys.stderr, flush=True)
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    @property
+    def exit_code(self) -> int | None:
+        """128 + the signal (130 for SIGINT, 143 for SIGTERM), as a shell reports it."""
+        return None if self.signal is None else 128 + self.signal
+
+
+def _dagster_job(cmd: list[str], env: dict[str, str], log_file, stopper: list | None = None) -> int:
+    """Run a Dagster command, keep its whole log, and show its events and progress bars. With
+    ``stopper`` (a list), the command runs in its own process group and a :class:`Stopper`,
+    appended to the list, turns Ctrl-C and SIGTERM into a clean cancel."""
+    env = {**env, "NEURO_PIPELINE_PARENT": str(os.getpid())} if stopper is not None else env
     proc = subprocess.Popen(cmd, env=env, cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, bufsize=1)
+                            text=True, bufsize=1, process_group=0 if stopper is not None else None)
+    if stopper is not None:
+        stopper.append(Stopper(proc))
     assert proc.stdout is not None
     bar = ProgressBar(sys.stdout)
     for line in proc.stdout:
@@ -85,8 +134,14 @@ def _dagster_job(cmd: list[str], env: dict[str, str], log_file) -> int:
         elif line.startswith("neuro-pipeline:"):
             bar.close()
             print("  " + line.split(":", 1)[1].strip(), flush=True)
+        elif "waiting since" in line:  # a step waiting for the store's lock (neuro_pipeline.store.engine)
+            bar.close()
+            print("  " + line.strip()[-300:], flush=True)
     bar.close()
-    return proc.wait()
+    rc = proc.wait()
+    if stopper:
+        stopper[0].restore()
+    return rc
 
 
 _BAR_FORMAT = "  {desc:<11} [{bar}] {percentage:5.1f}% {n}/{total} {unit}  {elapsed}<{remaining}"
@@ -144,7 +199,9 @@ def _short(line: str) -> str:
     return match.group(1) if match else line.strip()[-160:]
 
 
-_EXCEPTION = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Failure)): (.+)$", re.MULTILINE)
+#: An exception line, possibly after a step's name (``[token_activations.extract_shard[...]]: ...``,
+#: how dagster-celery reports a step whose worker was lost).
+_EXCEPTION = re.compile(r"^\s*(?:\[.*\]:\s*)?([A-Za-z_][\w.]*(?:Error|Exception|Failure)): (.+)$", re.MULTILINE)
 
 
 def root_cause(log_text: str) -> str | None:
@@ -174,8 +231,15 @@ def cmd_run(args: argparse.Namespace) -> int:
            *[a for v in args.version for a in ("--version", v)]]
     print("- observe the inputs, then materialize " + ("everything" if args.all else "what is stale or missing"),
           flush=True)
+    stopper: list[Stopper] = []
     with open(log_path, "w", encoding="utf-8") as log_file:
-        rc = _dagster_job(cmd, env, log_file)
+        rc = _dagster_job(cmd, env, log_file, stopper)
+        if stopper and stopper[0].signal is not None:
+            how = "killed" if stopper[0].killed else "canceled"
+            print(f"neuro-pipeline: the run was {how} ({signal.Signals(stopper[0].signal).name}). The stages it "
+                  f"finished are kept in {cfg.store_path}; `neuro-pipeline run` resumes. Full log: {log_path}",
+                  file=sys.stderr, flush=True)
+            return stopper[0].exit_code
         if rc != 0:
             log_file.flush()
             text = log_path.read_text(encoding="utf-8")
@@ -335,6 +399,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("dagster_dg_cli") is None:
         sys.exit("neuro-pipeline: the UI needs dagster-dg-cli (a dependency of neuro-pipeline); run scripts/setup.sh "
                  "or pip install 'dagster-dg-cli==1.13.27'.")
+    busy = port_in_use("127.0.0.1", args.port)
+    if busy is not None:
+        # The webserver would log "address already in use" and the daemon would run on as if all
+        # were well, while the page at that address is another server's.
+        sys.exit(f"neuro-pipeline: cannot start the Dagster UI: port {args.port} on 127.0.0.1 is already in use"
+                 f"{busy}. Stop that server or choose another port with --port.")
     print(f"Dagster UI for analysis '{cfg.name}' on http://127.0.0.1:{args.port} (Ctrl-C stops it)")
     # dg dev copies SIGINT's disposition onto SIGTERM; reset both so Ctrl-C and kill work.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -342,6 +412,51 @@ def cmd_ui(args: argparse.Namespace) -> int:
     os.chdir(os.getcwd())
     os.execvpe(cmd[0], cmd, env)
     return 0  # pragma: no cover
+
+
+def port_in_use(host: str, port: int) -> str | None:
+    """None when ``host:port`` can be listened on; otherwise what holds it (" by pid N: command",
+    where /proc tells, else "")."""
+    import errno
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As a server binds: a port whose last connections are closing (TIME_WAIT) is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+        else:
+            return None
+    holder = _listener(port)
+    return f" by pid {holder[0]}: {holder[1]}" if holder else ""
+
+
+def _listener(port: int) -> tuple[int, str] | None:
+    """The process listening on TCP ``port`` (Linux /proc; None where it cannot be told, e.g.
+    another user's process)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            for fd in fd_dir.iterdir():
+                if os.readlink(fd) in inodes:
+                    pid = int(fd_dir.parent.name)
+                    cmdline = (fd_dir.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+                    return pid, cmdline[:200]
+        except OSError:
+            continue
+    return None
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -117,8 +117,10 @@ class Engine:
                         f"{self.lock_timeout:g} s); nothing was written. Run again when it has finished, "
                         "or raise NEURO_PIPELINE_LOCK_TIMEOUT.") from exc
                 if last_log is None or time.monotonic() - last_log >= 30:
-                    log.warning("%s is locked by %s; waiting for it (up to %g s).", self.path, who,
-                                self.lock_timeout)
+                    # Said at once and every 30 s (`neuro-pipeline run` shows "waiting since" lines).
+                    since = time.strftime("%H:%M:%S", time.localtime(time.time() - waited))
+                    log.warning("%s: waiting since %s for the DuckDB lock, held by %s (up to %g s).", self.path,
+                                since, who, self.lock_timeout)
                     last_log = time.monotonic()
                 time.sleep(min(delay, max(0.0, self.lock_timeout - waited)))
                 delay = min(delay * 2, 0.5)

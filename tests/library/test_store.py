@@ -140,7 +140,7 @@ def test_a_locked_store_is_waited_for_with_a_message(store, caplog):
             assert store.query("SELECT value FROM metrics")["value"].to_list() == [0.5]
     finally:
         holder.wait()
-    assert f"is locked by PID {holder.pid}" in caplog.text and "waiting for it" in caplog.text
+    assert "waiting since" in caplog.text and f"for the DuckDB lock, held by PID {holder.pid}" in caplog.text
 
 
 def test_a_store_locked_for_too_long_is_a_clear_error_and_nothing_is_written(store):

@@ -206,3 +206,19 @@ def start_workers(folder: Path, names: list[str], env: dict[str, str], home: str
     for proc in procs:
         stop_group(proc)
     raise RuntimeError(problem)
+
+
+def new_database(url: str, name: str) -> str:
+    """A new, empty database ``name`` on the PostgreSQL server of ``url`` (one of
+    :func:`start_postgres`, with or without ``+psycopg2``); its URL, in the form of ``url``."""
+    import psycopg2
+
+    base, _, _ = url.rpartition("/")
+    conn = psycopg2.connect(url.replace("postgresql+psycopg2://", "postgresql://"))
+    try:
+        conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        conn.close()
+    return f"{base}/{name}"

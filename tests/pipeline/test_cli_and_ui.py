@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.pipeline.conftest import write_analysis
 from tests.pipeline.dagster_ui import free_port, graphql
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,9 +37,13 @@ def _listen_addresses(port: int) -> set[str]:
     return found
 
 
-@pytest.fixture
-def ran(analysis_dir):
-    """`neuro-pipeline run` on the tiny analysis, with a project-local Dagster home."""
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory, tiny_model_dir):
+    """`neuro-pipeline run` on the tiny analysis, with a project-local Dagster home: one run
+    shared by the tests of this module (each reads it; a second run and an import add nothing
+    the others check)."""
+    analysis_dir = tmp_path_factory.mktemp("ran")
+    write_analysis(analysis_dir, tiny_model_dir)
     home = analysis_dir / "home"
     proc = subprocess.run([*CLI, "run", "-c", str(analysis_dir / "pipeline.yaml"), "--home", str(home)],
                           cwd=analysis_dir, capture_output=True, text=True, timeout=600)

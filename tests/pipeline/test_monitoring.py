@@ -245,7 +245,7 @@ def test_every_computed_asset_is_automated_and_the_schedule_and_sensors_run_by_d
     assert graph.get(dg.AssetKey("token_activations")).partitions_def.name == MODEL_VERSIONS
     assert graph.get(dg.AssetKey("annotated_corpus")).partitions_def is None
     names = {s.name: s.default_status for s in defs.sensors}
-    assert set(names) == {"model_registry_sensor", "input_watch_sensor", "neuro_automation"}
+    assert set(names) == {"model_registry_sensor", "input_watch_sensor", "neuro_automation", "dead_run_sensor"}
     assert all(status == dg.DefaultSensorStatus.RUNNING for status in names.values())
     schedule = defs.get_schedule_def("stale_safety_net")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING

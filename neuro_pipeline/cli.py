@@ -126,6 +126,8 @@ def _dagster_job(cmd: list[str], env: dict[str, str], log_file, stopper: list | 
     for line in proc.stdout:
         log_file.write(line)
         match = _PROGRESS.search(line)
+        if stopper and stopper[0].signal is not None and not line.startswith("neuro-pipeline:"):
+            continue  # stopping: the interrupted step's failure is the stop itself (the log keeps it)
         if match:
             bar.update(match.group(1), int(match.group(2)), int(match.group(3)), match.group(4))
         elif any(tag in line for tag in _SHOWN):

@@ -7,7 +7,7 @@
   (``python -m neuro_pipeline.store.compare``).
 - A run whose process is gone holds the pool slot; a waiting run says what it waits for
   within 5 s, waits with under 5% of a core, and goes on once the holder is found dead.
-- ``neuro-pipeline ui`` SIGKILLed while the daemon's automation run extracts: after a
+- ``neuro-pipeline ui`` SIGKILLed while a run the daemon launched extracts: after a
   restart the daemon ends the dead run, retries it, and the analysis completes.
 - ``neuro-pipeline ui --port`` on a port another server holds stops with a clear error.
 
@@ -218,7 +218,7 @@ def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
         sigkill_leftovers(proc.pid)
 
 
-def test_ui_killed_while_the_automation_runs_recovers_after_a_restart(tmp_path, tiny_model_dir, fault_reference):
+def test_ui_killed_while_a_daemon_run_extracts_recovers_after_a_restart(tmp_path, tiny_model_dir, fault_reference):
     from tests.pipeline.dagster_ui import free_port
 
     config = write_fault_analysis(tmp_path, tiny_model_dir)
@@ -226,10 +226,19 @@ def test_ui_killed_while_the_automation_runs_recovers_after_a_restart(tmp_path, 
     ui = _start_ui(config, port)
     try:
         wait_for_ui(port)
-        wait_for(lambda: any(r["status"] == "STARTED" and ["token_activations"] in
-                             [a["path"] for a in r["assetSelection"] or []] for r in _runs(port)),
-                 "an automation run of the extraction", timeout=300)
-        killed = next(r for r in _runs(port) if r["status"] == "STARTED")["runId"]
+        # The analysis launched as the UI's "Materialize" does, through the daemon's run queue
+        # and launcher: the path of every run the daemon starts (automation, sensors, schedule).
+        # Not left to the automation's first tick: on a fresh instance that tick can come before
+        # the inputs are observed and then request nothing.
+        from dagster_graphql import DagsterGraphQLClient
+
+        killed = DagsterGraphQLClient("127.0.0.1", port_number=port).submit_job_execution(
+            "analysis_job", repository_location_name="neuro")
+        wait_for(lambda: any(r["runId"] == killed and r["status"] == "STARTED" for r in _runs(port)),
+                 "the daemon's run to start", timeout=300)
+        with _instance(tmp_path) as instance:
+            wait_for(lambda: any(e.step_key == "token_activations" for e in instance.all_logs(
+                killed, of_type=dg.DagsterEventType.STEP_START)), "the extraction", timeout=300)
         _stop(ui, signal.SIGKILL)  # webserver, daemon and code server, as a lost machine
     finally:
         sigkill_leftovers(ui.pid)
@@ -242,9 +251,8 @@ def test_ui_killed_while_the_automation_runs_recovers_after_a_restart(tmp_path, 
 
         def done() -> bool:
             runs = _runs(port)
-            return all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in runs) and \
-                any(r["status"] == "SUCCESS" and ["evaluation_report"] in [a["path"] for a in r["assetSelection"] or []]
-                    for r in runs)
+            return all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in runs) and any(
+                {"key": "dagster/parent_run_id", "value": killed} in r["tags"] for r in runs)
         wait_for(done, "the analysis to complete after the restart", timeout=420)
         runs = {r["runId"]: r for r in _runs(port)}
         assert runs[killed]["status"] == "FAILURE"

@@ -31,6 +31,7 @@ import dagster as dg
 import pytest
 
 from assets.liveness import HEARTBEAT_TAG, OWNER_TAG, Owner
+from tests.pipeline.conftest import _empty_group
 from tests.pipeline.dagster_ui import graphql, wait_for_ui
 from tests.pipeline.faults import (
     CLI,
@@ -216,6 +217,7 @@ def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
         proc.wait(timeout=30)
     except (ProcessLookupError, subprocess.TimeoutExpired):
         sigkill_leftovers(proc.pid)
+    _empty_group(proc.pid)  # a code server started while the UI shut down missed the signal
 
 
 def test_ui_killed_while_a_daemon_run_extracts_recovers_after_a_restart(tmp_path, tiny_model_dir, fault_reference):

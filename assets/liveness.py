@@ -90,8 +90,13 @@ class Owner:
     start: str
 
     @classmethod
+    def of_process(cls, run_id: str, pid: int) -> Owner:
+        """Process ``pid`` of this host as the owner of run ``run_id``."""
+        return cls(run_id, socket.gethostname(), _boot_id(), pid, _process_start(pid))
+
+    @classmethod
     def this_process(cls, run_id: str) -> Owner:
-        return cls(run_id, socket.gethostname(), _boot_id(), os.getpid(), _process_start(os.getpid()))
+        return cls.of_process(run_id, os.getpid())
 
     @classmethod
     def parse(cls, text: str | None) -> Owner | None:
@@ -245,11 +250,15 @@ class RunWatch:
         self._thread = threading.Thread(target=self._loop, name=f"neuro-heartbeat-{run_id[:8]}", daemon=True)
 
     def __enter__(self) -> RunWatch:
+        self._claim()
+        self._thread.start()
+        return self
+
+    def _claim(self) -> None:
+        """Give the run its owner tags, once it exists (unless it was created with them)."""
         if not self.tagged and self.instance.get_run_by_id(self.run_id) is not None:
             self.instance.add_run_tags(self.run_id, owner_tags(self.run_id))
             self.tagged = True
-        self._thread.start()
-        return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
@@ -264,11 +273,9 @@ class RunWatch:
         next_beat = time.monotonic() + HEARTBEAT_SECONDS
         while not self._stop.wait(_WAIT_CHECK_SECONDS):
             try:
+                self._claim()
                 if not self.tagged:
-                    if self.instance.get_run_by_id(self.run_id) is None:
-                        continue
-                    self.instance.add_run_tags(self.run_id, owner_tags(self.run_id))
-                    self.tagged = True
+                    continue
                 if time.monotonic() >= next_beat:
                     self.instance.add_run_tags(self.run_id, {HEARTBEAT_TAG: _stamp(_now())})
                     next_beat = time.monotonic() + HEARTBEAT_SECONDS

@@ -21,6 +21,7 @@ names it), the process dies with its parent, as a killed process group would.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import signal
@@ -176,9 +177,7 @@ def _repair_activations(cfg) -> bool:
     from neuro_pipeline.stages.activations import repair_activation_files
     from neuro_pipeline.store import Store
 
-    if not cfg.store_path.exists():
-        return False
-    repair = repair_activation_files(cfg, Store(cfg.store_path))
+    repair = repair_activation_files(cfg, Store(cfg.store_path))  # nothing when there is no store yet
     for line in repair.lines():
         _say(line)
     return bool(repair.damaged)
@@ -223,22 +222,19 @@ class _Cancel:
         else:
             signal.signal(signal.SIGTERM, self._handle)
 
+    @contextlib.contextmanager
     def running(self, run_id: str | None, launch: str | None = None):
-        import contextlib
-
-        @contextlib.contextmanager
-        def scope():
-            self.run_id, self.launch, self.watch = run_id, launch, None
-            self.last = (run_id, launch)
-            try:
-                yield
-            except KeyboardInterrupt:
-                if not self.requested:
-                    raise
-            finally:
-                self.run_id, self.launch, self.watch = None, None, None
-
-        return scope()
+        """While run ``run_id`` (or the run tagged ``launch``) executes: a cancel request is for it,
+        and the KeyboardInterrupt that the request raises ends here."""
+        self.run_id, self.launch, self.watch = run_id, launch, None
+        self.last = (run_id, launch)
+        try:
+            yield
+        except KeyboardInterrupt:
+            if not self.requested:
+                raise
+        finally:
+            self.run_id, self.launch, self.watch = None, None, None
 
     def _current(self, run_id: str | None = None, launch: str | None = None) -> dg.DagsterRun | None:
         run_id, launch = (run_id, launch) if run_id or launch else (self.run_id, self.launch)

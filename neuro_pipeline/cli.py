@@ -112,21 +112,19 @@ class Stopper:
         return None if self.signal is None else 128 + self.signal
 
 
-def _dagster_job(cmd: list[str], env: dict[str, str], log_file, stopper: list | None = None) -> int:
-    """Run a Dagster command, keep its whole log, and show its events and progress bars. With
-    ``stopper`` (a list), the command runs in its own process group and a :class:`Stopper`,
-    appended to the list, turns Ctrl-C and SIGTERM into a clean cancel."""
-    env = {**env, "NEURO_PIPELINE_PARENT": str(os.getpid())} if stopper is not None else env
-    proc = subprocess.Popen(cmd, env=env, cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, bufsize=1, process_group=0 if stopper is not None else None)
-    if stopper is not None:
-        stopper.append(Stopper(proc))
+def _dagster_job(cmd: list[str], env: dict[str, str], log_file) -> tuple[int, Stopper]:
+    """Run a Dagster command in its own process group, keep its whole log, and show its events
+    and progress bars; a :class:`Stopper` turns Ctrl-C and SIGTERM into a clean cancel. The
+    exit status, and the stopper (which signal came, if any)."""
+    proc = subprocess.Popen(cmd, env={**env, "NEURO_PIPELINE_PARENT": str(os.getpid())}, cwd=os.getcwd(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, process_group=0)
+    stopper = Stopper(proc)
     assert proc.stdout is not None
     bar = ProgressBar(sys.stdout)
     for line in proc.stdout:
         log_file.write(line)
         match = _PROGRESS.search(line)
-        if stopper and stopper[0].signal is not None and not line.startswith("neuro-pipeline:"):
+        if stopper.signal is not None and not line.startswith("neuro-pipeline:"):
             continue  # stopping: the interrupted step's failure is the stop itself (the log keeps it)
         if match:
             bar.update(match.group(1), int(match.group(2)), int(match.group(3)), match.group(4))
@@ -141,9 +139,8 @@ def _dagster_job(cmd: list[str], env: dict[str, str], log_file, stopper: list | 
             print("  " + line.strip()[-300:], flush=True)
     bar.close()
     rc = proc.wait()
-    if stopper:
-        stopper[0].restore()
-    return rc
+    stopper.restore()
+    return rc, stopper
 
 
 _BAR_FORMAT = "  {desc:<11} [{bar}] {percentage:5.1f}% {n}/{total} {unit}  {elapsed}<{remaining}"
@@ -233,15 +230,14 @@ def cmd_run(args: argparse.Namespace) -> int:
            *[a for v in args.version for a in ("--version", v)]]
     print("- observe the inputs, then materialize " + ("everything" if args.all else "what is stale or missing"),
           flush=True)
-    stopper: list[Stopper] = []
     with open(log_path, "w", encoding="utf-8") as log_file:
-        rc = _dagster_job(cmd, env, log_file, stopper)
-        if stopper and stopper[0].signal is not None:
-            how = "killed" if stopper[0].killed else "canceled"
-            print(f"neuro-pipeline: the run was {how} ({signal.Signals(stopper[0].signal).name}). The stages it "
+        rc, stopper = _dagster_job(cmd, env, log_file)
+        if stopper.signal is not None:
+            how = "killed" if stopper.killed else "canceled"
+            print(f"neuro-pipeline: the run was {how} ({signal.Signals(stopper.signal).name}). The stages it "
                   f"finished are kept in {cfg.store_path}; `neuro-pipeline run` resumes. Full log: {log_path}",
                   file=sys.stderr, flush=True)
-            return stopper[0].exit_code
+            return stopper.exit_code
         if rc != 0:
             log_file.flush()
             text = log_path.read_text(encoding="utf-8")

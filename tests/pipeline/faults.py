@@ -60,9 +60,6 @@ def start_cli(config: Path, *args: str, env: dict | None = None) -> subprocess.P
     return proc
 
 
-def latest_run_log(folder: Path, home: str = ".neuro") -> Path | None:
-    logs = sorted((folder / home / "logs").glob("run-*.log"), key=lambda p: p.stat().st_mtime)
-    return logs[-1] if logs else None
 
 
 def wait_for(predicate, what: str, timeout: float = 300, proc: subprocess.Popen | None = None) -> None:
@@ -78,22 +75,10 @@ def wait_for(predicate, what: str, timeout: float = 300, proc: subprocess.Popen 
         time.sleep(0.02)
 
 
-def log_has(folder: Path, text: str) -> bool:
-    """Whether the newest run log of ``folder`` holds ``text`` (the CLI writes it line by line)."""
-    log = latest_run_log(folder)
-    return log is not None and text in log.read_text(encoding="utf-8", errors="replace")
 
 
-def kill_group(proc: subprocess.Popen, sig: int) -> None:
-    os.killpg(proc.pid, sig)
 
 
-def group_gone(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def assert_equals_reference(store: Path, reference: Path) -> None:

@@ -147,8 +147,7 @@ def test_a_run_waiting_for_a_dead_runs_slot_says_so_waits_idle_and_goes_on(tmp_p
     try:
         with dg.DagsterInstance.from_config(str(home)) as instance:
             run_id = str(uuid.uuid4())
-            owner = Owner(run_id, socket.gethostname(), Owner.this_process(run_id).boot, holder.pid,
-                          Path(f"/proc/{holder.pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+            owner = Owner.of_process(run_id, holder.pid)
             instance.add_run(dg.DagsterRun(job_name="analysis_job", run_id=run_id, status=dg.DagsterRunStatus.STARTED,
                                            tags={OWNER_TAG: owner.tag(), HEARTBEAT_TAG: "2026-01-01T00:00:00+00:00"}))
             storage = instance.event_log_storage
